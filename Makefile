@@ -1,0 +1,86 @@
+#################################################################################
+# GLOBALS                                                                       #
+#################################################################################
+
+PYTHON_INTERPRETER ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_DIR := data/demo
+DEMO_CUSTOMERS ?= 5000
+DATA ?= $(DEMO_DIR)
+CONFIG ?=
+OUTPUT ?=
+ARGS ?=
+
+.DEFAULT_GOAL := help
+
+#################################################################################
+# COMMANDS                                                                      #
+#################################################################################
+
+# The environment is a stamp file: it is rebuilt only when pyproject.toml changes.
+$(STAMP): pyproject.toml
+	$(PYTHON_INTERPRETER) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+$(DEMO_DIR)/.stamp: $(STAMP)
+	$(BIN)/personas demo --out $(DEMO_DIR) --customers $(DEMO_CUSTOMERS) --seed 0
+	touch $@
+
+## Create the virtual environment and install the project (only when pyproject.toml changed)
+.PHONY: setup
+setup: $(STAMP)
+
+## Write the demo data folder (data/demo)
+.PHONY: demo
+demo: $(DEMO_DIR)/.stamp
+
+## Train personas: make train [DATA=folder] [CONFIG=file.yaml] [OUTPUT=dir]
+.PHONY: train
+train: $(STAMP) $(if $(filter $(DEMO_DIR),$(DATA)),$(DEMO_DIR)/.stamp)
+	$(BIN)/personas train --data $(DATA) $(if $(CONFIG),--config $(CONFIG)) $(if $(OUTPUT),--output $(OUTPUT)) $(ARGS)
+
+## Check a data folder against the contract: make validate [DATA=folder]
+.PHONY: validate
+validate: $(STAMP) $(if $(filter $(DEMO_DIR),$(DATA)),$(DEMO_DIR)/.stamp)
+	$(BIN)/personas validate --data $(DATA) $(if $(CONFIG),--config $(CONFIG))
+
+## Run the test suite
+.PHONY: test
+test: $(STAMP)
+	$(BIN)/python -m pytest tests
+
+## Lint and check formatting with ruff
+.PHONY: lint
+lint: $(STAMP)
+	$(BIN)/ruff format --check features models pipelines tests
+	$(BIN)/ruff check features models pipelines tests
+
+## Format the code with ruff
+.PHONY: format
+format: $(STAMP)
+	$(BIN)/ruff check --fix features models pipelines tests
+	$(BIN)/ruff format features models pipelines tests
+
+## Open the MLflow UI on the local tracking store (127.0.0.1)
+.PHONY: ui
+ui: $(STAMP)
+	$(BIN)/personas ui
+
+## Delete generated files (outputs, demo data, caches); keeps mlruns/ and .venv/
+.PHONY: clean
+clean:
+	rm -rf outputs $(DEMO_DIR) .pytest_cache .ruff_cache
+	find . -type d -name __pycache__ -prune -exec rm -rf {} +
+
+#################################################################################
+# Self Documenting Commands                                                     #
+#################################################################################
+
+## Show this help
+.PHONY: help
+help:
+	@awk '/^## /{desc=substr($$0,4); next} /^[a-zA-Z_-]+:/{if(desc){split($$1,t,":"); printf "  \033[36m%-10s\033[0m %s\n", t[1], desc}; desc=""}' $(MAKEFILE_LIST)

@@ -1,0 +1,1 @@
+"""Recipes (train), configuration, MLflow tracking, the report and the command line."""

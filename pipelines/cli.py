@@ -1,0 +1,217 @@
+"""The ``personas`` command line.
+
+Exit status: 0 on success; 1 on bad input or a failed check, with a one-paragraph
+message and no traceback (``--debug`` shows it); 2 on bad usage.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Discover customer segments and turn them into personas with their NPS.",
+)
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, highlight=False)
+_state = {"debug": False}
+logger = logging.getLogger("personas")
+
+
+def _setup_logging(debug: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+        force=True,
+    )
+    for noisy in ("mlflow", "alembic", "numba", "matplotlib", "urllib3", "git"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.WARNING)
+
+
+def _friendly(func):
+    """Turn known errors into a one-paragraph message and exit status 1."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        from features import DataError
+        from pipelines.config import ConfigError
+
+        try:
+            return func(*args, **kwargs)
+        except (DataError, ConfigError) as error:
+            if _state["debug"]:
+                raise
+            err.print(f"[bold red]error:[/] {error}", soft_wrap=True)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            err.print("interrupted")
+            raise typer.Exit(130) from None
+        except Exception as error:  # an unexpected failure: still no traceback by default
+            if _state["debug"]:
+                raise
+            err.print(
+                f"[bold red]error:[/] unexpected {type(error).__name__}: {error}. "
+                "Run again with --debug for the traceback.",
+                soft_wrap=True,
+            )
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+@app.callback()
+def _main(
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks and debug logs."),
+) -> None:
+    _state["debug"] = debug
+    _setup_logging(debug)
+
+
+@app.command()
+@_friendly
+def demo(
+    out_dir: Path = typer.Option(..., "--out", help="Folder to write the demo tables to."),
+    customers: int = typer.Option(5000, "--customers", min=50, help="Number of customers."),
+    seed: int = typer.Option(0, "--seed", help="Random seed."),
+    file_format: str = typer.Option("csv", "--format", help="csv or parquet."),
+) -> None:
+    """Write a realistic demo data folder with planted personas."""
+    from pipelines.demo import write_demo
+
+    if file_format not in ("csv", "parquet"):
+        raise typer.BadParameter("--format must be csv or parquet")
+    rows = write_demo(out_dir, n_customers=customers, seed=seed, file_format=file_format)
+    for table, n in rows.items():
+        out.print(f"{table:<20} {n:>12,} rows")
+    out.print(f"Demo data written to {out_dir}")
+
+
+def _quality_table(quality: dict) -> Table:
+    table = Table(title=f"Data quality (as of {quality.get('as_of', '?')})")
+    for col in ("table", "rows", "used", "invalid", "unknown customer", "after as_of", "range"):
+        table.add_column(col, justify="right" if col not in ("table", "range") else "left")
+    for name, t in quality["tables"].items():
+        table.add_row(
+            name,
+            f"{t['rows']:,}",
+            f"{t.get('rows_used', 0):,}",
+            f"{t['rows_invalid']:,}",
+            f"{t.get('unknown_customer_rows', 0):,}",
+            f"{t.get('rows_after_as_of', 0):,}",
+            f"{(t.get('first') or '')[:10]} – {(t.get('last') or '')[:10]}",
+        )
+    return table
+
+
+@app.command()
+@_friendly
+def validate(
+    data: Path = typer.Option(..., "--data", help="Data folder or DuckDB file."),
+    config: Path | None = typer.Option(None, "--config", help="YAML settings file."),
+) -> None:
+    """Check the data against the contract and print the data-quality summary."""
+    from pipelines.config import load_config
+    from pipelines.train import load
+
+    cfg = load_config(config)
+    loaded = load(data, cfg)
+    try:
+        out.print(_quality_table(loaded.quality))
+        for table, info in loaded.quality["tables"].items():
+            if info["pii_columns_dropped"]:
+                dropped = ", ".join(info["pii_columns_dropped"])
+                out.print(f"{table}: personal-data columns ignored: {dropped}")
+        for problem in loaded.quality["problems"]:
+            out.print(f"quarantined: {problem}")
+        out.print(f"OK: {loaded.n_customers:,} customers; tables: {', '.join(loaded.tables)}")
+    finally:
+        loaded.con.close()
+
+
+@app.command()
+@_friendly
+def train(
+    data: Path = typer.Option(..., "--data", help="Data folder or DuckDB file."),
+    config: Path | None = typer.Option(None, "--config", help="YAML settings file."),
+    output: Path | None = typer.Option(None, "--output", help="Output folder."),
+) -> None:
+    """Features -> model -> personas -> report, tracked as one MLflow run."""
+    from pipelines.train import train as run_train
+
+    result = run_train(data, config=config, output=output)
+    table = Table(title="Personas")
+    for col in (
+        "id",
+        "persona",
+        "customers",
+        "share",
+        "revenue share",
+        "NPS",
+        "95% interval",
+        "respondents",
+    ):
+        table.add_column(col, justify="left" if col == "persona" else "right")
+    for p in result.personas:
+        nps = "—" if p["nps"] is None else f"{p['nps']:+.0f}"
+        ci = "" if p["nps"] is None else f"[{p['nps_ci_low']:+.0f}, {p['nps_ci_high']:+.0f}]"
+        revenue = "—" if p["revenue_share"] is None else f"{100 * p['revenue_share']:.0f}%"
+        table.add_row(
+            str(p["persona_id"]),
+            p["name"],
+            f"{p['size']:,}",
+            f"{100 * p['share']:.0f}%",
+            revenue,
+            nps,
+            ci,
+            f"{p['respondents']:,}",
+        )
+    out.print(table)
+    out.print(f"Report: {result.output / 'report.html'}")
+    out.print(f"Outputs: {result.output}")
+    out.print(f"MLflow run: {result.run_id}")
+
+
+@app.command()
+@_friendly
+def ui(
+    port: int = typer.Option(5000, "--port", help="Port to listen on (127.0.0.1 only)."),
+    config: Path | None = typer.Option(None, "--config", help="YAML settings file."),
+) -> None:
+    """Open the MLflow UI on the local tracking store, bound to 127.0.0.1."""
+    from pipelines.config import load_config
+    from pipelines.tracking import tracking_uri
+
+    uri = tracking_uri(load_config(config))
+    out.print(f"MLflow UI for {uri} at http://127.0.0.1:{port} (Ctrl-C to stop)")
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "ui",
+        "--backend-store-uri",
+        uri,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    raise typer.Exit(subprocess.call(cmd))
+
+
+def main() -> None:
+    """Entry point of the ``personas`` console command."""
+    app()

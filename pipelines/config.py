@@ -1,0 +1,134 @@
+"""The run configuration: defaults from ``conf/default.yaml``, overridden by a user's file.
+
+Validated once, at start-up: an unknown key or a value of the wrong kind stops the run
+before any data is read.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from pathlib import Path
+
+import yaml
+
+from features.builders import FAMILIES
+
+__all__ = ["DEFAULT_CONFIG", "PROJ_ROOT", "ConfigError", "load_config"]
+
+#: The repository root when running from a checkout, else the working directory.
+PROJ_ROOT = (
+    Path(__file__).resolve().parents[1]
+    if (Path(__file__).resolve().parents[1] / "pyproject.toml").exists()
+    else Path.cwd()
+)
+DEFAULT_CONFIG = Path(__file__).with_name("conf") / "default.yaml"
+
+# Sections whose keys are the user's own (table names, free mappings): not checked.
+_FREE = {"columns"}
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message is meant for the user."""
+
+
+def _merge(base: dict, override: dict, path: str, source: str) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        where = f"{path}{key}"
+        if key not in base:
+            close = difflib.get_close_matches(str(key), [str(k) for k in base], n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(
+                f"{source}: unknown setting {where!r}.{hint} Known settings here: "
+                f"{', '.join(map(str, base))}."
+            )
+        if isinstance(base[key], dict) and key not in _FREE:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: {where!r} should be a mapping, got {value!r}.")
+            out[key] = _merge(base[key], value, f"{where}.", source)
+        else:
+            out[key] = value
+    return out
+
+
+def _check(cfg: dict, source: str) -> None:
+    m = cfg["model"]
+    ints = {
+        "seed": cfg["seed"],
+        "model.k_min": m["k_min"],
+        "model.k_max": m["k_max"],
+        "model.n_init": m["n_init"],
+        "model.sample_size": m["sample_size"],
+        "features.window_days": cfg["features"]["window_days"],
+        "features.trend_days": cfg["features"]["trend_days"],
+    }
+    for key, value in ints.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ConfigError(f"{source}: {key} should be a whole number >= 0, got {value!r}.")
+    if not 2 <= m["k_min"] <= m["k_max"]:
+        raise ConfigError(
+            f"{source}: need 2 <= model.k_min <= model.k_max, got k_min={m['k_min']}, "
+            f"k_max={m['k_max']}."
+        )
+    if cfg["validation"]["on_error"] not in ("fail", "quarantine"):
+        raise ConfigError(
+            f"{source}: validation.on_error should be 'fail' or 'quarantine', got "
+            f"{cfg['validation']['on_error']!r}."
+        )
+    unknown = [f for f in m["families"] if f not in FAMILIES]
+    if unknown or not m["families"]:
+        raise ConfigError(
+            f"{source}: model.families should list some of {', '.join(FAMILIES)}; "
+            f"got {m['families']!r}."
+        )
+    if not isinstance(cfg["columns"], dict) or not all(
+        isinstance(v, dict) for v in cfg["columns"].values()
+    ):
+        raise ConfigError(
+            f"{source}: columns should map table -> {{contract column: your column}}, got "
+            f"{cfg['columns']!r}."
+        )
+
+
+def load_config(path: str | Path | None = None, **overrides) -> dict:
+    """Read the defaults, apply a user's YAML file and keyword overrides, and validate.
+
+    Parameters
+    ----------
+    path : str or Path, optional
+        A YAML file naming only the settings that differ from the defaults.
+    **overrides
+        Top-level settings that win over both (``as_of="2026-06-30"``).
+
+    Returns
+    -------
+    dict
+        The full configuration.
+
+    Raises
+    ------
+    ConfigError
+        If the file is missing, not YAML, or names an unknown or invalid setting.
+    """
+    cfg = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    source = "the default config"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        if not path.is_file():
+            raise ConfigError(f"Config file {path} does not exist.")
+        try:
+            user = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path} is not valid YAML: {err}") from err
+        if not isinstance(user, dict):
+            raise ConfigError(
+                f"{path} should hold a mapping of settings, got {type(user).__name__}."
+            )
+        cfg = _merge(cfg, user, "", source)
+    cfg = _merge(cfg, {k: v for k, v in overrides.items() if v is not None}, "", "the command line")
+    if cfg["as_of"] is not None:
+        cfg["as_of"] = str(cfg["as_of"])
+    _check(cfg, source)
+    return cfg

@@ -1,0 +1,247 @@
+"""The train recipe: data -> features -> model -> personas -> outputs, as one MLflow run."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.decomposition import PCA
+
+from features import DataError, FeatureTable, LoadedData, build_features, load_data
+from models import AutoKMeans, Preprocessor, order_by_size, profile_personas
+from pipelines import tracking
+from pipelines.config import PROJ_ROOT, load_config
+from pipelines.report import write_report
+
+__all__ = ["TrainResult", "load", "train"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """What a train run produced.
+
+    Attributes
+    ----------
+    run_id : str
+        The MLflow run id.
+    output : Path
+        The output folder (assignments.csv, personas.json, features.parquet, report.html).
+    personas : list of dict
+        The persona table.
+    assignments : pandas.DataFrame
+        One row per customer.
+    """
+
+    run_id: str
+    output: Path
+    personas: list[dict]
+    assignments: pd.DataFrame
+
+
+@contextmanager
+def _stage(name: str):
+    start = time.perf_counter()
+    logger.info("%s ...", name)
+    yield
+    logger.info("%s done in %.1fs", name, time.perf_counter() - start)
+
+
+def load(data: str | Path, cfg: dict) -> LoadedData:
+    """Load and check the data source with the settings of ``cfg``."""
+    return load_data(
+        data,
+        columns=cfg["columns"],
+        validation=cfg["validation"],
+        privacy=cfg["privacy"],
+        as_of=cfg["as_of"],
+    )
+
+
+def _fit(table: FeatureTable, cfg: dict):
+    """Scale the modelled families and fit k-means; return labels, confidence and more."""
+    m = cfg["model"]
+    columns = table.families(m["families"])
+    if not columns:
+        raise DataError(
+            f"None of the feature families the model uses ({', '.join(m['families'])}) could "
+            "be built from the tables present; add their tables or change model.families."
+        )
+    meta = table.meta.loc[columns]
+    pre = Preprocessor(
+        log_columns=list(meta.index[meta["transform"] == "log"]),
+        categorical_columns=list(meta.index[meta["transform"] == "category"]),
+        max_categories=cfg["features"]["max_categories"],
+        clip=m["clip"],
+    )
+    X = pre.fit_transform(table.frame[columns])
+    if X.shape[0] < m["k_min"] + 1:
+        raise DataError(
+            f"Only {X.shape[0]} customers: at least {m['k_min'] + 1} are needed to find "
+            f"{m['k_min']} or more personas."
+        )
+    model = AutoKMeans(
+        k_min=m["k_min"],
+        k_max=m["k_max"],
+        n_init=m["n_init"],
+        sample_size=m["sample_size"],
+        tie_tolerance=m["tie_tolerance"],
+        random_state=cfg["seed"],
+    ).fit(X)
+    labels = order_by_size(model.labels_)
+    confidence = model.confidence(X)
+    return X, model, labels, confidence
+
+
+def _write_outputs(
+    folder: Path,
+    table: FeatureTable,
+    assignments: pd.DataFrame,
+    personas: list[dict],
+    quality: dict,
+    quarantine: dict[str, pd.DataFrame],
+) -> None:
+    assignments.to_csv(folder / "assignments.csv", index=False)
+    (folder / "personas.json").write_text(json.dumps(personas, indent=2))
+    (folder / "data_quality.json").write_text(json.dumps(quality, indent=2, default=str))
+    table.to_parquet(folder / "features.parquet")
+    if quarantine:
+        (folder / "quarantine").mkdir()
+        for name, rows in quarantine.items():
+            rows.to_csv(folder / "quarantine" / f"{name}.csv", index=False)
+
+
+def _publish(staging: Path, output: Path) -> None:
+    """Move a finished output folder into place, replacing an older one whole."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    old = output.with_name(output.name + ".old")
+    if output.exists():
+        output.rename(old)
+    staging.rename(output)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def train(
+    data: str | Path,
+    *,
+    config: str | Path | None = None,
+    output: str | Path | None = None,
+    cfg: dict | None = None,
+) -> TrainResult:
+    """Run the whole pipeline on one data source, tracked as one MLflow run.
+
+    Parameters
+    ----------
+    data : str or Path
+        The data folder (or DuckDB file).
+    config : str or Path, optional
+        A YAML file of settings that differ from the defaults.
+    output : str or Path, optional
+        Output folder; default ``<output.root>/<timestamp>-<run id>``. It appears only
+        when the run succeeds (outputs are written to a staging folder first).
+    cfg : dict, optional
+        An already loaded configuration (wins over ``config``).
+
+    Returns
+    -------
+    TrainResult
+        Run id, output folder, personas and assignments.
+    """
+    cfg = cfg or load_config(config)
+    with tracking.run(cfg, run_name="train") as run_id:
+        tracking.log_params(cfg)
+        with _stage("Load and validate"):
+            loaded = load(data, cfg)
+        try:
+            return _train(loaded, cfg, run_id, output)
+        finally:
+            loaded.con.close()
+
+
+def _train(loaded: LoadedData, cfg: dict, run_id: str, output) -> TrainResult:
+    quality = loaded.quality
+    tracking.set_tags({"data_fingerprint": loaded.fingerprint, "as_of": str(loaded.as_of)})
+    tracking.log_metrics({f"rows.{t}": info["rows_used"] for t, info in quality["tables"].items()})
+    with _stage("Features"):
+        table = build_features(loaded, {**cfg["features"], "seed": cfg["seed"]})
+    with _stage("Model"):
+        X, model, labels, confidence = _fit(table, cfg)
+    with _stage("Profile"):
+        meta = table.meta
+        traits = [f for f in meta.index if meta.loc[f, "family"] != "feedback"]
+        personas = profile_personas(
+            table.frame,
+            labels,
+            meta,
+            trait_features=traits,
+            value_column=cfg["naming"]["value_feature"],
+            top_traits=cfg["profile"]["top_traits"],
+            min_trait_effect=cfg["profile"]["min_trait_effect"],
+            ci_level=cfg["profile"]["ci_level"],
+            naming=cfg["naming"],
+        )
+    names = {p["persona_id"]: p["name"] for p in personas}
+    assignments = pd.DataFrame(
+        {
+            "customer_id": table.frame.index.astype(str),
+            "persona_id": labels,
+            "persona_name": [names[x] for x in labels],
+            "confidence": np.round(confidence, 4),
+            "is_outlier": confidence < cfg["model"]["outlier_confidence"],
+        }
+    )
+    silhouette = float(model.scores_.loc[model.n_clusters_, "silhouette"])
+    output = (
+        Path(output)
+        if output
+        else (PROJ_ROOT / cfg["output"]["root"] / f"{time.strftime('%Y%m%d-%H%M%S')}-{run_id[:8]}")
+    )
+    staging = output.with_name(f".{output.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        with _stage("Write outputs and report"):
+            _write_outputs(staging, table, assignments, personas, quality, loaded.quarantine)
+            rng = np.random.default_rng(cfg["seed"])
+            n_map = min(cfg["report"]["map_sample"], len(X))
+            sample = np.sort(rng.choice(len(X), n_map, replace=False))
+            embedding = PCA(n_components=2, random_state=cfg["seed"]).fit_transform(X[sample])
+            write_report(
+                staging / "report.html",
+                personas=personas,
+                quality=quality,
+                model={
+                    "n_customers": len(assignments),
+                    "as_of": str(loaded.as_of.date()),
+                    "silhouette": silhouette,
+                    "families": cfg["model"]["families"],
+                },
+                embedding=embedding,
+                labels=labels[sample],
+                run_id=run_id,
+            )
+        _publish(staging, output)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    with _stage("Log to MLflow"):
+        metrics = {
+            "n_personas": len(personas),
+            "silhouette": silhouette,
+            "outlier_share": float(assignments["is_outlier"].mean()),
+            **{f"k_search.silhouette.k{k}": v for k, v in model.scores_["silhouette"].items()},
+        }
+        for p in personas:
+            metrics[f"persona.{p['persona_id']}.size"] = p["size"]
+            metrics[f"persona.{p['persona_id']}.nps"] = p["nps"]
+        tracking.log_metrics(metrics)
+        tracking.log_artifacts(output)
+    return TrainResult(run_id=run_id, output=output, personas=personas, assignments=assignments)
