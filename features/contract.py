@@ -9,7 +9,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-__all__ = ["TABLES", "ColumnSpec", "DataError", "TableSpec", "is_pii"]
+__all__ = [
+    "NOT_PII_WORDS",
+    "PII_PATTERNS",
+    "TABLES",
+    "ColumnSpec",
+    "DataError",
+    "TableSpec",
+    "is_pii",
+]
 
 
 class DataError(ValueError):
@@ -149,16 +157,43 @@ TABLES: dict[str, TableSpec] = {
 }
 
 
+#: Name fragments that mark a column as personal data when the config names none
+#: (``privacy.pii_patterns``).
+PII_PATTERNS: tuple[str, ...] = (
+    "email", "e_mail", "name", "phone", "mobile", "address", "street", "postcode", "zip", "ip",
+    "ssn", "birth", "passport",
+)  # fmt: skip
+
+#: Words that end (or start) like a personal-data pattern but name no person.
+NOT_PII_WORDS: frozenset[str] = frozenset(
+    {"basename", "classname", "dbname", "dirname", "filename", "hostname", "pathname",
+     "rename", "tablename", "typename"}
+)  # fmt: skip
+
+
 def is_pii(column: str, patterns: list[str], extra: list[str]) -> bool:
     """Whether a column name looks like personal data.
+
+    The name is split into lower-case words at ``_``, other non-word characters and
+    camelCase humps (``firstName`` -> ``first``, ``name``). A pattern matches when
+
+    - its words appear together in the name (``email`` in ``customer_email``, ``e_mail``
+      in ``E-Mail`` or ``eMail``), or
+    - it has more than three letters and a word starts or ends with it (``emails``,
+      ``passport_no``, ``lastname``, ``username``), unless the word is one of
+      `NOT_PII_WORDS` (``filename``, ``hostname``...).
+
+    Short patterns (``ip``, ``zip``, ``ssn``) only match whole words, so ``zipper`` or
+    ``tip`` are not personal data. When in doubt the rule errs on the side of privacy:
+    ``plan_name`` counts as personal data.
 
     Parameters
     ----------
     column : str
         Column name as it appears in the data.
     patterns : list of str
-        Name fragments that mark personal data (``email``, ``phone``...), matched as whole
-        words of a snake_case or camelCase name.
+        Name fragments that mark personal data (``email``, ``phone``...), see
+        `PII_PATTERNS`.
     extra : list of str
         Column names the user listed under ``privacy.pii_columns``.
 
@@ -169,8 +204,13 @@ def is_pii(column: str, patterns: list[str], extra: list[str]) -> bool:
     """
     if column.lower() in {c.lower() for c in extra}:
         return True
-    words = re.split(r"[_\W]+|(?<=[a-z])(?=[A-Z])", column)
-    words = [w.lower() for w in words if w]
-    return any(p in words for p in patterns) or any(
-        w.startswith(p) for w in words for p in patterns if len(p) > 3
-    )
+    words = [w.lower() for w in re.split(r"[_\W]+|(?<=[a-z])(?=[A-Z])", column) if w]
+    joined = "_" + "_".join(words) + "_"
+    for pattern in (p.lower() for p in patterns):
+        if f"_{pattern}_" in joined:
+            return True
+        if len(pattern) > 3 and any(
+            w not in NOT_PII_WORDS and (w.startswith(pattern) or w.endswith(pattern)) for w in words
+        ):
+            return True
+    return False

@@ -8,16 +8,18 @@ with one clean view per present table (valid rows, known customers, nothing afte
 
 from __future__ import annotations
 
+import datetime as dt
 import difflib
 import hashlib
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
 import pandas as pd
 
-from features.contract import TABLES, ColumnSpec, DataError, TableSpec, is_pii
+from features.contract import PII_PATTERNS, TABLES, ColumnSpec, DataError, TableSpec, is_pii
 
 __all__ = ["LoadedData", "load_data"]
 
@@ -42,11 +44,13 @@ class LoadedData:
     attributes : list of str
         The customers' own attribute columns, personal data removed.
     as_of : pandas.Timestamp
-        Reference date; later events are ignored.
+        Reference time (UTC, without zone); later events are ignored.
     quality : dict
         The data-quality summary (rows, rejects, unknown customers, ranges per table).
     quarantine : dict of str to pandas.DataFrame
-        Rows set aside per table, with a ``reason`` column (quarantine mode only).
+        Rows set aside per table (quarantine mode only): the contract columns as the raw
+        text the file holds (so a bad value reads ``ten``, not NaN), the attribute columns
+        as they are, and a ``reason`` column.
     fingerprint : str
         Short hash identifying the input data.
     """
@@ -282,9 +286,12 @@ def load_data(
     validation : dict, optional
         ``on_error`` ("fail" or "quarantine"), ``max_unknown_share``, ``examples``.
     privacy : dict, optional
-        ``pii_patterns`` and ``pii_columns``; matching columns are dropped at the door.
+        ``pii_patterns`` (default `features.contract.PII_PATTERNS`) and ``pii_columns``;
+        matching columns are dropped at the door.
     as_of : str, optional
-        Reference date; default the latest timestamp in the data.
+        Reference time; default the latest timestamp of a known customer's valid row. A
+        plain date (``2026-03-31``) means the end of that day, so events later that day
+        count; a time with a zone offset is converted to UTC like every timestamp.
 
     Returns
     -------
@@ -305,7 +312,9 @@ def load_data(
         "examples": 5,
         **(validation or {}),
     }
-    privacy = {"pii_patterns": [], "pii_columns": [], **(privacy or {})}
+    privacy = {"pii_columns": [], **(privacy or {})}
+    if privacy.get("pii_patterns") is None:
+        privacy["pii_patterns"] = list(PII_PATTERNS)
     kind, readers = _find_sources(source)
     if "customers" not in readers:
         raise DataError(
@@ -376,14 +385,7 @@ def _load(con, source, kind, readers, mapping, validation, privacy, as_of) -> Lo
             [_quote("__raw_" + c) for c in found] + (["__row", "__dup"] if dup else [])
         )
         if failed and quarantining:
-            reasons = " || ".join(
-                f"CASE WHEN {c.bad} THEN {_literal(c.column + ' ' + c.reason + '; ')} ELSE '' END"
-                for c in checks
-            )
-            quarantine[name] = con.execute(
-                f"SELECT * EXCLUDE ({drop}), rtrim({reasons}, '; ') AS reason "
-                f"FROM staged_{name} WHERE {bad}"
-            ).df()
+            quarantine[name] = _quarantined(con, name, found, attrs, checks)
         con.execute(
             f"CREATE VIEW valid_{name} AS SELECT * EXCLUDE ({drop}) "
             f"FROM staged_{name} WHERE NOT ({bad})"
@@ -425,19 +427,73 @@ def _load(con, source, kind, readers, mapping, validation, privacy, as_of) -> Lo
     )
 
 
+def _quarantined(
+    con: duckdb.DuckDBPyConnection,
+    name: str,
+    found: dict[str, str],
+    attrs: list[str],
+    checks: list[_Check],
+) -> pd.DataFrame:
+    """Return the rows of a table that break a check, as the user wrote them.
+
+    Contract columns come as their raw text (``ten``, ``12,50``), not as the parsed value
+    (NaN), so the user sees what to fix; attribute columns come as they are. The
+    ``reason`` column lists every rule the row breaks.
+    """
+    bad = " OR ".join(f"({c.bad})" for c in checks)
+    reasons = " || ".join(
+        f"CASE WHEN {c.bad} THEN {_literal(c.column + ' ' + c.reason + '; ')} ELSE '' END"
+        for c in checks
+    )
+    cols = [f"{_quote('__raw_' + c)} AS {_quote(c)}" for c in found] + [_quote(a) for a in attrs]
+    return con.execute(
+        f"SELECT {', '.join(cols)}, rtrim({reasons}, '; ') AS reason FROM staged_{name} WHERE {bad}"
+    ).df()
+
+
+def _is_plain_date(value) -> bool:
+    """Whether ``as_of`` names a day (``YYYY-MM-DD`` or a `datetime.date`), not a time."""
+    if isinstance(value, str):
+        return re.fullmatch(r"\d{4}-\d{2}-\d{2}", value) is not None
+    return isinstance(value, dt.date) and not isinstance(value, dt.datetime)
+
+
+def _parse_as_of(as_of) -> pd.Timestamp:
+    """Turn the configured ``as_of`` into a UTC timestamp without zone.
+
+    A plain date (``2026-03-31``) means the end of that day, the last microsecond before
+    the next midnight, so every event of that day counts. A time with a zone offset
+    (``2026-03-02T10:00:00+02:00``) is converted to UTC, like every timestamp in the
+    data; a time without one is read as UTC.
+    """
+    value = as_of.strip() if isinstance(as_of, str) else as_of
+    try:
+        ts = pd.Timestamp(value)
+        if pd.isna(ts):
+            raise ValueError("no date")
+    except (ValueError, TypeError) as err:
+        raise DataError(f"as_of {as_of!r} in the config is not a date (use YYYY-MM-DD).") from err
+    if ts.tzinfo is not None:
+        ts = ts.tz_convert("UTC").tz_localize(None)
+    if _is_plain_date(value):
+        ts = ts.normalize() + pd.Timedelta(days=1) - pd.Timedelta(microseconds=1)
+    return ts
+
+
 def _resolve_as_of(
     con: duckdb.DuckDBPyConnection, tables: list[str], as_of: str | None
 ) -> pd.Timestamp:
-    """Return the configured reference date, else the latest event timestamp in the data."""
+    """Return the configured reference time, else the latest timestamp of a known customer.
+
+    Rows naming customers that are not in the customers table do not count, so a stray
+    future-dated row of an unknown id cannot move the reference date (see `_parse_as_of`
+    for how a configured value is read).
+    """
     if as_of is not None:
-        try:
-            return pd.Timestamp(as_of).tz_localize(None)
-        except (ValueError, TypeError) as err:
-            raise DataError(
-                f"as_of {as_of!r} in the config is not a date (use YYYY-MM-DD)."
-            ) from err
+        return _parse_as_of(as_of)
+    known = "customer_id IN (SELECT customer_id FROM valid_customers)"
     times = [
-        f"SELECT max({_quote(TABLES[t].time_column)}) AS t FROM valid_{t}"
+        f"SELECT max({_quote(TABLES[t].time_column)}) AS t FROM valid_{t} WHERE {known}"
         for t in tables
         if TABLES[t].time_column
     ]
@@ -450,7 +506,12 @@ def _resolve_as_of(
 
 
 def _stage(con, tables, available, as_of, quality, validation, materialize) -> None:
-    """Create the final views: known customers only, nothing after ``as_of``."""
+    """Create the final views: known customers only, nothing after ``as_of``.
+
+    The quality summary of each event table counts the rows of unknown customers and the
+    rows after ``as_of``; its ``first`` and ``last`` (the data span) cover the valid rows
+    of known customers, after ``as_of`` included.
+    """
     kind = "TEMP TABLE" if materialize else "VIEW"
     con.execute(f"CREATE {kind} customers AS SELECT * FROM valid_customers")
     n_customers = con.execute("SELECT count(*) FROM customers").fetchone()[0]
@@ -466,7 +527,8 @@ def _stage(con, tables, available, as_of, quality, validation, materialize) -> N
             f"SELECT count(*), count(*) FILTER (WHERE NOT {known}), "
             f"count(DISTINCT customer_id) FILTER (WHERE NOT {known}), "
             f"count(*) FILTER (WHERE {known} AND {time_col} > {stamp}), "
-            f"min({time_col}), max({time_col}) FROM valid_{name}"
+            f"min({time_col}) FILTER (WHERE {known}), max({time_col}) FILTER (WHERE {known}) "
+            f"FROM valid_{name}"
         ).fetchone()
         n_valid, n_unknown, n_unknown_ids, n_later, first, last = row
         info.update(

@@ -59,7 +59,7 @@ class FeatureTable:
     Attributes
     ----------
     frame : pandas.DataFrame
-        One row per customer (index ``customer_id``, in the order of the customers table),
+        One row per customer (index ``customer_id``, sorted),
         one column per feature.
     features : list of Feature
         Metadata for each column of ``frame``, in the same order.

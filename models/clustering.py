@@ -49,8 +49,9 @@ class AutoKMeans(ClusterMixin, BaseEstimator):
     Each k in ``[k_min, k_max]`` is fitted on a random sample of at most ``sample_size``
     rows and scored there (silhouette is quadratic in the rows, so it never sees them
     all). The k with the best silhouette wins; k values within ``tie_tolerance`` of it
-    are ties, broken by the mean rank of Calinski-Harabasz (higher is better) and
-    Davies-Bouldin (lower is better). The chosen k is then refitted on every row.
+    are ties, broken by the mean rank of silhouette, Calinski-Harabasz (higher is
+    better) and Davies-Bouldin (lower is better), smaller k first on equal ranks. The
+    chosen k is then refitted on every row.
 
     Parameters
     ----------
@@ -62,7 +63,7 @@ class AutoKMeans(ClusterMixin, BaseEstimator):
         K-means restarts per k.
     sample_size : int, default=10000
         Rows used for the search and the scores.
-    tie_tolerance : float, default=0.01
+    tie_tolerance : float, default=0.005
         Silhouette margin within which two k values count as tied.
     random_state : int, RandomState instance or None, default=None
         Seed for sampling and k-means.
@@ -104,7 +105,7 @@ class AutoKMeans(ClusterMixin, BaseEstimator):
         k_max=10,
         n_init=4,
         sample_size=10000,
-        tie_tolerance=0.01,
+        tie_tolerance=0.005,
         random_state=None,
     ):
         self.k_min = k_min
@@ -176,7 +177,11 @@ class AutoKMeans(ClusterMixin, BaseEstimator):
     def _choose(self, scores: pd.DataFrame) -> int:
         best = scores["silhouette"].max()
         tied = scores[scores["silhouette"] >= best - self.tie_tolerance]
-        rank = tied["calinski_harabasz"].rank(ascending=False) + tied["davies_bouldin"].rank()
+        rank = (
+            tied["silhouette"].rank(ascending=False)
+            + tied["calinski_harabasz"].rank(ascending=False)
+            + tied["davies_bouldin"].rank()
+        )
         return int(rank.sort_values(kind="stable").index[0])
 
     def transform(self, X) -> np.ndarray:

@@ -20,12 +20,16 @@ def signed_log1p(x):
     return np.sign(x) * np.log1p(np.abs(x))
 
 
+def _sqrt(x):
+    return np.sqrt(np.clip(np.asarray(x, dtype=float), 0.0, None))
+
+
 def _clip(x, bound):
     return np.clip(np.asarray(x, dtype=float), -bound, bound)
 
 
 class Preprocessor(TransformerMixin, BaseEstimator):
-    """Impute, log-transform, robust-scale, clip and one-hot encode customer features.
+    """Impute, transform, scale, clip, encode and weight customer features.
 
     Parameters
     ----------
@@ -33,16 +37,30 @@ class Preprocessor(TransformerMixin, BaseEstimator):
         Heavy-tailed columns (counts, money) that get ``signed_log1p`` first.
     categorical_columns : list of str, default=()
         Columns one-hot encoded (missing values become their own level).
+    share_columns : list of str, default=()
+        Compositional columns (shares of a whole, such as the usage mix). They get the
+        Hellinger transform (square root) and no per-column scaling, so distances between
+        customers are distances between their profiles.
+    groups : dict of str to str, optional
+        Column -> group (the feature family). With ``balance_groups`` each group's output
+        is weighted to the same total variance, so a family of ten columns does not
+        outvote a family of three. Columns not listed form their own group.
+    balance_groups : bool, default=True
+        Whether to give every group the same total variance.
+    group_weights : dict of str to float, optional
+        Extra weight per group (default 1): 2 makes a family count twice as much.
     max_categories : int, default=12
         Most frequent levels kept per categorical column; the rest share one column.
-    clip : float, default=5.0
+    clip : float, default=3.0
         Scaled values are clipped to ``[-clip, clip]`` so that a few extreme customers
         cannot claim a cluster of their own.
 
     Attributes
     ----------
-    transformer_ : sklearn.compose.ColumnTransformer
-        The fitted transformer.
+    transformers_ : dict of str to sklearn.compose.ColumnTransformer
+        The fitted transformer of each group.
+    weights_ : dict of str to float
+        The weight of each group.
     feature_names_in_ : ndarray of str
         Columns seen during `fit`.
 
@@ -53,9 +71,24 @@ class Preprocessor(TransformerMixin, BaseEstimator):
     (`sklearn.preprocessing.RobustScaler`), so outliers do not set the scale.
     """
 
-    def __init__(self, *, log_columns=(), categorical_columns=(), max_categories=12, clip=5.0):
+    def __init__(
+        self,
+        *,
+        log_columns=(),
+        categorical_columns=(),
+        share_columns=(),
+        groups=None,
+        balance_groups=True,
+        group_weights=None,
+        max_categories=12,
+        clip=3.0,
+    ):
         self.log_columns = log_columns
         self.categorical_columns = categorical_columns
+        self.share_columns = share_columns
+        self.groups = groups
+        self.balance_groups = balance_groups
+        self.group_weights = group_weights
         self.max_categories = max_categories
         self.clip = clip
 
@@ -66,8 +99,44 @@ class Preprocessor(TransformerMixin, BaseEstimator):
                 X[col] = X[col].astype(object).where(X[col].notna(), "missing").astype(str)
         return X
 
+    def _transformer(self, columns: list[str]) -> ColumnTransformer:
+        cats = [c for c in columns if c in self.categorical_columns]
+        shares = [c for c in columns if c in self.share_columns and c not in cats]
+        logs = [c for c in columns if c in self.log_columns and c not in cats + shares]
+        plain = [c for c in columns if c not in cats + shares + logs]
+
+        def numeric(*head):
+            return make_pipeline(
+                *head,
+                SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
+                RobustScaler(),
+                FunctionTransformer(
+                    _clip, kw_args={"bound": self.clip}, feature_names_out="one-to-one"
+                ),
+            )
+
+        log = FunctionTransformer(signed_log1p, feature_names_out="one-to-one")
+        hellinger = make_pipeline(
+            SimpleImputer(strategy="constant", fill_value=0.0, keep_empty_features=True),
+            FunctionTransformer(_sqrt, feature_names_out="one-to-one"),
+        )
+        onehot = OneHotEncoder(
+            handle_unknown="infrequent_if_exist",
+            max_categories=self.max_categories,
+            sparse_output=False,
+        )
+        return ColumnTransformer(
+            [
+                ("log", numeric(log), logs),
+                ("num", numeric(), plain),
+                ("share", hellinger, shares),
+                ("cat", onehot, cats),
+            ],
+            verbose_feature_names_out=False,
+        )
+
     def fit(self, X: pd.DataFrame, y=None):
-        """Learn medians, scales and category levels from ``X``.
+        """Learn medians, scales, category levels and group weights from ``X``.
 
         Parameters
         ----------
@@ -81,42 +150,21 @@ class Preprocessor(TransformerMixin, BaseEstimator):
         self : Preprocessor
             The fitted preprocessor.
         """
-        X = pd.DataFrame(X)
-        cats = [c for c in X.columns if c in self.categorical_columns]
-        logs = [c for c in X.columns if c in self.log_columns and c not in cats]
-        plain = [c for c in X.columns if c not in cats and c not in logs]
-
-        def numeric(*head):
-            return make_pipeline(
-                *head,
-                SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
-                RobustScaler(),
-                FunctionTransformer(
-                    _clip, kw_args={"bound": self.clip}, feature_names_out="one-to-one"
-                ),
+        X = self._categoricals(pd.DataFrame(X))
+        groups = self.groups or {}
+        members: dict[str, list[str]] = {}
+        for col in X.columns:
+            members.setdefault(groups.get(col, col), []).append(col)
+        self.transformers_, self.weights_, self._columns = {}, {}, members
+        for group, columns in members.items():
+            transformer = self._transformer(columns)
+            out = np.asarray(transformer.fit_transform(X[columns]), dtype=float)
+            total = float(out.var(axis=0).sum())
+            self.transformers_[group] = transformer
+            weight = (self.group_weights or {}).get(group, 1.0)
+            self.weights_[group] = (
+                weight / np.sqrt(total) if self.balance_groups and total else weight
             )
-
-        self.transformer_ = ColumnTransformer(
-            [
-                (
-                    "log",
-                    numeric(FunctionTransformer(signed_log1p, feature_names_out="one-to-one")),
-                    logs,
-                ),
-                ("num", numeric(), plain),
-                (
-                    "cat",
-                    OneHotEncoder(
-                        handle_unknown="infrequent_if_exist",
-                        max_categories=self.max_categories,
-                        sparse_output=False,
-                    ),
-                    cats,
-                ),
-            ],
-            verbose_feature_names_out=False,
-        )
-        self.transformer_.fit(self._categoricals(X))
         self.feature_names_in_ = np.asarray(X.columns, dtype=object)
         return self
 
@@ -131,17 +179,21 @@ class Preprocessor(TransformerMixin, BaseEstimator):
         Returns
         -------
         ndarray of shape (n_customers, n_outputs)
-            Scaled, clipped and encoded values.
+            Scaled, clipped, encoded and weighted values.
         """
-        check_is_fitted(self, "transformer_")
+        check_is_fitted(self, "transformers_")
         X = pd.DataFrame(X)
         missing = [c for c in self.feature_names_in_ if c not in X.columns]
         if missing:
             raise ValueError(f"X lacks the columns {missing} seen in fit.")
-        out = self.transformer_.transform(self._categoricals(X[list(self.feature_names_in_)]))
-        return np.asarray(out, dtype=float)
+        X = self._categoricals(X)
+        blocks = [
+            self.weights_[g] * np.asarray(t.transform(X[self._columns[g]]), dtype=float)
+            for g, t in self.transformers_.items()
+        ]
+        return np.hstack(blocks)
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
         """Names of the output columns (missing indicators and one-hot levels included)."""
-        check_is_fitted(self, "transformer_")
-        return self.transformer_.get_feature_names_out()
+        check_is_fitted(self, "transformers_")
+        return np.concatenate([t.get_feature_names_out() for t in self.transformers_.values()])

@@ -69,7 +69,7 @@ OLD_SIGNUP_DAYS = (150, HISTORY_DAYS - 1)  # signup window of established custom
 PERSONAS: dict[str, dict] = {
     "power_users": dict(
         share=0.18, new=False, plan=(0.05, 0.55, 0.40), size=(250, 1.0), price=1.15,
-        usage=0.55, growth=0.03, decline=False, quantity=3.0, mix_conc=15,
+        usage=0.70, growth=0.03, decline=False, quantity=3.0, mix_conc=15,
         mix=(3, 2, 1.5, 1.5, 1.5, 1.5, 1, 1, 2, 2),
         engage=0.10, channels=(3, 2, 2, 1, 1, 2),
         discount=(0.10, 0.05), late=(0.03, 3), addons=0.15,
@@ -135,8 +135,8 @@ PERSONAS: dict[str, dict] = {
     ),
     "analytics_specialists": dict(
         share=0.20, new=False, plan=(0.10, 0.75, 0.15), size=(200, 1.0), price=1.0,
-        usage=0.40, growth=0.01, decline=False, quantity=4.0, mix_conc=8,
-        mix=(1, 3.5, 2, 0.3, 0.2, 0.1, 3, 0.1, 0.2, 0.3),
+        usage=0.35, growth=0.01, decline=False, quantity=4.0, mix_conc=12,
+        mix=(0.5, 4, 2.5, 0.2, 0.1, 0.1, 3.5, 0.1, 0.1, 0.2),
         engage=0.07, channels=(3, 2, 2, 1.5, 0.5, 1),
         discount=(0.15, 0.05), late=(0.04, 3), addons=0.08,
         tickets=0.12, priority=(0.45, 0.4, 0.12, 0.03), topics=(1, 2, 1, 2, 1, 1), close=2.0,

@@ -79,6 +79,10 @@ def _fit(table: FeatureTable, cfg: dict):
     pre = Preprocessor(
         log_columns=list(meta.index[meta["transform"] == "log"]),
         categorical_columns=list(meta.index[meta["transform"] == "category"]),
+        share_columns=list(meta.index[meta["family"] == "usage_mix"]),
+        groups=meta["family"].to_dict(),
+        balance_groups=m["balance_families"],
+        group_weights=m["family_weights"],
         max_categories=cfg["features"]["max_categories"],
         clip=m["clip"],
     )

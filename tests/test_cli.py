@@ -1,0 +1,195 @@
+"""End to end through the `personas` command, into a real temporary MLflow store."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+from sklearn.metrics import adjusted_rand_score
+
+from models.profiler import nps_summary
+
+PERSONAS = [sys.executable, "-m", "pipelines"]
+
+
+def run_cli(*args, env=None, check=True):
+    result = subprocess.run(
+        [*PERSONAS, *map(str, args)], capture_output=True, text=True, env=env, timeout=600
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"exit {result.returncode}\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mlflow")
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
+    return env
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, store):
+    base = tmp_path_factory.mktemp("e2e")
+    data, out = base / "data", base / "out"
+    run_cli("demo", "--out", data, "--customers", 3000, "--seed", 11, env=store)
+    result = run_cli("train", "--data", data, "--output", out, env=store)
+    return data, out, result
+
+
+def test_train_prints_personas_report_and_run(trained):
+    _, out, result = trained
+    assert "Personas" in result.stdout
+    assert f"Report: {out / 'report.html'}" in result.stdout
+    assert "MLflow run: " in result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_every_customer_exactly_once(trained):
+    data, out, _ = trained
+    customers = pd.read_csv(data / "customers.csv", dtype=str)
+    assignments = pd.read_csv(out / "assignments.csv", dtype={"customer_id": str})
+    assert list(assignments.columns) == [
+        "customer_id",
+        "persona_id",
+        "persona_name",
+        "confidence",
+        "is_outlier",
+    ]
+    assert assignments["customer_id"].is_unique
+    assert set(assignments["customer_id"]) == set(customers["customer_id"])
+    assert assignments["confidence"].between(0, 1).all()
+
+
+def test_planted_personas_are_recovered(trained):
+    data, out, _ = trained
+    truth = pd.read_csv(data / "planted_personas.csv", dtype=str).set_index("customer_id")
+    found = pd.read_csv(out / "assignments.csv", dtype={"customer_id": str})
+    found = found.set_index("customer_id").loc[truth.index]
+    assert adjusted_rand_score(truth["persona"], found["persona_id"]) >= 0.8
+
+
+def test_persona_nps_matches_raw_feedback(trained):
+    data, out, _ = trained
+    feedback = pd.read_csv(data / "feedback.csv", dtype={"customer_id": str})
+    feedback["timestamp"] = pd.to_datetime(feedback["timestamp"])
+    latest = (
+        feedback.dropna(subset=["nps"])
+        .sort_values(["customer_id", "timestamp"])
+        .groupby("customer_id")["nps"]
+        .last()
+    )
+    assignments = pd.read_csv(out / "assignments.csv", dtype={"customer_id": str})
+    personas = json.loads((out / "personas.json").read_text())
+    for persona in personas:
+        ids = assignments.loc[assignments["persona_id"] == persona["persona_id"], "customer_id"]
+        scores = latest.reindex(ids).dropna()
+        promoters, detractors = (scores >= 9).sum(), (scores <= 6).sum()
+        assert persona["respondents"] == len(scores)
+        expected = 100 * (promoters - detractors) / len(scores)
+        assert persona["nps"] == pytest.approx(expected, abs=0.5)
+        assert persona["nps_ci_low"] <= persona["nps"] <= persona["nps_ci_high"]
+        assert persona == {**persona, **{k: v for k, v in nps_summary(scores).items()}}
+
+
+def test_personas_have_names_and_traits(trained):
+    _, out, _ = trained
+    personas = json.loads((out / "personas.json").read_text())
+    names = [p["name"] for p in personas]
+    assert len(set(names)) == len(names)
+    assert all(not n.startswith("Persona ") for n in names)
+    assert [p["size"] for p in personas] == sorted((p["size"] for p in personas), reverse=True)
+    assert sum(p["share"] for p in personas) == pytest.approx(1.0, abs=1e-3)
+    for p in personas:
+        assert p["traits"], p["name"]
+        assert {"feature", "persona_value", "population_value", "std_diff"} <= set(p["traits"][0])
+
+
+def test_outputs_hold_no_personal_data(trained):
+    data, out, _ = trained
+    customers = pd.read_csv(data / "customers.csv", dtype=str)
+    features = pd.read_parquet(out / "features.parquet")
+    assert not {"email", "name"} & set(features.columns)
+    text = "".join(p.read_text(errors="ignore") for p in out.iterdir() if p.suffix != ".parquet")
+    for value in customers["email"].head(50).tolist() + customers["name"].head(50).tolist():
+        assert value not in text
+
+
+def test_run_is_logged_with_params_metrics_and_artifacts(trained, store):
+    _, out, result = trained
+    run_id = result.stdout.split("MLflow run: ")[1].split()[0]
+    client = MlflowClient(tracking_uri=store["MLFLOW_TRACKING_URI"])
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["seed"] == "42"
+    assert run.data.metrics["n_personas"] >= 2
+    assert "persona.0.nps" in run.data.metrics
+    assert run.data.tags["data_fingerprint"]
+    logged = {a.path for a in client.list_artifacts(run_id)}
+    assert {"assignments.csv", "personas.json", "features.parquet", "report.html"} <= logged
+
+
+def test_report_is_self_contained(trained):
+    _, out, _ = trained
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 3
+    assert "http://" not in html and "https://" not in html
+    personas = json.loads((out / "personas.json").read_text())
+    assert html.count("class='card'") == len(personas)
+
+
+def test_same_seed_same_personas(trained, tmp_path, store):
+    data, out, _ = trained
+    run_cli("train", "--data", data, "--output", tmp_path / "again", env=store)
+    first = pd.read_csv(out / "assignments.csv")
+    second = pd.read_csv(tmp_path / "again" / "assignments.csv")
+    pd.testing.assert_frame_equal(first, second)
+
+
+def test_bad_input_fails_cleanly_and_marks_run_failed(tmp_path, store):
+    data = tmp_path / "bad"
+    data.mkdir()
+    (data / "customers.csv").write_text("customer_id\nA\nB\n")
+    (data / "feedback.csv").write_text(
+        "customer_id,timestamp,nps\nA,2026-01-01,11\nB,2026-01-02,ten\n"
+    )
+    result = run_cli("train", "--data", data, "--output", tmp_path / "out", env=store, check=False)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "feedback.csv" in result.stderr and "'nps'" in result.stderr
+    assert not (tmp_path / "out").exists()
+    client = MlflowClient(tracking_uri=store["MLFLOW_TRACKING_URI"])
+    mlflow.set_tracking_uri(store["MLFLOW_TRACKING_URI"])
+    runs = client.search_runs(
+        [client.get_experiment_by_name("personas").experiment_id],
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    assert runs[0].info.status == "FAILED"
+    assert runs[0].data.tags["error_type"] == "DataError"
+
+
+def test_debug_shows_traceback(tmp_path, store):
+    result = run_cli("--debug", "validate", "--data", tmp_path / "nope", env=store, check=False)
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr
+
+
+def test_bad_usage_exits_2(store):
+    result = run_cli("train", env=store, check=False)
+    assert result.returncode == 2
+
+
+def test_validate_prints_quality_summary(trained, store):
+    data, _, _ = trained
+    result = run_cli("validate", "--data", data, env=store)
+    assert "Data quality" in result.stdout
+    assert "personal-data columns ignored: name, email" in result.stdout
+    assert Path(data).exists()
