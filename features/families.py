@@ -140,7 +140,7 @@ def usage_mix(engine: Engine, as_of: pd.Timestamp, params: dict):
                 f"share of usage that goes to {labels[s]}",
                 "share",
                 "none",
-                labels[s],
+                labels[s].replace("_", " "),
             )
             for s in shares.columns
         ]
@@ -152,7 +152,7 @@ def usage_mix(engine: Engine, as_of: pd.Timestamp, params: dict):
     feats, cols = [], []
     for i, comp in enumerate(nmf.components_):
         top = [shares.columns[j] for j in np.argsort(comp)[::-1][:2]]
-        label = " & ".join(labels[t] for t in top)
+        label = " & ".join(labels[t].replace("_", " ") for t in top)
         cols.append(f"theme_{i + 1}_{top[0]}")
         feats.append(
             Feature(

@@ -201,7 +201,7 @@ def _describe(traits: list[dict], share: float) -> str:
 
     parts = []
     for t in traits[:3]:
-        word = "more" if t["std_diff"] > 0 else "less"
+        word = "higher" if t["std_diff"] > 0 else "lower"
         unit = "" if t["unit"] in ("share", "ratio", "flag", "category") else f" {t['unit']}"
         parts.append(
             f"{word} {t['description']} ({t['statistic']} {fmt(t['persona_value'], t['unit'])}"
