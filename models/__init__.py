@@ -6,6 +6,23 @@ feature arrives as a metadata table.
 
 from models.clustering import AutoKMeans, order_by_size
 from models.preprocessing import Preprocessor
+from models.density import DensityClusterer
 from models.profiler import nps_summary, profile_personas
+from models.reducers import IdentityReducer, PCAReducer, UMAPReducer
+from models.selection import Segmentation, select_segmentation
+from models.stability import clusterboot
 
-__all__ = ["AutoKMeans", "Preprocessor", "nps_summary", "order_by_size", "profile_personas"]
+__all__ = [
+    "AutoKMeans",
+    "DensityClusterer",
+    "IdentityReducer",
+    "PCAReducer",
+    "Preprocessor",
+    "Segmentation",
+    "UMAPReducer",
+    "clusterboot",
+    "nps_summary",
+    "order_by_size",
+    "profile_personas",
+    "select_segmentation",
+]

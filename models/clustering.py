@@ -8,7 +8,7 @@ from numbers import Integral, Real
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator, ClusterMixin, _fit_context
+from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin, _fit_context
 from sklearn.cluster import KMeans
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score, silhouette_score
@@ -43,7 +43,7 @@ def order_by_size(labels: np.ndarray) -> np.ndarray:
     return np.array([mapping.get(x, -1) for x in labels], dtype=int) if len(labels) else labels
 
 
-class AutoKMeans(ClusterMixin, BaseEstimator):
+class AutoKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
     """K-means that picks its number of clusters by silhouette on a sample.
 
     Each k in ``[k_min, k_max]`` is fitted on a random sample of at most ``sample_size``

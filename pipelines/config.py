@@ -66,6 +66,28 @@ def _check(cfg: dict, source: str) -> None:
     for key, value in ints.items():
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise ConfigError(f"{source}: {key} should be a whole number >= 0, got {value!r}.")
+    reals = {
+        "model.clip": (m["clip"], 0, None),
+        "model.tie_tolerance": (m["tie_tolerance"], 0, None),
+        "model.outlier_confidence": (m["outlier_confidence"], 0, 1),
+        "model.min_stability": (m["min_stability"], 0, 1),
+        "model.outlier_score": (m["outlier_score"], 0, 1),
+        "model.family_margin": (m["family_margin"], 0, None),
+        "model.unstable_below": (m["unstable_below"], 0, 1),
+        "profile.ci_level": (cfg["profile"]["ci_level"], 0, 1),
+        "profile.min_trait_effect": (cfg["profile"]["min_trait_effect"], 0, None),
+        "validation.max_unknown_share": (cfg["validation"]["max_unknown_share"], 0, 1),
+    }
+    for key, (value, low, high) in reals.items():
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if (
+            not ok
+            or value < low
+            or (high is not None and value > high)
+            or (key == "profile.ci_level" and value in (0, 1))
+        ):
+            bounds = f"from {low} to {high}" if high is not None else f">= {low}"
+            raise ConfigError(f"{source}: {key} should be a number {bounds}, got {value!r}.")
     if not 2 <= m["k_min"] <= m["k_max"]:
         raise ConfigError(
             f"{source}: need 2 <= model.k_min <= model.k_max, got k_min={m['k_min']}, "
@@ -76,6 +98,14 @@ def _check(cfg: dict, source: str) -> None:
             f"{source}: validation.on_error should be 'fail' or 'quarantine', got "
             f"{cfg['validation']['on_error']!r}."
         )
+    for key, allowed in (
+        ("noise", ("nearest", "unassigned")),
+        ("density_space", ("umap", "scaled")),
+    ):
+        if m[key] not in allowed:
+            raise ConfigError(
+                f"{source}: model.{key} should be one of {', '.join(allowed)}; got {m[key]!r}."
+            )
     unknown = [f for f in m["families"] if f not in FAMILIES]
     if unknown or not m["families"]:
         raise ConfigError(

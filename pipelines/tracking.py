@@ -23,6 +23,7 @@ from pipelines.config import PROJ_ROOT
 
 __all__ = [
     "log_artifacts",
+    "log_candidates",
     "log_metrics",
     "log_params",
     "run",
@@ -149,6 +150,41 @@ def log_metrics(metrics: dict[str, float]) -> None:
 def set_tags(tags: dict[str, str]) -> None:
     """Set run tags."""
     mlflow.set_tags({k: str(v) for k, v in tags.items()})
+
+
+def log_candidates(candidates) -> None:
+    """Log each candidate model as a nested child run of the active run.
+
+    Parameters
+    ----------
+    candidates : pandas.DataFrame
+        One row per candidate (index: its name) with its family, parameter and metrics.
+    """
+    parent = mlflow.active_run().info.run_id
+    for name, row in candidates.iterrows():
+        with mlflow.start_run(run_name=str(name), nested=True, parent_run_id=parent):
+            mlflow.log_params(
+                {"family": row["family"], "space": row["space"], "param": row["param"]}
+            )
+            mlflow.set_tags(
+                {"finalist": str(bool(row["finalist"])), "winner": str(bool(row["winner"]))}
+            )
+            log_metrics(
+                {
+                    k: row[k]
+                    for k in (
+                        "silhouette",
+                        "calinski_harabasz",
+                        "davies_bouldin",
+                        "noise_share",
+                        "n_clusters",
+                        "quality",
+                        "stability",
+                        "dbcv",
+                    )
+                    if k in row and row[k] == row[k]
+                }
+            )
 
 
 def log_artifacts(folder: str | Path) -> None:

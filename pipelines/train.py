@@ -15,7 +15,7 @@ import pandas as pd
 from sklearn.decomposition import PCA
 
 from features import DataError, FeatureTable, LoadedData, build_features, load_data
-from models import AutoKMeans, Preprocessor, order_by_size, profile_personas
+from models import Preprocessor, order_by_size, profile_personas, select_segmentation
 from pipelines import tracking
 from pipelines.config import PROJ_ROOT, load_config
 from pipelines.report import write_report
@@ -67,7 +67,7 @@ def load(data: str | Path, cfg: dict) -> LoadedData:
 
 
 def _fit(table: FeatureTable, cfg: dict):
-    """Scale the modelled families and fit k-means; return labels, confidence and more."""
+    """Scale the modelled families and choose the segmentation (see `select_segmentation`)."""
     m = cfg["model"]
     columns = table.families(m["families"])
     if not columns:
@@ -92,17 +92,33 @@ def _fit(table: FeatureTable, cfg: dict):
             f"Only {X.shape[0]} customers: at least {m['k_min'] + 1} are needed to find "
             f"{m['k_min']} or more personas."
         )
-    model = AutoKMeans(
+    seg = select_segmentation(
+        X,
         k_min=m["k_min"],
         k_max=m["k_max"],
         n_init=m["n_init"],
-        sample_size=m["sample_size"],
         tie_tolerance=m["tie_tolerance"],
+        density_shares=tuple(m["density_shares"]),
+        density_space=m["density_space"],
+        umap_params=m["umap"],
+        sample_size=m["sample_size"],
+        stability_sample=m["stability_sample"],
+        n_resamples=m["stability_resamples"],
+        min_stability=m["min_stability"],
+        family_margin=m["family_margin"],
+        outlier_score=m["outlier_score"],
+        force=m["force"],
         random_state=cfg["seed"],
-    ).fit(X)
-    labels = order_by_size(model.labels_)
-    confidence = model.confidence(X)
-    return X, model, labels, confidence
+    )
+    noise = seg.labels < 0
+    raw = seg.nearest if m["noise"] == "nearest" else seg.labels
+    labels = order_by_size(raw)
+    renumber = {int(o): int(n) for o, n in zip(raw, labels, strict=True)}
+    seg.stability["jaccard"] = {
+        renumber[o]: v for o, v in seg.stability["jaccard"].items() if o in renumber
+    }
+    outlier = noise | seg.outlier | (seg.confidence < m["outlier_confidence"])
+    return X, seg, labels, seg.confidence, outlier
 
 
 def _write_outputs(
@@ -177,7 +193,8 @@ def _train(loaded: LoadedData, cfg: dict, run_id: str, output) -> TrainResult:
     with _stage("Features"):
         table = build_features(loaded, {**cfg["features"], "seed": cfg["seed"]})
     with _stage("Model"):
-        X, model, labels, confidence = _fit(table, cfg)
+        X, seg, labels, confidence, outlier = _fit(table, cfg)
+        logger.info("Chosen: %s. %s", seg.name, seg.reason)
     with _stage("Profile"):
         meta = table.meta
         traits = [f for f in meta.index if meta.loc[f, "family"] != "feedback"]
@@ -192,6 +209,11 @@ def _train(loaded: LoadedData, cfg: dict, run_id: str, output) -> TrainResult:
             ci_level=cfg["profile"]["ci_level"],
             naming=cfg["naming"],
         )
+    threshold = cfg["model"]["unstable_below"]
+    for p in personas:
+        jaccard = seg.stability["jaccard"].get(p["persona_id"])
+        p["stability"] = None if jaccard is None else round(jaccard, 3)
+        p["unstable"] = jaccard is not None and jaccard < threshold
     names = {p["persona_id"]: p["name"] for p in personas}
     assignments = pd.DataFrame(
         {
@@ -199,10 +221,10 @@ def _train(loaded: LoadedData, cfg: dict, run_id: str, output) -> TrainResult:
             "persona_id": labels,
             "persona_name": [names[x] for x in labels],
             "confidence": np.round(confidence, 4),
-            "is_outlier": confidence < cfg["model"]["outlier_confidence"],
+            "is_outlier": outlier,
         }
     )
-    silhouette = float(model.scores_.loc[model.n_clusters_, "silhouette"])
+    silhouette = float(seg.candidates.loc[seg.name, "silhouette"])
     output = (
         Path(output)
         if output
@@ -241,11 +263,14 @@ def _train(loaded: LoadedData, cfg: dict, run_id: str, output) -> TrainResult:
             "n_personas": len(personas),
             "silhouette": silhouette,
             "outlier_share": float(assignments["is_outlier"].mean()),
-            **{f"k_search.silhouette.k{k}": v for k, v in model.scores_["silhouette"].items()},
+            "stability_ari": seg.stability["ari"],
+            "noise_share": float((seg.labels < 0).mean()),
         }
         for p in personas:
             metrics[f"persona.{p['persona_id']}.size"] = p["size"]
             metrics[f"persona.{p['persona_id']}.nps"] = p["nps"]
         tracking.log_metrics(metrics)
+        tracking.set_tags({"model": seg.name, "model_reason": seg.reason})
+        tracking.log_candidates(seg.candidates)
         tracking.log_artifacts(output)
     return TrainResult(run_id=run_id, output=output, personas=personas, assignments=assignments)

@@ -1,0 +1,366 @@
+"""Choose the segmentation: k-means and HDBSCAN candidates, scored on evidence.
+
+The rule, in order:
+
+1. Every candidate is fitted on the same sample of customers and scored in the same
+   space (the scaled features): silhouette of the placed customers, Calinski-Harabasz,
+   Davies-Bouldin and the share left as noise.
+2. The k-means family sends its best k (silhouette, near-ties by mean rank with
+   Calinski-Harabasz and Davies-Bouldin; see `AutoKMeans`); the density family sends
+   each ``min_cluster_share`` that found at least ``k_min`` personas.
+3. Silhouette rewards round clusters, so it cannot judge between the families. Each
+   finalist is scored by DBCV (density-based cluster validation, Moulavi et al. 2014) in
+   the scaled space, which judges both shapes; its *quality* is
+   ``DBCV x (1 - noise share)``: a model that explains only part of the customers is
+   marked down by the part it leaves out. DBCV can fail on degenerate clusters; it then
+   counts as -1.
+4. Each finalist is refitted on ``n_resamples`` subsamples (`clusterboot`); its stability
+   is the mean adjusted Rand index with its own labels.
+5. The winner is the finalist of best quality among those whose stability reaches
+   ``min_stability``, k-means winning quality ties within ``family_margin`` (it places
+   everyone and is simpler to serve); if none is stable enough, the most stable. A user
+   can force a candidate by name.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from sklearn.cluster import KMeans
+from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score, silhouette_score
+
+from models.clustering import AutoKMeans
+from models.density import DensityClusterer
+from models.reducers import IdentityReducer, UMAPReducer
+from models.stability import clusterboot
+
+__all__ = ["Segmentation", "select_segmentation"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Segmentation:
+    """The chosen model and what it says about every customer.
+
+    Attributes
+    ----------
+    name : str
+        Candidate name, e.g. ``kmeans_k6`` or ``hdbscan_umap_0.05``.
+    labels : ndarray of shape (n_customers,)
+        Cluster of each customer; -1 where the model calls them noise.
+    nearest : ndarray of shape (n_customers,)
+        The nearest cluster of each customer, noise included.
+    outlier : ndarray of bool of shape (n_customers,)
+        Customers the model could not place firmly: noise, or a GLOSH outlier score
+        above ``outlier_score`` (density models only).
+    confidence : ndarray of shape (n_customers,)
+        How firmly each customer sits in their cluster, in [0, 1].
+    stability : dict
+        ``jaccard`` per cluster and ``ari`` for the whole model.
+    candidates : pandas.DataFrame
+        Every candidate with its metrics, ``finalist`` and ``winner`` flags.
+    reason : str
+        Why the winner won, in a sentence.
+    model, reducer : object
+        The fitted clusterer and the reducer it works after.
+    """
+
+    name: str
+    labels: np.ndarray
+    nearest: np.ndarray
+    outlier: np.ndarray
+    confidence: np.ndarray
+    stability: dict
+    candidates: pd.DataFrame
+    reason: str
+    model: object = None
+    reducer: object = None
+    extra: dict = field(default_factory=dict)
+
+
+def _scores(X: np.ndarray, labels: np.ndarray, seed: int) -> dict:
+    placed = labels >= 0
+    k = len(np.unique(labels[placed]))
+    out = {"n_clusters": k, "noise_share": float(1 - placed.mean())}
+    if k < 2:
+        return {**out, "silhouette": np.nan, "calinski_harabasz": np.nan, "davies_bouldin": np.nan}
+    Xp, lp = X[placed], labels[placed]
+    out["silhouette"] = float(
+        silhouette_score(Xp, lp, sample_size=min(len(Xp), 5000), random_state=seed)
+    )
+    out["calinski_harabasz"] = float(calinski_harabasz_score(Xp, lp))
+    out["davies_bouldin"] = float(davies_bouldin_score(Xp, lp))
+    return out
+
+
+def _dbcv(space: np.ndarray, labels: np.ndarray) -> float:
+    """DBCV of a density model in its own space; NaN when it cannot be computed."""
+    from hdbscan.validity import validity_index
+
+    try:
+        with np.errstate(all="ignore"):
+            value = float(validity_index(space.astype(np.float64), labels))
+    except (ValueError, ZeroDivisionError, FloatingPointError, IndexError) as error:
+        logger.info("DBCV could not be computed: %s", error)
+        return float("nan")
+    return value if np.isfinite(value) else float("nan")
+
+
+def select_segmentation(
+    X: np.ndarray,
+    *,
+    k_min: int = 3,
+    k_max: int = 10,
+    n_init: int = 4,
+    tie_tolerance: float = 0.005,
+    density_shares: tuple = (0.02, 0.05, 0.1),
+    density_space: str = "umap",
+    umap_params: dict | None = None,
+    sample_size: int = 10000,
+    stability_sample: int = 3000,
+    n_resamples: int = 20,
+    min_stability: float = 0.6,
+    family_margin: float = 0.05,
+    outlier_score: float = 0.5,
+    force: str | None = None,
+    random_state: int = 0,
+) -> Segmentation:
+    """Fit the candidates, score them, and return the chosen segmentation.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_customers, n_features)
+        Scaled customer features.
+    k_min, k_max, n_init, tie_tolerance : int, int, int, float
+        The k-means search (see `AutoKMeans`).
+    density_shares : tuple of float, default=(0.02, 0.05, 0.1)
+        HDBSCAN candidates, by smallest persona as a share of customers; empty for none.
+    density_space : {"umap", "scaled"}, default="umap"
+        Where HDBSCAN looks for dense regions.
+    umap_params : dict, optional
+        Parameters of `UMAPReducer`.
+    sample_size : int, default=10000
+        Customers the candidates are fitted and scored on.
+    stability_sample : int, default=3000
+        Customers the stability resamples are drawn from.
+    n_resamples : int, default=20
+        Resamples per finalist.
+    min_stability : float, default=0.6
+        Mean adjusted Rand index a finalist needs to win on quality.
+    family_margin : float, default=0.05
+        K-means keeps the win unless a density model beats its quality by more.
+    outlier_score : float, default=0.5
+        GLOSH score above which a density model flags a customer as an outlier.
+    force : str, optional
+        Name of the candidate to use whatever the scores say.
+    random_state : int, default=0
+        Seed of every sample and model.
+
+    Returns
+    -------
+    Segmentation
+        The winner, fitted on every customer, with the candidates table.
+    """
+    rng = np.random.default_rng(random_state)
+    n = len(X)
+    sample = np.sort(rng.choice(n, sample_size, replace=False)) if n > sample_size else np.arange(n)
+    rows = []
+
+    kmeans = AutoKMeans(
+        k_min=k_min,
+        k_max=k_max,
+        n_init=n_init,
+        sample_size=sample_size,
+        tie_tolerance=tie_tolerance,
+        random_state=random_state,
+    ).fit(X)
+    for k, s in kmeans.scores_.iterrows():
+        rows.append(
+            {
+                "name": f"kmeans_k{k}",
+                "family": "kmeans",
+                "space": "scaled",
+                "param": k,
+                "n_clusters": k,
+                "noise_share": 0.0,
+                **s.drop("inertia").to_dict(),
+                "finalist": k == kmeans.n_clusters_,
+            }
+        )
+
+    space, reducer = None, None
+    if density_shares:
+        reducer = (
+            UMAPReducer(**{"random_state": random_state, **(umap_params or {})})
+            if density_space == "umap"
+            else IdentityReducer()
+        )
+        space = reducer.fit_transform(X)
+        for share in density_shares:
+            name = f"hdbscan_{density_space}_{share:g}"
+            try:
+                model = DensityClusterer(
+                    min_cluster_share=share, sample_size=sample_size, random_state=random_state
+                ).fit(space[sample])
+            except ValueError as error:
+                logger.info("%s skipped: %s", name, error)
+                continue
+            scores = _scores(X[sample], model.labels_, random_state)
+            rows.append(
+                {
+                    "name": name,
+                    "family": "hdbscan",
+                    "space": density_space,
+                    "param": share,
+                    **scores,
+                    "finalist": scores["n_clusters"] >= k_min,
+                }
+            )
+    table = pd.DataFrame(rows).set_index("name")
+
+    stab_rows = (
+        sample
+        if len(sample) <= stability_sample
+        else np.sort(rng.choice(sample, stability_sample, replace=False))
+    )
+    boots = {}
+    for name, row in table[table["finalist"]].iterrows():
+        fit_predict, Z = _refitter(row, n_init, sample_size, X, space)
+        labels = fit_predict(Z[stab_rows], random_state)
+        dbcv = _dbcv(X[stab_rows], labels)
+        table.loc[name, "dbcv"] = dbcv
+        table.loc[name, "quality"] = (-1.0 if np.isnan(dbcv) else dbcv) * (
+            1 - float((labels < 0).mean())
+        )
+        boots[name] = clusterboot(
+            fit_predict, Z[stab_rows], labels, n_resamples=n_resamples, random_state=random_state
+        )
+        table.loc[name, "stability"] = boots[name]["ari"]
+        logger.info(
+            "%s: quality %.3f, stability %.2f", name, table.loc[name, "quality"], boots[name]["ari"]
+        )
+
+    finalists = table[table["finalist"]]
+    if force:
+        if force not in table.index:
+            raise ValueError(
+                f"model.force={force!r} is not a candidate; candidates: {', '.join(table.index)}."
+            )
+        winner, reason = force, f"{force} was forced by the config (model.force)."
+    else:
+        stable = finalists[finalists["stability"] >= min_stability]
+        if len(stable):
+            winner = stable["quality"].idxmax()
+            kmeans_best = stable[stable["family"] == "kmeans"]["quality"]
+            if len(kmeans_best) and kmeans_best.max() >= stable["quality"].max() - family_margin:
+                winner = kmeans_best.idxmax()
+            reason = (
+                f"{winner} has the best quality (DBCV x placed share = "
+                f"{table.loc[winner, 'quality']:.3f}) among the finalists with stability "
+                f">= {min_stability} (its ARI over {n_resamples} resamples: "
+                f"{table.loc[winner, 'stability']:.2f})."
+            )
+        else:
+            winner = finalists["stability"].idxmax()
+            reason = (
+                f"No finalist reached stability {min_stability}; {winner} is the most "
+                f"stable ({table.loc[winner, 'stability']:.2f})."
+            )
+    table["winner"] = table.index == winner
+    return _final(
+        table.loc[winner],
+        winner,
+        X,
+        space,
+        reducer,
+        kmeans,
+        n_init,
+        sample_size,
+        random_state,
+        table,
+        reason,
+        n_resamples,
+        stab_rows,
+        outlier_score,
+    )
+
+
+def _refitter(row, n_init, sample_size, X, space):
+    if row["family"] == "kmeans":
+        k = int(row["param"])
+
+        def fit_predict(Z, seed):
+            return KMeans(n_clusters=k, n_init=max(1, n_init // 2), random_state=seed).fit_predict(
+                Z
+            )
+
+        return fit_predict, X
+    share = float(row["param"])
+
+    def fit_predict(Z, seed):
+        return DensityClusterer(min_cluster_share=share, sample_size=sample_size).fit(Z).labels_
+
+    return fit_predict, space
+
+
+def _final(
+    row,
+    name,
+    X,
+    space,
+    reducer,
+    kmeans,
+    n_init,
+    sample_size,
+    seed,
+    table,
+    reason,
+    n_resamples,
+    stab_rows,
+    outlier_score,
+) -> Segmentation:
+    if row["family"] == "kmeans":
+        k = int(row["param"])
+        model = (
+            kmeans
+            if k == kmeans.n_clusters_
+            else AutoKMeans(
+                k_min=k, k_max=k, n_init=n_init, sample_size=sample_size, random_state=seed
+            ).fit(X)
+        )
+        labels = model.labels_
+        confidence, nearest, used = model.confidence(X), labels, None
+        outlier = np.zeros(len(labels), dtype=bool)
+    else:
+        model = DensityClusterer(
+            min_cluster_share=float(row["param"]), sample_size=sample_size, random_state=seed
+        ).fit(space)
+        labels, confidence = model.labels_, model.probabilities_
+        nearest = np.where(labels >= 0, labels, model.nearest(space))
+        outlier = (labels < 0) | (model.outlier_scores_ > outlier_score)
+        used = reducer
+    # Per-persona stability is measured against the final labels, so its keys match them.
+    fit_predict, Z = _refitter(row, n_init, sample_size, X, space)
+    boot = clusterboot(
+        fit_predict,
+        Z[stab_rows],
+        np.asarray(labels)[stab_rows],
+        n_resamples=n_resamples,
+        random_state=seed,
+    )
+    return Segmentation(
+        name=name,
+        labels=np.asarray(labels),
+        nearest=np.asarray(nearest),
+        outlier=outlier,
+        confidence=np.clip(np.asarray(confidence, dtype=float), 0, 1),
+        stability=boot,
+        candidates=table,
+        reason=reason,
+        model=model,
+        reducer=used,
+    )

@@ -1,0 +1,180 @@
+"""Tests for ``pipelines.config.load_config``: defaults, overrides and validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipelines.config import DEFAULT_CONFIG, ConfigError, load_config
+
+DEFAULTS = yaml.safe_load(DEFAULT_CONFIG.read_text())
+
+
+@pytest.fixture
+def write(tmp_path: Path):
+    def write(text: str, name: str = "user.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(text)
+        return path
+
+    return write
+
+
+def test_defaults_load():
+    cfg = load_config()
+    assert cfg == DEFAULTS
+    assert cfg["seed"] == 42
+    assert (cfg["model"]["k_min"], cfg["model"]["k_max"]) == (3, 10)
+    assert cfg["as_of"] is None
+
+
+def test_user_file_overrides_a_nested_key_only(write):
+    cfg = load_config(write("model:\n  k_max: 6\n"))
+    assert cfg["model"]["k_max"] == 6
+    # every other setting, in the same section and elsewhere, keeps its default
+    assert {k: v for k, v in cfg["model"].items() if k != "k_max"} == {
+        k: v for k, v in DEFAULTS["model"].items() if k != "k_max"
+    }
+    assert {k: v for k, v in cfg.items() if k != "model"} == {
+        k: v for k, v in DEFAULTS.items() if k != "model"
+    }
+
+
+def test_empty_user_file_gives_defaults(write):
+    assert load_config(write("")) == DEFAULTS
+
+
+def test_free_columns_section_accepts_any_table(write):
+    cfg = load_config(write("columns:\n  transactions: {amount: revenue_usd}\n"))
+    assert cfg["columns"] == {"transactions": {"amount": "revenue_usd"}}
+
+
+@pytest.mark.parametrize(
+    ("text", "setting", "hint"),
+    [
+        ("model:\n  k_maxx: 5\n", "'model.k_maxx'", "Did you mean 'k_max'?"),
+        ("sed: 1\n", "'sed'", "Did you mean 'seed'?"),
+        ("validation:\n  on_eror: fail\n", "'validation.on_eror'", "Did you mean 'on_error'?"),
+    ],
+)
+def test_unknown_key_raises_with_hint(write, text, setting, hint):
+    path = write(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: unknown setting {setting}.")
+    assert hint in message
+
+
+def test_unknown_key_without_close_match_lists_known(write):
+    with pytest.raises(ConfigError, match="Known settings here: top_traits") as err:
+        load_config(write("profile:\n  zzzzzz: 1\n"))
+    assert "Did you mean" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("model:\n  k_min: three\n", "model.k_min should be a whole number >= 0, got 'three'"),
+        ("model:\n  k_max: 4.5\n", "model.k_max should be a whole number >= 0, got 4.5"),
+        ("seed: true\n", "seed should be a whole number >= 0, got True"),
+        ("seed: -1\n", "seed should be a whole number >= 0, got -1"),
+        ("features:\n  window_days: '90'\n", "features.window_days should be a whole number"),
+        (
+            "model:\n  k_min: 6\n  k_max: 4\n",
+            "need 2 <= model.k_min <= model.k_max, got k_min=6, k_max=4",
+        ),
+        ("model:\n  k_min: 1\n", "need 2 <= model.k_min <= model.k_max, got k_min=1"),
+        ("model:\n  families: [usage, useage]\n", "model.families should list some of usage,"),
+        ("model:\n  families: []\n", "model.families should list some of"),
+        (
+            "validation:\n  on_error: skip\n",
+            "validation.on_error should be 'fail' or 'quarantine', got 'skip'",
+        ),
+        ("model: 3\n", "'model' should be a mapping, got 3"),
+        ("columns:\n  transactions: amount\n", "columns should map table"),
+    ],
+    ids=[
+        "k_min_text",
+        "k_max_float",
+        "seed_bool",
+        "seed_negative",
+        "window_days_text",
+        "k_min_above_k_max",
+        "k_min_below_2",
+        "unknown_family",
+        "no_family",
+        "on_error",
+        "section_not_mapping",
+        "columns_not_mapping",
+    ],
+)
+def test_invalid_values_raise_naming_the_file(write, text, expected):
+    path = write(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: ")
+    assert expected in message
+
+
+@pytest.mark.parametrize("on_error", ["fail", "quarantine"])
+def test_valid_on_error(write, on_error):
+    cfg = load_config(write(f"validation:\n  on_error: {on_error}\n"))
+    assert cfg["validation"]["on_error"] == on_error
+
+
+def test_missing_file(tmp_path):
+    path = tmp_path / "nope.yaml"
+    with pytest.raises(ConfigError, match="does not exist") as err:
+        load_config(path)
+    assert str(path) in str(err.value)
+
+
+def test_invalid_yaml(write):
+    path = write("model: [k_min: 3\n")
+    with pytest.raises(ConfigError, match="is not valid YAML") as err:
+        load_config(path)
+    assert str(err.value).startswith(str(path))
+
+
+@pytest.mark.parametrize(
+    ("text", "kind"), [("- a\n- b\n", "list"), ("just text\n", "str")], ids=["list", "str"]
+)
+def test_non_mapping_yaml(write, text, kind):
+    path = write(text)
+    with pytest.raises(ConfigError, match=f"should hold a mapping of settings, got {kind}") as err:
+        load_config(path)
+    assert str(err.value).startswith(str(path))
+
+
+def test_keyword_overrides_win(write):
+    path = write("as_of: 2025-01-01\nseed: 7\n")
+    assert load_config(path)["as_of"] == "2025-01-01"  # a YAML date becomes text
+    cfg = load_config(path, as_of="2026-06-30")
+    assert (cfg["as_of"], cfg["seed"]) == ("2026-06-30", 7)
+    # None means "not given": the file's value stays
+    assert load_config(path, as_of=None)["as_of"] == "2025-01-01"
+    assert load_config(as_of="2026-06-30", seed=1)["seed"] == 1
+
+
+def test_keyword_override_of_unknown_key():
+    with pytest.raises(ConfigError, match="the command line: unknown setting 'sead'"):
+        load_config(sead=1)
+
+
+def test_keyword_override_is_validated():
+    with pytest.raises(ConfigError, match="need 2 <= model.k_min <= model.k_max"):
+        load_config(model={"k_min": 20})
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["profile:\n  ci_level: 95\n", "model:\n  clip: three\n", "model:\n  tie_tolerance: x\n"],
+    ids=["ci_level", "clip", "tie_tolerance"],
+)
+def test_float_settings_are_validated(write, text):
+    with pytest.raises(ConfigError):
+        load_config(write(text))
