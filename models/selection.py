@@ -34,7 +34,7 @@ from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score, silho
 
 from models.clustering import AutoKMeans
 from models.density import DensityClusterer
-from models.reducers import IdentityReducer, UMAPReducer
+from models.reducers import IdentityReducer, PCAReducer, UMAPReducer
 from models.stability import clusterboot
 
 __all__ = ["Segmentation", "select_segmentation"]
@@ -139,7 +139,7 @@ def select_segmentation(
         The k-means search (see `AutoKMeans`).
     density_shares : tuple of float, default=(0.02, 0.05, 0.1)
         HDBSCAN candidates, by smallest persona as a share of customers; empty for none.
-    density_space : {"umap", "scaled"}, default="umap"
+    density_space : {"umap", "pca", "scaled"}, default="umap"
         Where HDBSCAN looks for dense regions.
     umap_params : dict, optional
         Parameters of `UMAPReducer`.

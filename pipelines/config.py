@@ -100,7 +100,7 @@ def _check(cfg: dict, source: str) -> None:
         )
     for key, allowed in (
         ("noise", ("nearest", "unassigned")),
-        ("density_space", ("umap", "scaled")),
+        ("density_space", ("umap", "pca", "scaled")),
     ):
         if m[key] not in allowed:
             raise ConfigError(
