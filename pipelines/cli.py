@@ -187,6 +187,26 @@ def train(
 
 @app.command()
 @_friendly
+def score(
+    data: Path = typer.Option(..., "--data", help="Data folder or DuckDB file."),
+    model: str | None = typer.Option(
+        None, "--model", help="Model URI; default models:/<tracking.model_name>@champion."
+    ),
+    output: Path = typer.Option(..., "--output", help="CSV file to write."),
+    config: Path | None = typer.Option(None, "--config", help="YAML settings file."),
+) -> None:
+    """Assign customers to the personas of a trained model."""
+    from pipelines.score import score as run_score
+
+    result = run_score(data, model=model, output=output, config=config)
+    counts = result["persona_name"].value_counts()
+    for name, n in counts.items():
+        out.print(f"{n:>10,}  {name}")
+    out.print(f"Scored {len(result):,} customers -> {output}")
+
+
+@app.command()
+@_friendly
 def ui(
     port: int = typer.Option(5000, "--port", help="Port to listen on (127.0.0.1 only)."),
     config: Path | None = typer.Option(None, "--config", help="YAML settings file."),

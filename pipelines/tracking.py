@@ -11,12 +11,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import pickle
 import subprocess
 from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 
 import mlflow
+import mlflow.pyfunc
 from mlflow.tracking import MlflowClient
 
 from pipelines.config import PROJ_ROOT
@@ -24,6 +26,9 @@ from pipelines.config import PROJ_ROOT
 __all__ = [
     "log_artifacts",
     "log_candidates",
+    "log_served_model",
+    "load_served_model",
+    "set_alias",
     "log_metrics",
     "log_params",
     "run",
@@ -185,6 +190,81 @@ def log_candidates(candidates) -> None:
                     if k in row and row[k] == row[k]
                 }
             )
+
+
+class PersonaPyfunc(mlflow.pyfunc.PythonModel):
+    """MLflow wrapper of `models.served.PersonaModel` (a pickle logged as an artifact).
+
+    The input is a customer feature table (``features.parquet``'s columns, indexed or
+    with a ``customer_id`` column); the output has ``persona_id``, ``persona_name``,
+    ``confidence`` and ``is_outlier``.
+    """
+
+    def load_context(self, context):
+        """Load the pickled persona model."""
+        with open(context.artifacts["persona_model"], "rb") as fh:
+            self.model = pickle.load(fh)  # our own artifact, written by log_served_model
+
+    def predict(self, context, model_input, params=None):
+        """Place each row of ``model_input`` in a persona."""
+        frame = model_input
+        if "customer_id" in frame.columns:
+            frame = frame.set_index("customer_id")
+        return self.model.predict(frame).reset_index(drop=True)
+
+
+def _requirements() -> list[str]:
+    reqs = []
+    for lib in ("scikit-learn", "pandas", "numpy", "scipy", "hdbscan", "umap-learn"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            reqs.append(f"{lib}=={metadata.version(lib)}")
+    return reqs
+
+
+def log_served_model(model, *, registered_name: str | None, workdir: Path) -> str:
+    """Log the persona model as a pyfunc and register it; return its model URI.
+
+    Parameters
+    ----------
+    model : models.served.PersonaModel
+        The fitted model (fitted parameters only, no customer rows).
+    registered_name : str or None
+        Registry name; None logs without registering.
+    workdir : Path
+        A scratch folder for the pickle.
+
+    Returns
+    -------
+    str
+        ``models:/NAME/VERSION`` when registered, else ``runs:/RUN/persona_model``.
+    """
+    path = Path(workdir) / "persona_model.pkl"
+    with path.open("wb") as fh:
+        pickle.dump(model, fh)
+    info = mlflow.pyfunc.log_model(
+        name="persona_model",
+        python_model=PersonaPyfunc(),
+        artifacts={"persona_model": str(path)},
+        pip_requirements=_requirements(),
+        code_paths=[str(PROJ_ROOT / pkg) for pkg in ("features", "models", "pipelines")],
+        registered_model_name=registered_name,
+    )
+    if registered_name and info.registered_model_version is not None:
+        return f"models:/{registered_name}/{info.registered_model_version}"
+    return f"runs:/{mlflow.active_run().info.run_id}/persona_model"
+
+
+def set_alias(registered_name: str, version_uri: str, alias: str) -> None:
+    """Point ``alias`` (e.g. ``champion``) of a registered model at the version in a URI."""
+    version = version_uri.rsplit("/", 1)[-1]
+    MlflowClient().set_registered_model_alias(registered_name, alias, version)
+
+
+def load_served_model(uri: str, cfg: dict):
+    """Load the `PersonaModel` behind a model URI (registry alias, version or run)."""
+    mlflow.set_tracking_uri(tracking_uri(cfg))
+    loaded = mlflow.pyfunc.load_model(uri)
+    return loaded.unwrap_python_model().model
 
 
 def log_artifacts(folder: str | Path) -> None:

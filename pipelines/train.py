@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from sklearn.decomposition import PCA
 
 from features import DataError, FeatureTable, LoadedData, build_features, load_data
 from models import Preprocessor, order_by_size, profile_personas, select_segmentation
+from models.served import PersonaModel
 from pipelines import tracking
 from pipelines.config import PROJ_ROOT, load_config
 from pipelines.report import write_report
@@ -39,12 +41,15 @@ class TrainResult:
         The persona table.
     assignments : pandas.DataFrame
         One row per customer.
+    model_uri : str
+        URI of the served model (registry version, or the run's artifact).
     """
 
     run_id: str
     output: Path
     personas: list[dict]
     assignments: pd.DataFrame
+    model_uri: str = ""
 
 
 @contextmanager
@@ -118,7 +123,18 @@ def _fit(table: FeatureTable, cfg: dict):
         renumber[o]: v for o, v in seg.stability["jaccard"].items() if o in renumber
     }
     outlier = noise | seg.outlier | (seg.confidence < m["outlier_confidence"])
-    return X, seg, labels, seg.confidence, outlier
+    served = PersonaModel(
+        preprocessor=pre,
+        columns=columns,
+        clusterer=seg.model,
+        reducer=seg.reducer,
+        renumber=renumber,
+        names={},
+        noise=m["noise"],
+        outlier_confidence=m["outlier_confidence"],
+        outlier_score=m["outlier_score"],
+    )
+    return X, seg, labels, seg.confidence, outlier, served
 
 
 def _write_outputs(
@@ -193,7 +209,7 @@ def _train(loaded: LoadedData, cfg: dict, run_id: str, output) -> TrainResult:
     with _stage("Features"):
         table = build_features(loaded, {**cfg["features"], "seed": cfg["seed"]})
     with _stage("Model"):
-        X, seg, labels, confidence, outlier = _fit(table, cfg)
+        X, seg, labels, confidence, outlier, served = _fit(table, cfg)
         logger.info("Chosen: %s. %s", seg.name, seg.reason)
     with _stage("Profile"):
         meta = table.meta
@@ -215,6 +231,7 @@ def _train(loaded: LoadedData, cfg: dict, run_id: str, output) -> TrainResult:
         p["stability"] = None if jaccard is None else round(jaccard, 3)
         p["unstable"] = jaccard is not None and jaccard < threshold
     names = {p["persona_id"]: p["name"] for p in personas}
+    served.names = names
     assignments = pd.DataFrame(
         {
             "customer_id": table.frame.index.astype(str),
@@ -273,4 +290,13 @@ def _train(loaded: LoadedData, cfg: dict, run_id: str, output) -> TrainResult:
         tracking.set_tags({"model": seg.name, "model_reason": seg.reason})
         tracking.log_candidates(seg.candidates)
         tracking.log_artifacts(output)
-    return TrainResult(run_id=run_id, output=output, personas=personas, assignments=assignments)
+    with _stage("Log the served model"):
+        name = cfg["tracking"]["model_name"]
+        with tempfile.TemporaryDirectory() as tmp:
+            uri = tracking.log_served_model(served, registered_name=name, workdir=Path(tmp))
+        if name:
+            tracking.set_alias(name, uri, "champion")
+        tracking.set_tags({"model_uri": uri})
+    return TrainResult(
+        run_id=run_id, output=output, personas=personas, assignments=assignments, model_uri=uri
+    )

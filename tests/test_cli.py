@@ -192,3 +192,48 @@ def test_validate_prints_quality_summary(trained, store):
     assert "Data quality" in result.stdout
     assert "personal-data columns ignored: name, email" in result.stdout
     assert Path(data).exists()
+
+
+def test_score_agrees_with_training_and_is_batch_invariant(trained, store, tmp_path):
+    data, out, result = trained
+    run_id = result.stdout.split("MLflow run: ")[1].split()[0]
+    client = MlflowClient(tracking_uri=store["MLFLOW_TRACKING_URI"])
+    model_uri = client.get_run(run_id).data.tags["model_uri"]
+    run_cli(
+        "score", "--data", data, "--model", model_uri, "--output", tmp_path / "s.csv", env=store
+    )
+    scored = pd.read_csv(tmp_path / "s.csv", dtype={"customer_id": str}).set_index("customer_id")
+    trained_ = pd.read_csv(out / "assignments.csv", dtype={"customer_id": str})
+    trained_ = trained_.set_index("customer_id").loc[scored.index]
+    assert (scored["persona_id"] == trained_["persona_id"]).mean() >= 0.99
+    # a smaller batch: the same customers get the same personas
+    small = tmp_path / "small"
+    small.mkdir()
+    keep = set(scored.index[:200])
+    for f in data.glob("*.csv"):
+        frame = pd.read_csv(f, dtype={"customer_id": str})
+        if "customer_id" in frame:
+            frame = frame[frame["customer_id"].isin(keep)]
+        frame.to_csv(small / f.name, index=False)
+    config = tmp_path / "asof.yaml"
+    config.write_text(f"as_of: '{json.loads((out / 'data_quality.json').read_text())['as_of']}'\n")
+    run_cli(
+        "score",
+        "--data",
+        small,
+        "--model",
+        model_uri,
+        "--output",
+        tmp_path / "b.csv",
+        "--config",
+        config,
+        env=store,
+    )
+    batch = pd.read_csv(tmp_path / "b.csv", dtype={"customer_id": str}).set_index("customer_id")
+    assert (batch["persona_id"] == scored.loc[batch.index, "persona_id"]).all()
+
+
+def test_score_default_uses_the_champion(trained, store, tmp_path):
+    data, _, _ = trained
+    result = run_cli("score", "--data", data, "--output", tmp_path / "c.csv", env=store)
+    assert "Scored 3,000 customers" in result.stdout

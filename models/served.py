@@ -1,0 +1,109 @@
+"""The served persona model: features in, persona out, for one customer or a million.
+
+It holds only fitted parameters (scalers, centres or the density model, persona names),
+never a customer's data, so it can be logged and shared. Every customer is placed on
+their own, so a customer's persona does not depend on who else is in the batch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["PersonaModel"]
+
+
+class PersonaModel:
+    """Place customers in the personas of a trained segmentation.
+
+    Parameters
+    ----------
+    preprocessor : models.Preprocessor
+        The fitted preprocessor.
+    columns : list of str
+        Feature columns the preprocessor expects, in order.
+    clusterer : object
+        The fitted clusterer (`AutoKMeans` or `DensityClusterer`).
+    reducer : object or None
+        The fitted reducer the clusterer works after (None for the scaled features).
+    renumber : dict of int to int
+        Clusterer label -> persona id (personas are numbered by size).
+    names : dict of int to str
+        Persona id -> persona name.
+    noise : {"nearest", "unassigned"}
+        What happens to customers a density model calls noise.
+    outlier_confidence : float
+        Below this confidence a customer is flagged ``is_outlier``.
+    outlier_score : float
+        Density models: GLOSH score above which a customer is flagged ``is_outlier``.
+    """
+
+    def __init__(
+        self,
+        *,
+        preprocessor,
+        columns,
+        clusterer,
+        reducer,
+        renumber,
+        names,
+        noise,
+        outlier_confidence,
+        outlier_score,
+    ):
+        self.preprocessor = preprocessor
+        self.columns = list(columns)
+        self.clusterer = clusterer
+        self.reducer = reducer
+        self.renumber = dict(renumber)
+        self.names = dict(names)
+        self.noise = noise
+        self.outlier_confidence = outlier_confidence
+        self.outlier_score = outlier_score
+
+    def predict(self, features: pd.DataFrame) -> pd.DataFrame:
+        """Assign each row of a customer feature table to a persona.
+
+        Parameters
+        ----------
+        features : pandas.DataFrame
+            One row per customer with (at least) the training feature columns; the index
+            is kept.
+
+        Returns
+        -------
+        pandas.DataFrame
+            ``persona_id``, ``persona_name``, ``confidence``, ``is_outlier`` per row.
+        """
+        missing = [c for c in self.columns if c not in features.columns]
+        if missing:
+            raise ValueError(
+                f"The feature table lacks {len(missing)} column(s) the model was trained on "
+                f"(e.g. {', '.join(missing[:5])}); score with the same tables as training."
+            )
+        X = self.preprocessor.transform(features[self.columns])
+        if hasattr(self.clusterer, "cluster_centers_") and self.reducer is None:
+            labels = self.clusterer.predict(X)
+            confidence = self.clusterer.confidence(X)
+            outlier = np.zeros(len(X), dtype=bool)
+        else:
+            Z = self.reducer.transform(X) if self.reducer is not None else X
+            raw = self.clusterer.predict(Z)
+            confidence = self.clusterer.confidence(Z)
+            outlier = (raw < 0) | (self.clusterer.outlier_scores(Z) > self.outlier_score)
+            labels = (
+                np.where(raw >= 0, raw, self.clusterer.nearest(Z))
+                if self.noise == "nearest"
+                else raw
+            )
+        ids = np.array([self.renumber.get(int(x), -1) for x in labels], dtype=int)
+        confidence = np.clip(np.asarray(confidence, dtype=float), 0.0, 1.0)
+        return pd.DataFrame(
+            {
+                "persona_id": ids,
+                "persona_name": [self.names.get(i, "Unassigned") for i in ids],
+                "confidence": np.round(confidence, 4),
+                "is_outlier": outlier | (ids < 0) | (confidence < self.outlier_confidence),
+            },
+            index=features.index,
+        )
