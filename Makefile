@@ -9,6 +9,7 @@ STAMP := $(VENV)/.installed
 DEMO_DIR := data/demo
 DEMO_CUSTOMERS ?= 5000
 DATA ?= $(DEMO_DIR)
+CHROMIUM ?= /usr/bin/chromium
 CONFIG ?=
 OUTPUT ?=
 ARGS ?=
@@ -30,6 +31,13 @@ $(DEMO_DIR)/.stamp: $(STAMP)
 	$(BIN)/personas demo --out $(DEMO_DIR) --customers $(DEMO_CUSTOMERS) --seed 0
 	touch $@
 
+# The browser test drives Debian's Chromium (never a downloaded one); installed as root
+# when missing, else the test is skipped with its reason.
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else echo "chromium missing (as root: apt-get install -y chromium): the browser test will be skipped"; fi
+
 ## Create the virtual environment and install the project (only when pyproject.toml changed)
 .PHONY: setup
 setup: $(STAMP)
@@ -48,9 +56,9 @@ train: $(STAMP) $(if $(filter $(DEMO_DIR),$(DATA)),$(DEMO_DIR)/.stamp)
 validate: $(STAMP) $(if $(filter $(DEMO_DIR),$(DATA)),$(DEMO_DIR)/.stamp)
 	$(BIN)/personas validate --data $(DATA) $(if $(CONFIG),--config $(CONFIG))
 
-## Run the test suite
+## Run the test suite (installs Debian's chromium for the report's browser test if missing)
 .PHONY: test
-test: $(STAMP)
+test: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest tests
 
 ## Lint and check formatting with ruff

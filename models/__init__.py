@@ -5,8 +5,8 @@ feature arrives as a metadata table.
 """
 
 from models.clustering import AutoKMeans, order_by_size
-from models.preprocessing import Preprocessor
 from models.density import DensityClusterer
+from models.preprocessing import Preprocessor
 from models.profiler import nps_summary, profile_personas
 from models.reducers import IdentityReducer, PCAReducer, UMAPReducer
 from models.selection import Segmentation, select_segmentation

@@ -34,7 +34,7 @@ from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score, silho
 
 from models.clustering import AutoKMeans
 from models.density import DensityClusterer
-from models.reducers import IdentityReducer, PCAReducer, UMAPReducer
+from models.reducers import IdentityReducer, UMAPReducer
 from models.stability import clusterboot
 
 __all__ = ["Segmentation", "select_segmentation"]

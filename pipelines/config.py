@@ -25,7 +25,7 @@ PROJ_ROOT = (
 DEFAULT_CONFIG = Path(__file__).with_name("conf") / "default.yaml"
 
 # Sections whose keys are the user's own (table names, free mappings): not checked.
-_FREE = {"columns"}
+_FREE = {"columns", "overrides"}
 
 
 class ConfigError(ValueError):

@@ -1,7 +1,8 @@
-"""The analyst report: one self-contained HTML file that opens offline.
+"""The analyst report: one self-contained HTML file that opens offline, and a Markdown summary.
 
-Figures are drawn with matplotlib and embedded as base64 PNG; the page loads nothing
-from the network.
+Figures are drawn with matplotlib in the Okabe-Ito palette and embedded as base64 PNG; the
+page has no scripts, fonts or links to fetch, so it makes no network request. Its size
+depends on the number of personas, not of customers (the persona map is sampled).
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-__all__ = ["PALETTE", "write_report"]
+from models.actions import DEFAULT_FOCUS_RULE, focus_rule_text
+from models.profiler import format_value
+
+__all__ = ["PALETTE", "write_markdown", "write_report"]
 
 #: Okabe-Ito, readable with the common colour-vision deficiencies; grey for unassigned.
 PALETTE = [
@@ -34,117 +38,291 @@ PALETTE = [
     "#BCBD22",
     "#17BECF",
 ]
+_GREY = "#BBBBBB"
+_NOTE = {"textcoords": "offset points", "ha": "center", "fontsize": 8, "color": "#333333"}
+_BUBBLE = {"alpha": 0.55, "edgecolor": "#333333", "linewidth": 0.6}
+_DIRECTION = {1: " (higher: better score)", -1: " (higher: worse score)"}
 
 
 def _color(pid: int) -> str:
-    return "#BBBBBB" if pid < 0 else PALETTE[pid % len(PALETTE)]
+    return _GREY if pid < 0 else PALETTE[pid % len(PALETTE)]
+
+
+def _name(p: dict) -> str:
+    return p.get("custom_name") or p["name"]
+
+
+def _reliable(p: dict) -> bool:
+    return p.get("nps") is not None and p.get("nps_reliable", True) and p["persona_id"] != -1
+
+
+def _pct(value) -> str:
+    return "—" if value is None else f"{100 * value:.0f}%"
+
+
+def _times(value) -> str:
+    return "—" if value is None else f"{value:.1f}× avg"
 
 
 def _png(fig) -> str:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
     return base64.b64encode(buf.getvalue()).decode()
 
 
 def _nps_figure(personas: list[dict]) -> str:
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 0.55 * len(personas) + 1.4), sharey=True)
-    names = [p["name"] for p in personas]
-    y = np.arange(len(personas))[::-1]
-    ax1.barh(y, [p["size"] for p in personas], color=[_color(p["persona_id"]) for p in personas])
-    ax1.set_yticks(y, names)
-    ax1.set_xlabel("customers")
-    ax1.set_title("Persona size")
-    for yi, p in zip(y, personas, strict=True):
-        if p["nps"] is None:
-            continue
-        ax2.errorbar(
-            p["nps"],
-            yi,
-            xerr=[[p["nps"] - p["nps_ci_low"]], [p["nps_ci_high"] - p["nps"]]],
-            fmt="o",
-            color=_color(p["persona_id"]),
-            capsize=4,
-        )
-    ax2.axvline(0, color="#999999", lw=0.8)
-    ax2.set_xlim(-100, 100)
-    ax2.set_xlabel("NPS (points, 95% interval)")
-    ax2.set_title("NPS per persona")
+    shown = sorted(
+        (p for p in personas if p.get("nps") is not None),
+        key=lambda p: (not _reliable(p), -p["nps"]),
+    )
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(shown) + 1.5))
+    y = np.arange(len(shown))[::-1]
+    for yi, p in zip(y, shown, strict=True):
+        color = _color(p["persona_id"]) if _reliable(p) else _GREY
+        err = [[p["nps"] - p["nps_ci_low"]], [p["nps_ci_high"] - p["nps"]]]
+        ax.errorbar(p["nps"], yi, xerr=err, fmt="o", color=color, capsize=4, ms=7)
+        ax.annotate(f"{p['nps']:+.0f}", (p["nps"], yi), xytext=(0, 7), **_NOTE)
+    labels = [_name(p) + ("" if _reliable(p) else " (too few respondents)") for p in shown]
+    ax.set_yticks(y, labels, fontsize=9)
+    ax.axvline(0, color="#999999", lw=0.8)
+    ax.set_xlim(-100, 100)
+    ax.set_xlabel("NPS (points, from -100 to +100), with its 95% interval")
+    ax.set_title("NPS per persona, highest first")
     return _png(fig)
 
 
-def _map_figure(embedding: np.ndarray, labels: np.ndarray, personas: list[dict]) -> str:
-    fig, ax = plt.subplots(figsize=(7.5, 5.5))
-    names = {p["persona_id"]: p["name"] for p in personas}
+def _bubble_figure(personas: list[dict]) -> str:
+    shown = [p for p in personas if p.get("nps") is not None and p["persona_id"] != -1]
+    use_mean = all(p.get("revenue_mean") is not None for p in shown)
+    fig, ax = plt.subplots(figsize=(8.5, 5.5))
+    biggest = max([p["size"] for p in shown] or [1])
+    for p in shown:
+        x = p["revenue_mean"] if use_mean else (p.get("value_index") or 0.0)
+        color = _color(p["persona_id"]) if _reliable(p) else _GREY
+        ax.scatter(x, p["nps"], s=2500 * p["size"] / biggest, color=color, **_BUBBLE)
+        ax.annotate(_name(p), (x, p["nps"]), fontsize=8, ha="center", va="center")
+    ax.axhline(0, color="#999999", lw=0.8)
+    ax.set_ylim(-110, 110)
+    if use_mean:
+        ax.set_xscale("log")
+        ax.set_xlabel("average net revenue to date per customer (currency of the data, log scale)")
+    else:
+        ax.set_xlabel("value per customer (× the average)")
+    ax.set_ylabel("NPS (points)")
+    ax.set_title("Value vs NPS (bubble area = customers; grey = too few respondents)")
+    return _png(fig)
+
+
+def _size_figure(personas: list[dict]) -> str:
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(personas) + 1.2))
+    y = np.arange(len(personas))[::-1]
+    sizes = [p["size"] for p in personas]
+    ax.barh(y, sizes, color=[_color(p["persona_id"]) for p in personas])
+    for yi, p in zip(y, personas, strict=True):
+        ax.annotate(
+            f" {p['size']:,} ({_pct(p['share'])})", (p["size"], yi), va="center", fontsize=8
+        )
+    ax.set_yticks(y, [_name(p) for p in personas], fontsize=9)
+    ax.set_xlim(0, max(sizes) * 1.25)
+    ax.set_xlabel("customers")
+    ax.set_title("Persona sizes (customers, share of all)")
+    return _png(fig)
+
+
+def _map_figure(embedding, labels, personas: list[dict], map_sample: int, seed: int = 0) -> str:
+    embedding, labels = np.asarray(embedding), np.asarray(labels)
+    if len(labels) > map_sample:
+        keep = np.sort(np.random.default_rng(seed).choice(len(labels), map_sample, replace=False))
+        embedding, labels = embedding[keep], labels[keep]
+    fig, ax = plt.subplots(figsize=(8, 5.8))
+    names = {p["persona_id"]: _name(p) for p in personas}
     for pid in sorted(set(labels.tolist())):
         pts = embedding[labels == pid]
         ax.scatter(
             pts[:, 0], pts[:, 1], s=6, alpha=0.6, color=_color(pid), label=names.get(pid, str(pid))
         )
-    ax.set_xlabel("component 1")
-    ax.set_ylabel("component 2")
-    ax.set_title("Persona map (PCA of the scaled features, a sample of customers)")
+    ax.set_xlabel("component 1 (no unit)")
+    ax.set_ylabel("component 2 (no unit)")
+    ax.set_title(f"Persona map: a 2-D projection of the scaled features, {len(labels):,} customers")
     ax.legend(markerscale=3, fontsize=8, loc="best", frameon=False)
     return _png(fig)
 
 
 def _trait_figure(personas: list[dict]) -> str:
-    features = []
-    for p in personas:
-        features += [t["feature"] for t in p["traits"] if t["feature"] not in features]
-    features = features[:18]
-    grid = np.array(
-        [
-            [next((t["std_diff"] for t in p["traits"] if t["feature"] == f), 0.0) for f in features]
-            for p in personas
-        ]
-    )
-    fig, ax = plt.subplots(figsize=(1 + 0.55 * len(features), 0.5 * len(personas) + 2.2))
+    shown = [p for p in personas if p["persona_id"] != -1]
+    effects = [
+        p.get("effects") or {t["feature"]: t["std_diff"] for t in p["traits"]} for p in shown
+    ]
+    features = list(dict.fromkeys(f for e in effects for f in e))[:20]
+    grid = np.array([[e.get(f, 0.0) for f in features] for e in effects])
+    labels = {t["feature"]: t["label"] for p in personas for t in p.get("traits", [])}
+    fig, ax = plt.subplots(figsize=(2 + 0.6 * len(features), 0.5 * len(shown) + 2.4))
     lim = max(1.0, float(np.abs(grid).max()) if grid.size else 1.0)
     im = ax.imshow(grid, cmap="PuOr_r", vmin=-lim, vmax=lim, aspect="auto")
-    ax.set_xticks(range(len(features)), features, rotation=60, ha="right", fontsize=8)
-    ax.set_yticks(range(len(personas)), [p["name"] for p in personas], fontsize=8)
-    fig.colorbar(im, ax=ax, label="standardized difference vs all customers")
-    ax.set_title("What sets each persona apart (top traits)")
+    for (i, j), v in np.ndenumerate(grid):
+        if abs(v) >= 0.5:
+            color = "white" if abs(v) > 0.6 * lim else "black"
+            ax.text(j, i, f"{v:+.1f}", ha="center", va="center", fontsize=7, color=color)
+    ticks = [labels.get(f, f) for f in features]
+    ax.set_xticks(range(len(features)), ticks, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(len(shown)), [_name(p) for p in shown], fontsize=8)
+    fig.colorbar(im, ax=ax, label="standardized difference vs all customers (sd)")
+    ax.set_title("What sets each persona apart (orange: higher, purple: lower)")
     return _png(fig)
 
 
-def _fmt(value, unit: str = "") -> str:
-    if value is None:
-        return "—"
-    if unit == "share":
-        return f"{100 * value:.0f}%"
-    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.2f}"
+def _drivers_figure(drivers: dict) -> str:
+    rows = drivers["overall"][:10][::-1]
+    fig, ax = plt.subplots(figsize=(8, 0.4 * len(rows) + 1.4))
+    y = np.arange(len(rows))
+    imp = np.array([r["importance"] for r in rows])
+    err = [imp - [r["ci_low"] for r in rows], [r["ci_high"] for r in rows] - imp]
+    colors = [PALETTE[0] if r["clear"] else _GREY for r in rows]
+    ax.barh(y, imp, xerr=err, color=colors, capsize=3)
+    ax.set_yticks(y, [r["label"] for r in rows], fontsize=9)
+    ax.axvline(0, color="#999999", lw=0.8)
+    ax.set_xlabel(f"{drivers['metric']} when shuffled ({drivers['unit']}, 95% interval)")
+    ax.set_title("Key drivers of NPS, all respondents (grey: not clear)")
+    return _png(fig)
 
 
-def _persona_rows(personas: list[dict]) -> str:
-    rows = []
-    for p in personas:
-        nps = (
-            f"{p['nps']:+.0f} <small>[{p['nps_ci_low']:+.0f}, {p['nps_ci_high']:+.0f}]</small>"
-            if p["nps"] is not None
-            else "—"
+def _nps_cell(p: dict) -> str:
+    if p.get("nps") is None:
+        return "<span class='muted'>no respondents</span>"
+    text = f"{p['nps']:+.0f} <small>[{p['nps_ci_low']:+.0f}, {p['nps_ci_high']:+.0f}]</small>"
+    if not _reliable(p):
+        return f"<span class='muted' title='too few respondents'>{text} too few respondents</span>"
+    return text
+
+
+def _vs_rest(p: dict) -> str:
+    if not _reliable(p) or p.get("nps_vs_rest") is None:
+        return "<span class='muted'>not tested</span>"
+    mark = "significant" if p["nps_significant"] else "not significant"
+    return f"{p['nps_vs_rest']:+.0f} <small>(p={p['nps_p_value']:.2g}, {mark})</small>"
+
+
+def _ppd_bar(p: dict) -> str:
+    n = p.get("respondents") or 0
+    if not n:
+        return ""
+    parts = [
+        ("promoters", p["promoters"], "#009E73"),
+        ("passives", p["passives"], "#BBBBBB"),
+        ("detractors", p["detractors"], "#D55E00"),
+    ]
+    bar = "".join(
+        f"<span style='width:{100 * c / n:.1f}%;background:{col}' title='{k}'></span>"
+        for k, c, col in parts
+    )
+    legend = " · ".join(f"{k} {100 * c / n:.0f}% ({c:,})" for k, c, _ in parts)
+    return f"<div class='ppd'>{bar}</div><small>{legend} of {n:,} respondents</small>"
+
+
+def _list(title: str, items: list[str]) -> str:
+    return f"<h4>{title}</h4><ul>{''.join(items)}</ul>" if items else ""
+
+
+def _card(p: dict) -> str:
+    e = html.escape
+    badges = "".join(
+        f"<span class='badge {cls}'>{text}</span>"
+        for cls, text, on in [
+            ("focus", "Focus", p.get("is_focus")),
+            ("risk", "At risk", p.get("is_at_risk")),
+            ("unstable", "Unstable", p.get("unstable")),
+        ]
+        if on
+    )
+    original = f" <small>(model's name: {e(p['name'])})</small>" if p.get("custom_name") else ""
+    desc = p.get("custom_description") or p["description"]
+    facts = [
+        ("customers", f"{p['size']:,} ({_pct(p['share'])})"),
+        ("revenue share", _pct(p.get("revenue_share"))),
+        ("value per customer", _times(p.get("value_index"))),
+        ("NPS [95%]", _nps_cell(p)),
+        ("vs the rest", _vs_rest(p)),
+        ("NPS rank", str(p["nps_rank"]) if p.get("nps_rank") else "—"),
+    ]
+    if p.get("stability") is not None:
+        facts.append(("stability (Jaccard)", f"{p['stability']:.2f}"))
+    if p.get("p_alive_mean") is not None:
+        facts.append(("mean P(alive)", f"{p['p_alive_mean']:.2f}"))
+    table = "".join(f"<div><b>{k}</b><br>{v}</div>" for k, v in facts)
+    traits = [
+        f"<li>{e(t['description'].replace('_', ' '))}: "
+        f"<b>{format_value(t['persona_value'], t['unit'])}</b> vs "
+        f"{format_value(t['population_value'], t['unit'])} "
+        f"<small>({t['std_diff']:+.1f} sd)</small></li>"
+        for t in p["traits"]
+    ]
+    drivers = [
+        f"<li class='{'' if d['clear'] else 'muted'}'>{e(d['description'])}"
+        f"{_DIRECTION.get(d.get('direction'), '')} <small>{d['importance']:+.2f} "
+        f"[{d['ci_low']:+.2f}, {d['ci_high']:+.2f}]{'' if d['clear'] else ', not clear'}"
+        "</small></li>"
+        for d in p.get("drivers") or []
+    ]
+    if drivers and not any(d["clear"] for d in p["drivers"]):
+        drivers.append("<li class='muted'>No clear driver inside this persona.</li>")
+    themes = p.get("themes") or {}
+    needs = [
+        f"<li>“{e(k['term'])}”: {_pct(k['share'])} of their comments vs {_pct(k['rest_share'])}"
+        " of others'</li>"
+        for k in themes.get("keywords", [])
+    ] + [
+        f"<li>tickets on <b>{e(t['topic'])}</b>: {_pct(t['share'])} vs {_pct(t['rest_share'])}"
+        " for others</li>"
+        for t in themes.get("topics", [])
+    ]
+    quotes = "".join(f"<blockquote>{e(q)}</blockquote>" for q in themes.get("examples", []))
+    actions = [f"<li><b>{e(a['rule'])}</b>: {e(a['action'])}</li>" for a in p.get("actions", [])]
+    reasons = "".join(
+        f"<p class='why'>{label}: {e(p[k])}</p>"
+        for label, k in [("Focus because", "focus_reason"), ("At risk because", "risk_reason")]
+        if p.get(k)
+    )
+    return (
+        f"<section class='card' data-persona='{p['persona_id']}'>"
+        f"<h3><span class='dot' style='background:{_color(p['persona_id'])}'></span>"
+        f"{e(_name(p))}{original} {badges}</h3><p>{e(desc)}</p>{reasons}"
+        f"<div class='facts'>{table}</div>{_ppd_bar(p)}"
+        f"<div class='cols'><div>{_list('What sets them apart', traits)}"
+        f"{_list('What moves their score', drivers)}</div>"
+        f"<div>{_list('In their own words', needs)}{quotes}{_list('Actions', actions)}</div></div>"
+        "</section>"
+    )
+
+
+def _overview(personas: list[dict]) -> str:
+    rows = "".join(
+        f"<tr><td><span class='dot' style='background:{_color(p['persona_id'])}'></span>"
+        f"{html.escape(_name(p))}</td><td>{p['size']:,}</td><td>{_pct(p['share'])}</td>"
+        f"<td>{_pct(p.get('revenue_share'))}</td><td>{_nps_cell(p)}</td><td>{_vs_rest(p)}</td>"
+        f"<td>{p.get('nps_rank') or '—'}</td></tr>"
+        for p in personas
+    )
+    return (
+        "<table><tr><th>persona</th><th>customers</th><th>share</th><th>revenue share</th>"
+        f"<th>NPS [95%]</th><th>vs the rest</th><th>rank</th></tr>{rows}</table>"
+    )
+
+
+def _focus_block(personas: list[dict], rule: str) -> str:
+    def names(key, reason):
+        picked = [p for p in personas if p.get(key)]
+        if not picked:
+            return "<li class='muted'>none meets the rule</li>"
+        return "".join(
+            f"<li><b>{html.escape(_name(p))}</b>: {html.escape(p[reason])}</li>" for p in picked
         )
-        traits = "".join(
-            f"<li>{html.escape(t['description'])}: <b>{_fmt(t['persona_value'], t['unit'])}</b>"
-            f" vs {_fmt(t['population_value'], t['unit'])} "
-            f"<small>({t['std_diff']:+.1f} sd)</small></li>"
-            for t in p["traits"]
-        )
-        rows.append(
-            f"<section class='card' data-persona='{p['persona_id']}'>"
-            f"<h3><span class='dot' style='background:{_color(p['persona_id'])}'></span>"
-            f"{html.escape(p['name'])}</h3>"
-            f"<p>{html.escape(p['description'])}</p>"
-            f"<table><tr><th>customers</th><th>share</th><th>revenue share</th><th>NPS [95%]</th>"
-            f"<th>respondents</th><th>promoters / passives / detractors</th></tr>"
-            f"<tr><td>{p['size']:,}</td><td>{_fmt(p['share'], 'share')}</td>"
-            f"<td>{_fmt(p['revenue_share'], 'share')}</td><td>{nps}</td>"
-            f"<td>{p['respondents']:,}</td>"
-            f"<td>{p['promoters']:,} / {p['passives']:,} / {p['detractors']:,}</td></tr></table>"
-            f"<ul>{traits}</ul></section>"
-        )
-    return "\n".join(rows)
+
+    return (
+        f"<div class='where'><div><h3>Focus</h3><ul>{names('is_focus', 'focus_reason')}</ul></div>"
+        f"<div><h3>At risk</h3><ul>{names('is_at_risk', 'risk_reason')}</ul></div></div>"
+        f"<p class='meta'>The rule: {html.escape(rule)}</p>"
+    )
 
 
 def _quality_rows(quality: dict) -> str:
@@ -163,14 +341,31 @@ def _quality_rows(quality: dict) -> str:
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;
-max-width:1100px;color:#222;line-height:1.45;padding:0 1rem}
-h1{margin-bottom:.2rem} .meta{color:#666;font-size:.9rem}
+max-width:1150px;color:#222;line-height:1.45;padding:0 1rem}
+h1{margin-bottom:.2rem} h4{margin:.6rem 0 .2rem} .meta{color:#555;font-size:.9rem}
 table{border-collapse:collapse;margin:.5rem 0} td,th{border-bottom:1px solid #ddd;
 padding:.25rem .6rem;text-align:left;font-size:.9rem} th{color:#555;font-weight:600}
-.card{border:1px solid #ddd;border-radius:8px;padding:.8rem 1.2rem;margin:1rem 0}
+.card{border:1px solid #ccc;border-radius:8px;padding:.8rem 1.2rem;margin:1rem 0}
 .card h3{margin:.2rem 0} .dot{display:inline-block;width:.8rem;height:.8rem;
 border-radius:50%;margin-right:.5rem} img{max-width:100%} small{color:#666}
+.muted,.muted small{color:#999} .facts{display:flex;flex-wrap:wrap;gap:.4rem 1.6rem;
+font-size:.9rem;margin:.4rem 0} .facts b{color:#555;font-weight:600;font-size:.8rem}
+.ppd{display:flex;height:.7rem;border-radius:4px;overflow:hidden;margin:.4rem 0 .1rem;
+max-width:420px} .ppd span{display:block} .cols{display:grid;grid-template-columns:1fr 1fr;
+gap:1.5rem} .cols ul{margin:.2rem 0;padding-left:1.2rem;font-size:.9rem}
+blockquote{margin:.3rem 0;padding:.2rem .7rem;border-left:3px solid #56B4E9;color:#444;
+font-style:italic;font-size:.9rem} .badge{font-size:.75rem;padding:.1rem .45rem;
+border-radius:4px;margin-left:.3rem;vertical-align:middle} .badge.focus{
+background:#009E73;color:#fff} .badge.risk{background:#D55E00;color:#fff}
+.badge.unstable{background:#999;color:#fff} .where{display:grid;
+grid-template-columns:1fr 1fr;gap:1.5rem} .why{font-size:.9rem;color:#333;margin:.2rem 0}
+figure{margin:1rem 0} figcaption{color:#555;font-size:.9rem}
 """
+
+
+def _rule(focus_rule: dict | None, min_respondents: int, alpha: float) -> str:
+    settings = {**DEFAULT_FOCUS_RULE, **(focus_rule or {})}
+    return focus_rule_text(**settings, min_respondents=min_respondents, alpha=alpha)
 
 
 def write_report(
@@ -182,54 +377,113 @@ def write_report(
     embedding: np.ndarray,
     labels: np.ndarray,
     run_id: str,
+    drivers: dict | None = None,
+    focus_rule: dict | None = None,
+    min_respondents: int = 30,
+    alpha: float = 0.05,
+    map_sample: int = 5000,
 ) -> Path:
-    """Write ``report.html``.
+    """Write ``report.html``: one self-contained page, no network requests.
 
     Parameters
     ----------
     path : str or Path
         Where to write the file.
     personas : list of dict
-        The persona table (as in ``personas.json``).
+        The persona table (as in ``personas.json``); fields the profiler did not set
+        (drivers, themes, focus...) are left out of the page.
     quality : dict
         The data-quality summary.
     model : dict
-        What was fitted: ``n_customers``, ``k``, ``silhouette``, ``families``, ``as_of``.
+        What was fitted: ``n_customers``, ``as_of``, ``silhouette``, ``families``.
     embedding : ndarray of shape (n_points, 2)
-        2-D coordinates of a sample of customers for the persona map.
+        2-D coordinates of customers for the persona map (sampled to ``map_sample``).
     labels : ndarray of shape (n_points,)
         Persona id of each point.
     run_id : str
         The MLflow run id.
+    drivers : dict, optional
+        Output of `models.drivers.key_drivers`, for the overall drivers figure.
+    focus_rule : dict, optional
+        The settings `models.actions.pick_focus` ran with, to state the rule.
+    min_respondents : int, default=30
+        The profiler's threshold below which NPS is greyed out.
+    alpha : float, default=0.05
+        The profiler's significance level for NPS vs the rest.
+    map_sample : int, default=5000
+        Most points drawn on the persona map.
 
     Returns
     -------
     Path
         The written file.
     """
+    rule = _rule(focus_rule, min_respondents, alpha)
     figures = [
-        ("Persona sizes and NPS", _nps_figure(personas)),
-        ("Persona map", _map_figure(embedding, labels, personas)),
-        ("Traits", _trait_figure(personas)),
+        ("NPS per persona", "Grey: too few respondents to rank.", _nps_figure(personas)),
+        ("Value vs NPS", "High value and low NPS is where to act first.", _bubble_figure(personas)),
+        ("Persona sizes", "", _size_figure(personas)),
+        (
+            "Persona map",
+            f"{min(len(labels), map_sample):,} customers drawn.",
+            _map_figure(embedding, labels, personas, map_sample),
+        ),
     ]
+    if any(p.get("effects") or p.get("traits") for p in personas):
+        figures.append(
+            ("Traits", "Standardized differences; |d| >= 0.5 printed.", _trait_figure(personas))
+        )
+    if drivers and drivers.get("overall"):
+        figures.append(
+            (
+                "Key drivers",
+                "Permutation importance on held-out respondents.",
+                _drivers_figure(drivers),
+            )
+        )
     figs = "".join(
-        f"<figure><img alt='{html.escape(t)}' src='data:image/png;base64,{b}'></figure>"
-        for t, b in figures
+        f"<figure><img alt='{html.escape(t)}' src='data:image/png;base64,{b}'>"
+        f"<figcaption>{html.escape(t)}. {html.escape(c)}</figcaption></figure>"
+        for t, c, b in figures
     )
+    silhouette = model.get("silhouette")
+    fit = f"silhouette {silhouette:.3f} · " if silhouette is not None else ""
+    driver_note = ""
+    if drivers and drivers.get("overall"):
+        score = drivers["kind"] == "score"
+        driver_note = (
+            f"Key drivers: a gradient-boosted model of the "
+            f"{'score' if score else 'promoter vs detractor'} from the features (held-out "
+            f"{'R²' if score else 'ROC AUC'} {drivers['model_quality']}, "
+            f"{drivers['respondents']:,} respondents); importance = {drivers['metric']} when "
+            f"the feature is shuffled, in {drivers['unit']}, within the persona for a "
+            "persona's drivers. Clear = above zero after Holm correction."
+        )
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Personas report</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
 <style>{_CSS}</style></head><body>
 <h1>Customer personas</h1>
 <p class="meta">{model["n_customers"]:,} customers as of {html.escape(str(model["as_of"]))} ·
-{len(personas)} personas (k-means, k chosen by silhouette = {model["silhouette"]:.3f}) ·
-clustered on {html.escape(", ".join(model["families"]))} · MLflow run {html.escape(run_id)}</p>
-<p class="meta">NPS counts each respondent's latest score (promoters 9-10, detractors 0-6);
-the interval is a 95% Wald interval from the trinomial variance (see personas.json).
-Traits compare the persona with all customers in standard deviations.</p>
+{sum(p["persona_id"] != -1 for p in personas)} personas · {fit}clustered on
+{html.escape(", ".join(model.get("families", [])))} · MLflow run {html.escape(run_id)}</p>
+<h2>Where to act</h2>
+{_focus_block(personas, rule)}
+<h2>Overview</h2>
+{_overview(personas)}
 <h2>Personas</h2>
-{_persona_rows(personas)}
+{"".join(_card(p) for p in personas)}
 <h2>Figures</h2>
 {figs}
+<h2>How to read this</h2>
+<p class="meta">NPS counts each respondent's latest score (promoters 9-10, passives 7-8,
+detractors 0-6): NPS = % promoters - % detractors. The 95% interval is the adjusted Wald
+interval (3/4 added to promoters and detractors, 3 to respondents), which covers the true NPS
+about 95% of the time from 30 respondents. "vs the rest" compares a persona's NPS with all
+other customers (two-sample z test with the pooled trinomial variance, Holm-corrected across
+personas). Personas with fewer than {min_respondents} respondents are greyed out and never ranked.
+Traits compare the persona with all customers in standard deviations (medians for counts and
+money). {html.escape(driver_note)} Comments are scrubbed of e-mails, phone numbers and links.</p>
 <h2>Data quality</h2>
 <table><tr><th>table</th><th>rows</th><th>used</th><th>invalid</th><th>unknown customer</th>
 <th>after as_of</th><th>date range</th></tr>{_quality_rows(quality)}</table>
@@ -237,4 +491,85 @@ Traits compare the persona with all customers in standard deviations.</p>
 """
     path = Path(path)
     path.write_text(page, encoding="utf-8")
+    return path
+
+
+def write_markdown(
+    path: str | Path,
+    *,
+    personas: list[dict],
+    model: dict,
+    run_id: str,
+    focus_rule: dict | None = None,
+    min_respondents: int = 30,
+    alpha: float = 0.05,
+) -> Path:
+    """Write ``report.md``: the summary for a chat message or an e-mail.
+
+    Parameters
+    ----------
+    path : str or Path
+        Where to write the file.
+    personas : list of dict
+        The persona table.
+    model : dict
+        ``n_customers`` and ``as_of``.
+    run_id : str
+        The MLflow run id.
+    focus_rule : dict, optional
+        The settings `models.actions.pick_focus` ran with.
+    min_respondents : int, default=30
+        The profiler's threshold below which NPS is not ranked.
+    alpha : float, default=0.05
+        The profiler's significance level.
+
+    Returns
+    -------
+    Path
+        The written file.
+    """
+    shown = [p for p in personas if p["persona_id"] != -1]
+    lines = [
+        f"# Customer personas: {model['n_customers']:,} customers as of {model['as_of']}",
+        "",
+        f"{len(shown)} personas · MLflow run `{run_id}`",
+        "",
+        "| persona | customers | revenue | NPS [95%] | vs the rest |",
+        "|---|---:|---:|---|---|",
+    ]
+    for p in personas:
+        if p.get("nps") is None:
+            nps = "no respondents"
+        else:
+            nps = f"{p['nps']:+.0f} [{p['nps_ci_low']:+.0f}, {p['nps_ci_high']:+.0f}]"
+            nps += "" if _reliable(p) else f" (too few respondents: {p['respondents']})"
+        vs = "—"
+        if _reliable(p) and p.get("nps_vs_rest") is not None:
+            vs = f"{p['nps_vs_rest']:+.0f}{' (significant)' if p['nps_significant'] else ''}"
+        lines.append(
+            f"| {_name(p)} | {p['size']:,} ({_pct(p['share'])}) | {_pct(p.get('revenue_share'))} "
+            f"| {nps} | {vs} |"
+        )
+    for title, key, reason in [
+        ("Focus", "is_focus", "focus_reason"),
+        ("At risk", "is_at_risk", "risk_reason"),
+    ]:
+        picked = [f"**{_name(p)}** ({p[reason]})" for p in shown if p.get(key)]
+        lines += ["", f"**{title}:** " + ("; ".join(picked) if picked else "none meets the rule.")]
+    lines += ["", f"_Rule: {_rule(focus_rule, min_respondents, alpha)}_", "", "## Personas", ""]
+    for p in shown:
+        themes = p.get("themes") or {}
+        words = ", ".join(f"“{k['term']}”" for k in themes.get("keywords", [])[:3])
+        topics = ", ".join(t["topic"] for t in themes.get("topics", [])[:2])
+        needs = "; ".join(
+            x for x in [words and f"they say {words}", topics and f"tickets on {topics}"] if x
+        )
+        action = (p.get("actions") or [{}])[0].get("action")
+        lines.append(
+            f"- **{_name(p)}**: {p.get('custom_description') or p['description']}"
+            + (f" Needs: {needs}." if needs else "")
+            + (f" Do: {action}" if action else "")
+        )
+    path = Path(path)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path

@@ -17,10 +17,12 @@ from sklearn.decomposition import PCA
 
 from features import DataError, FeatureTable, LoadedData, build_features, load_data
 from models import Preprocessor, order_by_size, profile_personas, select_segmentation
+from models.drivers import key_drivers
 from models.served import PersonaModel
+from models.themes import persona_themes
 from pipelines import tracking
 from pipelines.config import PROJ_ROOT, load_config
-from pipelines.report import write_report
+from pipelines.report import write_markdown, write_report
 
 __all__ = ["TrainResult", "load", "train"]
 
@@ -69,6 +71,15 @@ def load(data: str | Path, cfg: dict) -> LoadedData:
         privacy=cfg["privacy"],
         as_of=cfg["as_of"],
     )
+
+
+def _text(loaded: LoadedData, table: str, column: str) -> pd.DataFrame | None:
+    """Return customer_id and one text column of a loaded table (None when absent)."""
+    if column not in loaded.columns.get(table, []):
+        return None
+    return loaded.con.execute(
+        f'SELECT customer_id, "{column}" FROM {table} WHERE "{column}" IS NOT NULL'
+    ).df()
 
 
 def _fit(table: FeatureTable, cfg: dict):
@@ -211,6 +222,25 @@ def _train(loaded: LoadedData, cfg: dict, run_id: str, output) -> TrainResult:
     with _stage("Model"):
         X, seg, labels, confidence, outlier, served = _fit(table, cfg)
         logger.info("Chosen: %s. %s", seg.name, seg.reason)
+    with _stage("Drivers and themes"):
+        drivers = key_drivers(
+            table.frame,
+            labels,
+            table.meta,
+            kind=cfg["drivers"]["kind"],
+            n_splits=cfg["drivers"]["n_splits"],
+            n_repeats=cfg["drivers"]["n_repeats"],
+            sample_size=cfg["drivers"]["sample_size"],
+            min_respondents=cfg["profile"]["min_respondents"],
+            random_state=cfg["seed"],
+        )
+        themes = persona_themes(
+            pd.Series(labels, index=table.frame.index.astype(str)),
+            comments=_text(loaded, "feedback", "comment"),
+            topics=_text(loaded, "support_tickets", "topic"),
+            **cfg["themes"],
+            random_state=cfg["seed"],
+        )
     with _stage("Profile"):
         meta = table.meta
         traits = [f for f in meta.index if meta.loc[f, "family"] != "feedback"]
@@ -224,13 +254,21 @@ def _train(loaded: LoadedData, cfg: dict, run_id: str, output) -> TrainResult:
             min_trait_effect=cfg["profile"]["min_trait_effect"],
             ci_level=cfg["profile"]["ci_level"],
             naming=cfg["naming"],
+            min_respondents=cfg["profile"]["min_respondents"],
+            alpha=cfg["profile"]["alpha"],
+            top_drivers=cfg["profile"]["top_drivers"],
+            overrides=cfg["overrides"],
+            focus_rule=cfg["focus"],
+            actions=cfg["actions"],
+            drivers=drivers,
+            themes=themes,
         )
     threshold = cfg["model"]["unstable_below"]
     for p in personas:
         jaccard = seg.stability["jaccard"].get(p["persona_id"])
         p["stability"] = None if jaccard is None else round(jaccard, 3)
         p["unstable"] = jaccard is not None and jaccard < threshold
-    names = {p["persona_id"]: p["name"] for p in personas}
+    names = {p["persona_id"]: p["custom_name"] or p["name"] for p in personas}
     served.names = names
     assignments = pd.DataFrame(
         {
@@ -270,6 +308,20 @@ def _train(loaded: LoadedData, cfg: dict, run_id: str, output) -> TrainResult:
                 embedding=embedding,
                 labels=labels[sample],
                 run_id=run_id,
+                drivers=drivers,
+                focus_rule=cfg["focus"],
+                min_respondents=cfg["profile"]["min_respondents"],
+                alpha=cfg["profile"]["alpha"],
+                map_sample=cfg["report"]["map_sample"],
+            )
+            write_markdown(
+                staging / "report.md",
+                personas=personas,
+                model={"n_customers": len(assignments), "as_of": str(loaded.as_of.date())},
+                run_id=run_id,
+                focus_rule=cfg["focus"],
+                min_respondents=cfg["profile"]["min_respondents"],
+                alpha=cfg["profile"]["alpha"],
             )
         _publish(staging, output)
     except BaseException:
