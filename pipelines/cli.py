@@ -166,12 +166,22 @@ def train(
     ):
         table.add_column(col, justify="left" if col == "persona" else "right")
     for p in result.personas:
+        flags = [
+            f
+            for f, on in (
+                ("focus", p.get("is_focus")),
+                ("at risk", p.get("is_at_risk")),
+                ("unstable", p.get("unstable")),
+            )
+            if on
+        ]
+        name = (p.get("custom_name") or p["name"]) + (f" ({', '.join(flags)})" if flags else "")
         nps = "—" if p["nps"] is None else f"{p['nps']:+.0f}"
         ci = "" if p["nps"] is None else f"[{p['nps_ci_low']:+.0f}, {p['nps_ci_high']:+.0f}]"
         revenue = "—" if p["revenue_share"] is None else f"{100 * p['revenue_share']:.0f}%"
         table.add_row(
             str(p["persona_id"]),
-            p["name"],
+            name,
             f"{p['size']:,}",
             f"{100 * p['share']:.0f}%",
             revenue,
@@ -180,7 +190,7 @@ def train(
             f"{p['respondents']:,}",
         )
     out.print(table)
-    out.print(f"Report: {result.output / 'report.html'}")
+    out.print(f"Report: {result.output / 'report.html'} (summary: report.md)")
     out.print(f"Outputs: {result.output}")
     out.print(f"MLflow run: {result.run_id}")
 
