@@ -368,6 +368,55 @@ def _rule(focus_rule: dict | None, min_respondents: int, alpha: float) -> str:
     return focus_rule_text(**settings, min_respondents=min_respondents, alpha=alpha)
 
 
+def _num(value) -> str:
+    if value is None:
+        return "—"
+    return f"{value:,.0f}"
+
+
+def _changes_section(changes: dict | None, promotion: dict | None) -> str:
+    """Render "What changed": persona by persona, drift, and the promotion decision."""
+    parts = []
+    if promotion is not None:
+        verdict = (
+            "This model is now the champion."
+            if promotion["promoted"]
+            else "This model was kept as a candidate, not promoted: "
+            + html.escape("; ".join(promotion["failed_gates"]))
+            + "."
+        )
+        parts.append(f"<p class='meta'>{verdict}</p>")
+    if changes:
+        rows = []
+        for r in changes["personas"]:
+            change = r.get("nps_change") or {}
+            sig = (
+                ""
+                if change.get("significant") is None
+                else (" (significant)" if change["significant"] else " (not significant)")
+            )
+            delta = "" if change.get("change") is None else f"{change['change']:+.0f}{sig}"
+            rows.append(
+                f"<tr><td>{r['persona_id']}</td><td>{html.escape(r['name'])}</td>"
+                f"<td>{r['status']}</td><td>{_num(r['size_before'])} → {_num(r['size_after'])}</td>"
+                f"<td>{_num(r['nps_before'])} → {_num(r['nps_after'])}</td><td>{delta}</td></tr>"
+            )
+        drift = ", ".join(
+            f"{html.escape(k)} ({v:.2f})" for k, v in list(changes["drift"].items())[:5]
+        )
+        parts.append(
+            "<table><tr><th>id</th><th>persona</th><th>status</th><th>customers</th>"
+            "<th>NPS</th><th>NPS change</th></tr>" + "".join(rows) + "</table>"
+            f"<p class='meta'>Compared with run {html.escape(str(changes['previous_run']))} on "
+            f"{changes['customers_compared']:,} customers present in both; migration.csv has "
+            f"who moved where. Features that moved most (population stability index; above 0.25 "
+            f"is a large shift): {drift or 'none'}.</p>"
+        )
+    if not parts:
+        return ""
+    return "<h2>What changed</h2>" + "".join(parts)
+
+
 def write_report(
     path: str | Path,
     *,
@@ -382,6 +431,8 @@ def write_report(
     min_respondents: int = 30,
     alpha: float = 0.05,
     map_sample: int = 5000,
+    changes: dict | None = None,
+    promotion: dict | None = None,
 ) -> Path:
     """Write ``report.html``: one self-contained page, no network requests.
 
@@ -473,6 +524,7 @@ def write_report(
 {_overview(personas)}
 <h2>Personas</h2>
 {"".join(_card(p) for p in personas)}
+{_changes_section(changes, promotion)}
 <h2>Figures</h2>
 {figs}
 <h2>How to read this</h2>

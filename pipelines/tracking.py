@@ -18,6 +18,7 @@ from importlib import metadata
 from pathlib import Path
 
 import mlflow
+import mlflow.exceptions
 import mlflow.pyfunc
 from mlflow.tracking import MlflowClient
 
@@ -27,6 +28,7 @@ __all__ = [
     "log_artifacts",
     "log_candidates",
     "log_served_model",
+    "champion_outputs",
     "load_served_model",
     "set_alias",
     "log_metrics",
@@ -258,6 +260,39 @@ def set_alias(registered_name: str, version_uri: str, alias: str) -> None:
     """Point ``alias`` (e.g. ``champion``) of a registered model at the version in a URI."""
     version = version_uri.rsplit("/", 1)[-1]
     MlflowClient().set_registered_model_alias(registered_name, alias, version)
+
+
+def champion_outputs(cfg: dict, dest: Path) -> tuple[str | None, Path | None]:
+    """Download the current champion's outputs; (None, None) when there is none yet.
+
+    Parameters
+    ----------
+    cfg : dict
+        The run configuration (``tracking.model_name``).
+    dest : Path
+        Folder to download ``personas.json``, ``assignments.csv`` and ``features.parquet`` to.
+
+    Returns
+    -------
+    tuple
+        The champion's run id and the folder holding its outputs.
+    """
+    name = cfg["tracking"]["model_name"]
+    if not name:
+        return None, None
+    client = MlflowClient(tracking_uri=tracking_uri(cfg))
+    try:
+        version = client.get_model_version_by_alias(name, "champion")
+    except mlflow.exceptions.MlflowException:
+        return None, None
+    folder = Path(dest)
+    for artifact in ("personas.json", "assignments.csv", "features.parquet"):
+        try:
+            client.download_artifacts(version.run_id, artifact, str(folder))
+        except (mlflow.exceptions.MlflowException, OSError) as error:
+            logger.warning("Champion artifact %s could not be read: %s", artifact, error)
+            return None, None
+    return version.run_id, folder
 
 
 def load_served_model(uri: str, cfg: dict):

@@ -21,6 +21,7 @@ from models.drivers import key_drivers
 from models.served import PersonaModel
 from models.themes import persona_themes
 from pipelines import tracking
+from pipelines.compare import apply_identity, describe_changes, gate, load_previous
 from pipelines.config import PROJ_ROOT, load_config
 from pipelines.report import write_markdown, write_report
 
@@ -52,6 +53,7 @@ class TrainResult:
     personas: list[dict]
     assignments: pd.DataFrame
     model_uri: str = ""
+    promoted: bool = True
 
 
 @contextmanager
@@ -279,6 +281,32 @@ def _train(loaded: LoadedData, cfg: dict, run_id: str, output) -> TrainResult:
             "is_outlier": outlier,
         }
     )
+    with _stage("Compare with the champion"), tempfile.TemporaryDirectory() as tmp:
+        previous = load_previous(*tracking.champion_outputs(cfg, Path(tmp)))
+        final, migration, match_quality = apply_identity(
+            previous, personas, assignments, cfg["resegment"]["min_similarity"]
+        )
+    labels = np.array([final[x] for x in labels])
+    served.renumber = {old: final[new] for old, new in served.renumber.items()}
+    served.names = {p["persona_id"]: p.get("custom_name") or p["name"] for p in personas}
+    changes = None
+    if previous is not None:
+        numeric = [f.name for f in table.features if f.transform != "category"]
+        changes = describe_changes(
+            previous, personas, migration, table.frame, numeric, alpha=cfg["profile"]["alpha"]
+        )
+        changes["match_quality"] = match_quality
+    promoted, failed = gate(
+        stability=seg.stability["ari"],
+        outlier_share=float(assignments["is_outlier"].mean()),
+        match_quality=match_quality,
+        gates=cfg["resegment"]["gates"],
+    )
+    promotion = {
+        "promoted": promoted,
+        "failed_gates": failed,
+        "previous_run": previous.run_id if previous else None,
+    }
     silhouette = float(seg.candidates.loc[seg.name, "silhouette"])
     output = (
         Path(output)
@@ -291,6 +319,9 @@ def _train(loaded: LoadedData, cfg: dict, run_id: str, output) -> TrainResult:
     try:
         with _stage("Write outputs and report"):
             _write_outputs(staging, table, assignments, personas, quality, loaded.quarantine)
+            if changes is not None:
+                (staging / "changes.json").write_text(json.dumps(changes, indent=2, default=str))
+                migration.to_csv(staging / "migration.csv", index=False)
             rng = np.random.default_rng(cfg["seed"])
             n_map = min(cfg["report"]["map_sample"], len(X))
             sample = np.sort(rng.choice(len(X), n_map, replace=False))
@@ -313,6 +344,8 @@ def _train(loaded: LoadedData, cfg: dict, run_id: str, output) -> TrainResult:
                 min_respondents=cfg["profile"]["min_respondents"],
                 alpha=cfg["profile"]["alpha"],
                 map_sample=cfg["report"]["map_sample"],
+                changes=changes,
+                promotion=promotion,
             )
             write_markdown(
                 staging / "report.md",
@@ -347,8 +380,17 @@ def _train(loaded: LoadedData, cfg: dict, run_id: str, output) -> TrainResult:
         with tempfile.TemporaryDirectory() as tmp:
             uri = tracking.log_served_model(served, registered_name=name, workdir=Path(tmp))
         if name:
-            tracking.set_alias(name, uri, "champion")
-        tracking.set_tags({"model_uri": uri})
+            tracking.set_alias(name, uri, "champion" if promoted else "candidate")
+        tracking.set_tags(
+            {"model_uri": uri, "promoted": promoted, "failed_gates": "; ".join(failed) or "none"}
+        )
+        if not promoted:
+            logger.warning("Not promoted to champion: %s.", "; ".join(failed))
     return TrainResult(
-        run_id=run_id, output=output, personas=personas, assignments=assignments, model_uri=uri
+        run_id=run_id,
+        output=output,
+        personas=personas,
+        assignments=assignments,
+        model_uri=uri,
+        promoted=promoted,
     )

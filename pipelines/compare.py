@@ -1,0 +1,231 @@
+"""Re-segmentation: keep persona identity across runs, say what changed, gate promotion.
+
+A new train is compared with the current champion (the registered model's
+``@champion``): its personas are matched to the champion's (customer overlap where
+customers persist, trait profiles otherwise; Hungarian assignment), matched personas keep
+their ids and names, new ones get fresh ids, and ``changes.json`` / ``migration.csv``
+record sizes, NPS, value, migration and feature drift. The new model becomes champion
+only if it passes the gates in the config.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from models.matching import match_personas, nps_change, population_stability
+
+__all__ = ["Previous", "apply_identity", "describe_changes", "gate", "load_previous"]
+
+logger = logging.getLogger(__name__)
+
+
+class Previous:
+    """The champion run's outputs: personas, assignments and features."""
+
+    def __init__(self, run_id: str, folder: Path):
+        self.run_id = run_id
+        self.personas = json.loads((folder / "personas.json").read_text())
+        self.assignments = pd.read_csv(folder / "assignments.csv", dtype={"customer_id": str})
+        path = folder / "features.parquet"
+        self.features = pd.read_parquet(path).set_index("customer_id") if path.exists() else None
+
+
+def load_previous(run_id: str | None, folder: Path | None) -> Previous | None:
+    """Wrap downloaded champion outputs (None when there is no champion yet)."""
+    if run_id is None or folder is None:
+        return None
+    try:
+        return Previous(run_id, folder)
+    except (OSError, ValueError) as error:
+        logger.warning("The champion's outputs could not be read (%s); no comparison.", error)
+        return None
+
+
+def _migration(previous: Previous, assignments: pd.DataFrame) -> pd.DataFrame:
+    both = previous.assignments[["customer_id", "persona_id"]].merge(
+        assignments[["customer_id", "persona_id"]], on="customer_id", suffixes=("_before", "_after")
+    )
+    return (
+        both.groupby(["persona_id_before", "persona_id_after"])
+        .size()
+        .rename("customers")
+        .reset_index()
+        .rename(columns={"persona_id_before": "from_persona", "persona_id_after": "to_persona"})
+    )
+
+
+def apply_identity(
+    previous: Previous | None,
+    personas: list[dict],
+    assignments: pd.DataFrame,
+    min_similarity: float,
+) -> tuple[dict[int, int], pd.DataFrame | None, float | None]:
+    """Give matched personas their previous ids and names, in place.
+
+    Parameters
+    ----------
+    previous : Previous or None
+        The champion's outputs.
+    personas : list of dict
+        This run's personas; ``persona_id``, ``name`` and ``custom_name`` are updated.
+    assignments : pandas.DataFrame
+        This run's assignments; ``persona_id`` and ``persona_name`` are updated.
+    min_similarity : float
+        The least similarity that counts as the same persona.
+
+    Returns
+    -------
+    dict of int to int
+        Old (this run's) id -> final id.
+    pandas.DataFrame or None
+        The migration matrix between the champion and this run, in final ids.
+    float or None
+        Match quality: the share of customers present in both runs who stayed in the
+        matched persona.
+    """
+    if previous is None:
+        return {p["persona_id"]: p["persona_id"] for p in personas}, None, None
+    migration = _migration(previous, assignments)
+    match = match_personas(previous.personas, personas, migration, min_similarity=min_similarity)
+    old = {p["persona_id"]: p for p in previous.personas}
+    taken = {m for m in match.values() if m is not None}
+    next_id = max([*old, *[p["persona_id"] for p in personas], -1]) + 1
+    final: dict[int, int] = {-1: -1}
+    for p in sorted(personas, key=lambda q: -q["size"]):
+        pid = p["persona_id"]
+        if pid < 0:
+            continue
+        if match.get(pid) is not None:
+            final[pid] = match[pid]
+            before = old[match[pid]]
+            p["previous_name"], p["name"] = p["name"], before["name"]
+            p["custom_name"] = p.get("custom_name") or before.get("custom_name")
+        else:
+            while next_id in taken:
+                next_id += 1
+            final[pid], next_id = next_id, next_id + 1
+            p["is_new"] = True
+    names = {}
+    for p in personas:
+        p["persona_id"] = final[p["persona_id"]]
+        names[p["persona_id"]] = p.get("custom_name") or p["name"]
+    personas.sort(key=lambda q: (q["persona_id"] < 0, q["persona_id"]))
+    assignments["persona_id"] = assignments["persona_id"].map(final).astype(int)
+    assignments["persona_name"] = assignments["persona_id"].map(names).fillna("Unassigned")
+    migration["to_persona"] = migration["to_persona"].map(final)
+    stayed = migration[migration["from_persona"] == migration["to_persona"]]["customers"].sum()
+    total = migration["customers"].sum()
+    return final, migration, (float(stayed / total) if total else None)
+
+
+def describe_changes(
+    previous: Previous,
+    personas: list[dict],
+    migration: pd.DataFrame,
+    features: pd.DataFrame,
+    numeric: list[str],
+    *,
+    alpha: float,
+    top_drift: int = 10,
+) -> dict:
+    """Build ``changes.json``: persona by persona, and the features that drifted.
+
+    Parameters
+    ----------
+    previous : Previous
+        The champion's outputs.
+    personas : list of dict
+        This run's personas, with final ids.
+    migration : pandas.DataFrame
+        ``from_persona``, ``to_persona``, ``customers`` in final ids.
+    features : pandas.DataFrame
+        This run's feature table.
+    numeric : list of str
+        Numeric features to compare (population stability index).
+    alpha : float
+        Significance level of the NPS change tests.
+    top_drift : int, default=10
+        Features listed as having moved most.
+
+    Returns
+    -------
+    dict
+        ``previous_run``, ``personas`` (before / after per id), ``appeared``, ``vanished``,
+        ``drift`` (feature -> PSI, largest first).
+    """
+    before = {p["persona_id"]: p for p in previous.personas}
+    after = {p["persona_id"]: p for p in personas}
+    rows = []
+    for pid in sorted(set(before) | set(after)):
+        b, a = before.get(pid), after.get(pid)
+        row = {
+            "persona_id": pid,
+            "name": (a or b)["name"],
+            "status": ("kept" if a and b else "appeared" if a else "vanished"),
+        }
+        for key in ("size", "share", "nps", "revenue_share"):
+            row[f"{key}_before"] = b.get(key) if b else None
+            row[f"{key}_after"] = a.get(key) if a else None
+        if a and b:
+            row["nps_change"] = nps_change(b, a, alpha=alpha)
+        rows.append(row)
+    drift = {}
+    if previous.features is not None:
+        for col in numeric:
+            if col in previous.features and col in features:
+                drift[col] = population_stability(previous.features[col], features[col])
+    drift = dict(
+        sorted(
+            ((k, round(v, 4)) for k, v in drift.items() if np.isfinite(v)), key=lambda kv: -kv[1]
+        )
+    )
+    return {
+        "previous_run": previous.run_id,
+        "personas": rows,
+        "appeared": [r["persona_id"] for r in rows if r["status"] == "appeared"],
+        "vanished": [r["persona_id"] for r in rows if r["status"] == "vanished"],
+        "customers_compared": int(migration["customers"].sum()),
+        "drift": drift,
+        "most_drifted": list(drift)[:top_drift],
+    }
+
+
+def gate(
+    *, stability: float, outlier_share: float, match_quality: float | None, gates: dict
+) -> tuple[bool, list[str]]:
+    """Decide whether the new model may become champion.
+
+    Parameters
+    ----------
+    stability : float
+        The model's mean ARI over resamples.
+    outlier_share : float
+        Share of customers flagged ``is_outlier``.
+    match_quality : float or None
+        Share of returning customers who stayed in their matched persona (None: first run).
+    gates : dict
+        ``min_stability``, ``max_outlier_share``, ``min_match_quality``.
+
+    Returns
+    -------
+    bool
+        Whether every gate passed.
+    list of str
+        One sentence per failed gate.
+    """
+    failed = []
+    if stability < gates["min_stability"]:
+        failed.append(f"stability {stability:.2f} < {gates['min_stability']}")
+    if outlier_share > gates["max_outlier_share"]:
+        failed.append(f"outlier share {outlier_share:.1%} > {gates['max_outlier_share']:.0%}")
+    if match_quality is not None and match_quality < gates["min_match_quality"]:
+        failed.append(
+            f"only {match_quality:.0%} of returning customers stayed in their persona "
+            f"(< {gates['min_match_quality']:.0%})"
+        )
+    return not failed, failed
