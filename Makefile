@@ -51,6 +51,11 @@ demo: $(DEMO_DIR)/.stamp
 train: $(STAMP) $(if $(filter $(DEMO_DIR),$(DATA)),$(DEMO_DIR)/.stamp)
 	$(BIN)/personas train --data $(DATA) $(if $(CONFIG),--config $(CONFIG)) $(if $(OUTPUT),--output $(OUTPUT)) $(ARGS)
 
+## Re-segment as a scheduler would: train, compare with the champion, promote if the gates pass
+.PHONY: resegment
+resegment: $(STAMP) $(if $(filter $(DEMO_DIR),$(DATA)),$(DEMO_DIR)/.stamp)
+	$(BIN)/personas train --data $(DATA) $(if $(CONFIG),--config $(CONFIG)) $(if $(OUTPUT),--output $(OUTPUT)) $(ARGS)
+
 ## Check a data folder against the contract: make validate [DATA=folder]
 .PHONY: validate
 validate: $(STAMP) $(if $(filter $(DEMO_DIR),$(DATA)),$(DEMO_DIR)/.stamp)
