@@ -51,6 +51,14 @@ demo: $(DEMO_DIR)/.stamp
 train: $(STAMP) $(if $(filter $(DEMO_DIR),$(DATA)),$(DEMO_DIR)/.stamp)
 	$(BIN)/personas train --data $(DATA) $(if $(CONFIG),--config $(CONFIG)) $(if $(OUTPUT),--output $(OUTPUT)) $(ARGS)
 
+## Fetch the CDNOW sample (real transactions, 2,357 customers) into data/cdnow: make train DATA=data/cdnow
+data/cdnow/.stamp: $(STAMP)
+	$(BIN)/python scripts/cdnow.py --out data/cdnow
+	touch $@
+
+.PHONY: cdnow
+cdnow: data/cdnow/.stamp
+
 ## Re-segment as a scheduler would: train, compare with the champion, promote if the gates pass
 .PHONY: resegment
 resegment: $(STAMP) $(if $(filter $(DEMO_DIR),$(DATA)),$(DEMO_DIR)/.stamp)
@@ -69,14 +77,14 @@ test: $(STAMP) $(CHROMIUM)
 ## Lint and check formatting with ruff
 .PHONY: lint
 lint: $(STAMP)
-	$(BIN)/ruff format --check features models pipelines tests
-	$(BIN)/ruff check features models pipelines tests
+	$(BIN)/ruff format --check features models pipelines tests scripts benchmarks
+	$(BIN)/ruff check features models pipelines tests scripts benchmarks
 
 ## Format the code with ruff
 .PHONY: format
 format: $(STAMP)
-	$(BIN)/ruff check --fix features models pipelines tests
-	$(BIN)/ruff format features models pipelines tests
+	$(BIN)/ruff check --fix features models pipelines tests scripts benchmarks
+	$(BIN)/ruff format features models pipelines tests scripts benchmarks
 
 ## Open the MLflow UI on the local tracking store (127.0.0.1)
 .PHONY: ui

@@ -20,6 +20,7 @@ import pandas as pd
 from sklearn.decomposition import NMF
 
 from features.engine import Engine, slug, sql_text, sql_time, window_start
+from features.rfm import rfm
 from features.table import Feature
 
 __all__ = ["FAMILIES", "Builder"]
@@ -566,7 +567,9 @@ def support(engine: Engine, as_of: pd.Timestamp, params: dict):
 def attributes(engine: Engine, as_of: pd.Timestamp, params: dict):
     """Use the customers' own attribute columns: numeric as they are, categorical by level.
 
-    Without a transactions table (so no revenue family), tenure from
+    A column that is the same for every customer (or empty for all) tells the personas
+    apart in nothing and is left out, as is one that looks like an identifier or free
+    text. Without a transactions table (so no revenue family), tenure from
     ``customers.signup_date`` is an attribute too.
     """
     names = engine.data.attributes
@@ -580,6 +583,8 @@ def attributes(engine: Engine, as_of: pd.Timestamp, params: dict):
         column = f"attr_{slug(name)}"
         if column in frame:
             logger.warning("Attribute %r is named like another one (%s); not used.", name, column)
+        elif col.nunique(dropna=False) <= 1:
+            logger.info("Attribute %r is the same for every customer (or empty); not used.", name)
         elif present and values.notna().sum() >= 0.95 * present:
             heavy = values.min() >= 0 and values.quantile(0.99) > 20 * max(values.median(), 1)
             frame[column] = values
@@ -627,6 +632,7 @@ FAMILIES: dict[str, tuple[str, Builder]] = {
     "usage_mix": ("usage_events", usage_mix),
     "engagement": ("engagement_events", engagement),
     "revenue": ("transactions", revenue),
+    "rfm": ("transactions", rfm),
     "feedback": ("feedback", feedback),
     "support": ("support_tickets", support),
     "attributes": ("customers", attributes),

@@ -5,6 +5,7 @@ feature arrives as a metadata table.
 """
 
 from models.clustering import AutoKMeans, order_by_size
+from models.clv import BetaGeoModel, GammaGammaModel, customer_value
 from models.density import DensityClusterer
 from models.preprocessing import Preprocessor
 from models.profiler import nps_summary, profile_personas
@@ -14,6 +15,9 @@ from models.stability import clusterboot
 
 __all__ = [
     "AutoKMeans",
+    "BetaGeoModel",
+    "GammaGammaModel",
+    "customer_value",
     "DensityClusterer",
     "IdentityReducer",
     "PCAReducer",

@@ -72,7 +72,7 @@ PERSONAS: dict[str, dict] = {
         usage=0.70, growth=0.03, decline=False, quantity=3.0, mix_conc=15,
         mix=(3, 2, 1.5, 1.5, 1.5, 1.5, 1, 1, 2, 2),
         engage=0.10, channels=(3, 2, 2, 1, 1, 2),
-        discount=(0.10, 0.05), late=(0.03, 3), addons=0.15,
+        discount=(0.10, 0.05), late=(0.03, 3), addons=0.15, churn=0.02,
         tickets=0.08, priority=(0.5, 0.35, 0.12, 0.03), topics=(1, 2, 1, 1, 1, 1), close=1.5,
         respond=0.45, nps=9.0,
         comments=("Love the automation features, saves us hours every week",
@@ -85,7 +85,7 @@ PERSONAS: dict[str, dict] = {
         usage=0.30, growth=0.0, decline=False, quantity=2.5, mix_conc=8,
         mix=(0.6, 0.4, 3, 3.5, 0.4, 0.2, 0.4, 2.5, 0.3, 0.3),
         engage=0.04, channels=(4, 1, 1, 0.5, 0.5, 0.5),
-        discount=(0.20, 0.05), late=(0.10, 8), addons=0.08,
+        discount=(0.20, 0.05), late=(0.10, 8), addons=0.08, churn=0.10,
         tickets=1.2, priority=(0.1, 0.3, 0.35, 0.25), topics=(1, 3, 0.5, 4, 3, 1), close=7.0,
         respond=0.55, nps=3.2,
         comments=("Support takes days to answer our tickets",
@@ -99,7 +99,7 @@ PERSONAS: dict[str, dict] = {
         usage=0.12, growth=0.0, decline=False, quantity=1.5, mix_conc=6,
         mix=(5.5, 3.5, 0.1, 0.1, 0.3, 0.2, 0.1, 0.05, 0.1, 0.05),
         engage=0.05, channels=(10, 1, 1, 0.2, 0.1, 0.1),
-        discount=(0.80, 0.30), late=(0.25, 12), addons=0.01,
+        discount=(0.80, 0.30), late=(0.25, 12), addons=0.01, churn=0.12,
         tickets=0.10, priority=(0.4, 0.4, 0.15, 0.05), topics=(5, 1, 2, 0.5, 0.5, 1), close=3.0,
         respond=0.35, nps=6.6,
         comments=("Good value, but only with the discount",
@@ -112,7 +112,7 @@ PERSONAS: dict[str, dict] = {
         usage=0.40, growth=0.0, decline=True, quantity=2.0, mix_conc=8,
         mix=(2.5, 2, 0.5, 0.8, 1.5, 1, 0.5, 0.5, 1, 0.7),
         engage=0.08, channels=(3, 1, 1.5, 0.5, 0.5, 0.5),
-        discount=(0.20, 0.08), late=(0.08, 6), addons=0.03,
+        discount=(0.20, 0.08), late=(0.08, 6), addons=0.03, churn=0.55,
         tickets=0.15, priority=(0.35, 0.4, 0.2, 0.05), topics=(2, 1, 1, 1, 1, 2), close=3.0,
         respond=0.35, nps=5.0,
         comments=("We are not using it as much anymore",
@@ -125,7 +125,7 @@ PERSONAS: dict[str, dict] = {
         usage=0.60, growth=0.45, decline=False, quantity=2.0, mix_conc=6,
         mix=(2, 1, 0.7, 0.7, 1, 1.2, 0.6, 0.8, 1.5, 1),
         engage=0.30, channels=(2, 1.5, 3, 3, 0.5, 1),
-        discount=(0.30, 0.10), late=(0.05, 4), addons=0.05,
+        discount=(0.30, 0.10), late=(0.05, 4), addons=0.05, churn=0.04,
         tickets=1.0, priority=(0.7, 0.25, 0.04, 0.01), topics=(0.5, 0.5, 6, 1, 0.2, 1), close=1.0,
         respond=0.40, nps=7.4,
         comments=("Still learning the ropes, the webinars help a lot",
@@ -138,7 +138,7 @@ PERSONAS: dict[str, dict] = {
         usage=0.35, growth=0.01, decline=False, quantity=4.0, mix_conc=12,
         mix=(0.5, 4, 2.5, 0.2, 0.1, 0.1, 3.5, 0.1, 0.1, 0.2),
         engage=0.07, channels=(3, 2, 2, 1.5, 0.5, 1),
-        discount=(0.15, 0.05), late=(0.04, 3), addons=0.08,
+        discount=(0.15, 0.05), late=(0.04, 3), addons=0.08, churn=0.03,
         tickets=0.12, priority=(0.45, 0.4, 0.12, 0.03), topics=(1, 2, 1, 2, 1, 1), close=2.0,
         respond=0.45, nps=8.2,
         comments=("Data export is exactly what our analysts need",
@@ -246,13 +246,22 @@ def _transactions(rng: Rng, c: Cust, ids: pa.Array, price: np.ndarray, end_s: in
     first, nxt = month.astype("datetime64[D]").astype(np.int64), (month + 1).astype("datetime64[D]")
     day = first + np.minimum(dom[cust], nxt.astype(np.int64) - first - 1)  # anniversary billing
     secs = day * DAY + rng.integers(6 * 3600, 20 * 3600, size=cust.size)
-    keep = secs < end_s
+    # churn: some customers cancel (recently, mostly); billing and add-ons stop then
+    lo_s = np.maximum(c["signup"] * DAY, end_s - 180 * DAY)
+    cancel = np.where(
+        rng.random(n) < _param("churn")[code],
+        lo_s + rng.random(n) * np.maximum(end_s - 14 * DAY - lo_s, DAY),
+        end_s,
+    ).astype(np.int64)
+    keep = secs < cancel[cust]
     cust, secs = cust[keep], secs[keep]
     gross = price[cust] * rng.lognormal(0.0, 0.05, size=cust.size)
     # add-on purchases: uniform over the customer's lifetime
     n_add = rng.poisson(_param("addons")[code] * months)
     a_cust = np.repeat(np.arange(n), n_add)
     a_secs = _in_lifetime(rng, c["signup"][a_cust], end_s)
+    a_keep = a_secs < cancel[a_cust]
+    a_cust, a_secs = a_cust[a_keep], a_secs[a_keep]
     a_gross = price[a_cust] * rng.lognormal(np.log(0.25), 0.5, size=a_cust.size)
     cust, secs = np.concatenate([cust, a_cust]), np.concatenate([secs, a_secs])
     gross = np.concatenate([gross, a_gross])

@@ -24,6 +24,7 @@ from pipelines import tracking
 from pipelines.compare import apply_identity, describe_changes, gate, load_previous
 from pipelines.config import PROJ_ROOT, load_config
 from pipelines.report import write_markdown, write_report
+from pipelines.value import add_customer_value, revenue_at_risk
 
 __all__ = ["TrainResult", "load", "train"]
 
@@ -221,6 +222,10 @@ def _train(loaded: LoadedData, cfg: dict, run_id: str, output) -> TrainResult:
     tracking.log_metrics({f"rows.{t}": info["rows_used"] for t, info in quality["tables"].items()})
     with _stage("Features"):
         table = build_features(loaded, {**cfg["features"], "seed": cfg["seed"]})
+    with _stage("Customer lifetime value"):
+        clv_model = add_customer_value(loaded, table, cfg)
+        if clv_model:
+            tracking.log_params({"clv": clv_model})
     with _stage("Model"):
         X, seg, labels, confidence, outlier, served = _fit(table, cfg)
         logger.info("Chosen: %s. %s", seg.name, seg.reason)
@@ -264,9 +269,14 @@ def _train(loaded: LoadedData, cfg: dict, run_id: str, output) -> TrainResult:
             actions=cfg["actions"],
             drivers=drivers,
             themes=themes,
+            clv_column="clv_value",
+            p_alive_column="clv_p_alive",
         )
     threshold = cfg["model"]["unstable_below"]
+    at_risk = revenue_at_risk(table.frame, labels, "revenue_12m")
     for p in personas:
+        if at_risk:
+            p["revenue_at_risk"] = at_risk.get(p["persona_id"], 0.0)
         jaccard = seg.stability["jaccard"].get(p["persona_id"])
         p["stability"] = None if jaccard is None else round(jaccard, 3)
         p["unstable"] = jaccard is not None and jaccard < threshold
@@ -319,6 +329,8 @@ def _train(loaded: LoadedData, cfg: dict, run_id: str, output) -> TrainResult:
     try:
         with _stage("Write outputs and report"):
             _write_outputs(staging, table, assignments, personas, quality, loaded.quarantine)
+            if clv_model:
+                (staging / "clv_model.json").write_text(json.dumps(clv_model, indent=2))
             if changes is not None:
                 (staging / "changes.json").write_text(json.dumps(changes, indent=2, default=str))
                 migration.to_csv(staging / "migration.csv", index=False)

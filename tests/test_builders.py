@@ -153,7 +153,7 @@ def test_metadata_describes_every_column(table: FeatureTable) -> None:
         assert row["transform"] in {"log", "none", "category"}, name
         assert row["fill"] in {"zero", "span", "nan"}, name
     assert set(meta["family"]) == {
-        "usage", "usage_mix", "engagement", "revenue", "feedback", "support", "attributes",
+        "usage", "usage_mix", "engagement", "revenue", "rfm", "feedback", "support", "attributes",
     }  # fmt: skip
     assert meta.loc["revenue_monetary", "lens"] == "value"
     assert meta.loc["usage_events", "lens"] == "needs"
@@ -391,6 +391,9 @@ def test_customer_without_events_gets_zero_counts_and_span_recency(table: Featur
         if f.family == "attributes" or f.name in ("engagement_silent", "tenure_days"):
             continue
         value = row[f.name]
+        if f.name == "value_tier":  # never bought: its own tier, not missing
+            assert value == "none"
+            continue
         if f.fill == "zero":
             assert value == 0, f.name
         elif f.fill == "span":
@@ -453,7 +456,7 @@ def test_latest_nps_tie_takes_the_lowest_score(write_tables) -> None:
 def test_absent_table_turns_its_family_off(folder: Path, tmp_path: Path) -> None:
     only = {k: TABLES[k] for k in ("customers", "transactions")}
     t = _build(write_csv_tables(tmp_path / "only", only))
-    assert set(t.meta["family"]) == {"revenue", "attributes"}
+    assert set(t.meta["family"]) == {"revenue", "rfm", "attributes"}
     assert t.frame.loc["C1", "revenue_monetary"] == 250
     # The span now comes from the transactions alone, which still start on 2025-03-31.
     assert t.frame.loc["C4", "revenue_recency_days"] == pytest.approx(SPAN)
@@ -475,7 +478,8 @@ def test_optional_columns_absent_leave_their_features_out(tmp_path: Path) -> Non
     t = _build(write_csv_tables(tmp_path / "lean", tables))
     assert list(t.frame.columns) == [
         "revenue_monetary", "revenue_12m", "revenue_frequency", "revenue_avg_order",
-        "revenue_recency_days", "revenue_refunds", "tenure_days", "support_tickets",
+        "revenue_recency_days", "revenue_refunds", "tenure_days",
+        "rfm_r", "rfm_f", "rfm_m", "value_tier", "support_tickets",
     ]  # fmt: skip
     assert _col(t, "support_tickets") == {"C1": 1, "C2": 0}
     # No signup dates: tenure counts from the first transaction.

@@ -1,0 +1,229 @@
+"""The value lens from transactions: the CLV summary and RFM scores, computed in SQL.
+
+`clv_summary` is the per-customer purchase history that the CLV models
+(`models.clv.BetaGeoModel`, `models.clv.GammaGammaModel`) are fitted on. It follows the
+conventions of ``lifetimes``' ``summary_data_from_transaction_data`` (pymc-marketing's
+``rfm_summary``) with daily periods:
+
+- a *purchase day* is a calendar day with at least one transaction of amount >= 0
+  (several that day count once, their amounts summed); refunds (amount < 0) are left
+  out, and a free order (amount 0) still counts as a purchase;
+- ``frequency`` is the number of purchase days after the first (repeat purchases);
+- ``recency`` is the time from the first to the last purchase day, ``T`` the time from
+  the first purchase day to the day of ``as_of``, both in weeks (days / 7);
+- ``monetary_value`` is the mean amount of the repeat purchase days, 0 without one.
+
+Customers who never bought are not in the summary: the models describe customers from
+their first purchase on.
+
+`rfm` is a feature family builder (``(engine, as_of, params) -> (frame, features)``, see
+`features.families`): recency, frequency and monetary quintile scores and a value tier.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+
+from features.contract import DataError
+from features.engine import Engine, sql_time
+from features.table import Feature
+
+__all__ = ["CLV_COLUMNS", "VALUE_TIERS", "clv_summary", "rfm"]
+
+logger = logging.getLogger(__name__)
+
+#: The columns of `clv_summary`, in order.
+CLV_COLUMNS = ("customer_id", "frequency", "recency", "T", "monetary_value")
+
+#: Default ``value_tiers``: the lowest RFM total score (3-15) of a high and a mid value
+#: customer; lower totals are low value.
+VALUE_TIERS = {"high": 12, "mid": 8}
+
+_SCORES = 5  # quintiles
+
+
+def _purchases_sql(engine: Engine, as_of: pd.Timestamp) -> str:
+    """Return the SQL of one row per customer who bought: CLV summary and RFM inputs.
+
+    Columns: ``customer_id``, ``frequency``, ``recency``, ``T``, ``monetary_value``,
+    ``days_since`` (days from the last purchase day to the day of ``as_of``) and
+    ``day_spend`` (mean amount per purchase day, the first included).
+    """
+    if not engine.has("transactions"):
+        raise DataError(
+            "The value lens (CLV summary, RFM scores) needs a transactions table "
+            f"(customer_id, timestamp, amount); the data has {', '.join(engine.data.tables)}."
+        )
+    today = f"date_trunc('day', {sql_time(as_of)})"
+    days = engine.dialect.days
+    return f"""
+        WITH purchase_days AS (
+          SELECT customer_id, date_trunc('day', timestamp) AS day, SUM(amount) AS spend
+          FROM transactions
+          WHERE amount >= 0 AND timestamp <= {sql_time(as_of)}
+          GROUP BY customer_id, date_trunc('day', timestamp)
+        ), numbered AS (
+          SELECT *, ROW_NUMBER() OVER (PARTITION BY customer_id ORDER BY day) AS n
+          FROM purchase_days
+        )
+        SELECT customer_id,
+          COUNT(*) - 1 AS frequency,
+          {days("min(day)", "max(day)")} / 7.0 AS recency,
+          {days("min(day)", today)} / 7.0 AS T,
+          COALESCE(AVG(CASE WHEN n > 1 THEN spend END), 0.0) AS monetary_value,
+          {days("max(day)", today)} AS days_since,
+          AVG(spend) AS day_spend
+        FROM numbered GROUP BY customer_id"""
+
+
+def clv_summary(engine: Engine, as_of: pd.Timestamp, params: dict | None = None) -> pd.DataFrame:
+    """Per-customer purchase history for the CLV models, computed where the data lives.
+
+    Parameters
+    ----------
+    engine : Engine
+        Where the SQL runs; needs the ``transactions`` table.
+    as_of : pandas.Timestamp
+        Reference time: later transactions are ignored, and ``T`` runs to its day.
+    params : dict, optional
+        The ``features`` section of the config (unused; the builder signature).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per customer with a purchase (amount >= 0) up to ``as_of``, sorted by
+        ``customer_id``, with the columns `CLV_COLUMNS`: ``frequency`` (repeat purchase
+        days), ``recency`` and ``T`` (weeks) and ``monetary_value`` (mean of the repeat
+        purchase days, 0 without one); see the module docstring.
+
+    Raises
+    ------
+    DataError
+        When the data has no transactions table.
+    """
+    cols = ", ".join(CLV_COLUMNS)
+    frame = engine.query(
+        f"SELECT {cols} FROM ({_purchases_sql(engine, as_of)}) ORDER BY customer_id"
+    )
+    frame["customer_id"] = frame["customer_id"].astype("string")
+    frame["frequency"] = frame["frequency"].astype("int64")
+    for c in CLV_COLUMNS[2:]:
+        frame[c] = frame[c].astype(float)
+    return frame
+
+
+def _check_tiers(tiers: dict) -> tuple[int, int]:
+    high, mid = tiers.get("high"), tiers.get("mid")
+    lowest, highest = 3, 3 * _SCORES
+    ok = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (high, mid))
+    if not ok or not lowest <= mid <= high <= highest:
+        raise ValueError(
+            f"features.value_tiers should give RFM total scores with {lowest} <= mid <= high "
+            f"<= {highest}, got {tiers!r}."
+        )
+    return high, mid
+
+
+def rfm(engine: Engine, as_of: pd.Timestamp, params: dict) -> tuple[pd.DataFrame, list[Feature]]:
+    """RFM quintile scores and a value tier, for every customer.
+
+    Each score ranks the customers who bought: recency by the days since their last
+    purchase day (fewer is better), frequency by their purchase days, monetary by their
+    mean spend per purchase day. A score is ``1 + floor(5 * (rank - 1) / (n - 1))``, capped
+    at 5, with ``rank`` the lowest rank of the customer's ties (SQL ``RANK``) from the worst
+    (1) up to the best: 5 is the best fifth, ties share a score, and row order never
+    matters. The value tier compares the total ``rfm_r + rfm_f + rfm_m`` with
+    ``params["value_tiers"]`` (default `VALUE_TIERS`). Customers who never bought get
+    scores of 0 and the tier ``none``.
+
+    Parameters
+    ----------
+    engine : Engine
+        Where the SQL runs; needs the ``transactions`` table.
+    as_of : pandas.Timestamp
+        Reference time; later transactions are ignored.
+    params : dict
+        The ``features`` section of the config; reads ``value_tiers`` (``{high: 12,
+        mid: 8}``).
+
+    Returns
+    -------
+    frame : pandas.DataFrame
+        ``customer_id``, ``rfm_r``, ``rfm_f``, ``rfm_m`` and ``value_tier``.
+    features : list of Feature
+        Their metadata (lens ``value``, family ``rfm``).
+
+    Raises
+    ------
+    ValueError
+        When ``value_tiers`` is not two totals with ``3 <= mid <= high <= 15``.
+    """
+    high, mid = _check_tiers(params.get("value_tiers", VALUE_TIERS))
+
+    def score(order: str) -> str:
+        rank = f"RANK() OVER (ORDER BY {order})"
+        step = f"{_SCORES}.0 * ({rank} - 1) / GREATEST(COUNT(*) OVER () - 1, 1)"
+        return f"LEAST({_SCORES}, 1 + CAST(FLOOR({step}) AS INTEGER))"
+
+    frame = engine.query(f"""
+        WITH scored AS (
+          SELECT customer_id,
+            {score("days_since DESC")} AS rfm_r,
+            {score("frequency")} AS rfm_f,
+            {score("day_spend")} AS rfm_m
+          FROM ({_purchases_sql(engine, as_of)})
+        )
+        SELECT customer_id,
+          COALESCE(rfm_r, 0) AS rfm_r, COALESCE(rfm_f, 0) AS rfm_f, COALESCE(rfm_m, 0) AS rfm_m,
+          CASE WHEN rfm_r IS NULL THEN 'none'
+               WHEN rfm_r + rfm_f + rfm_m >= {high} THEN 'high'
+               WHEN rfm_r + rfm_f + rfm_m >= {mid} THEN 'mid'
+               ELSE 'low' END AS value_tier
+        FROM customers LEFT JOIN scored USING (customer_id)""")
+    for c in ("rfm_r", "rfm_f", "rfm_m"):
+        frame[c] = frame[c].astype(float)
+    frame["value_tier"] = frame["value_tier"].astype("string")
+    tiers = f"high: total >= {high}, mid: >= {mid}, else low; none: never bought"
+    return frame, [
+        Feature(
+            "rfm_r",
+            "rfm",
+            "value",
+            "recency score: quintile of days since the last purchase (5 = most recent, "
+            "0 = never bought)",
+            "score",
+            "none",
+            "recency score",
+        ),
+        Feature(
+            "rfm_f",
+            "rfm",
+            "value",
+            "frequency score: quintile of purchase days (5 = most frequent, 0 = never bought)",
+            "score",
+            "none",
+            "frequency score",
+        ),
+        Feature(
+            "rfm_m",
+            "rfm",
+            "value",
+            "monetary score: quintile of the mean spend per purchase day (5 = highest, "
+            "0 = never bought)",
+            "score",
+            "none",
+            "monetary score",
+        ),
+        Feature(
+            "value_tier",
+            "rfm",
+            "value",
+            f"value tier from the RFM total score ({tiers})",
+            "category",
+            "category",
+            "value tier",
+            fill="nan",
+        ),
+    ]
