@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -242,6 +243,12 @@ def ui(
     raise typer.Exit(subprocess.call(cmd))
 
 
+def _terminate(signum, frame) -> None:
+    """Turn SIGTERM into KeyboardInterrupt, so a killed run cleans up and is marked failed."""
+    raise KeyboardInterrupt(f"terminated by signal {signum}")
+
+
 def main() -> None:
     """Entry point of the ``personas`` console command."""
+    signal.signal(signal.SIGTERM, _terminate)
     app()

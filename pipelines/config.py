@@ -68,6 +68,7 @@ def _check(cfg: dict, source: str) -> None:
             raise ConfigError(f"{source}: {key} should be a whole number >= 0, got {value!r}.")
     reals = {
         "model.clip": (m["clip"], 0, None),
+        "privacy.min_persona_size": (cfg["privacy"]["min_persona_size"], 0, None),
         "model.tie_tolerance": (m["tie_tolerance"], 0, None),
         "model.outlier_confidence": (m["outlier_confidence"], 0, 1),
         "model.min_stability": (m["min_stability"], 0, 1),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -16,13 +17,14 @@ import pandas as pd
 from sklearn.decomposition import PCA
 
 from features import DataError, FeatureTable, LoadedData, build_features, load_data
+from features.privacy import pseudonymize
 from models import Preprocessor, order_by_size, profile_personas, select_segmentation
 from models.drivers import key_drivers
 from models.served import PersonaModel
 from models.themes import persona_themes
 from pipelines import tracking
 from pipelines.compare import apply_identity, describe_changes, gate, load_previous
-from pipelines.config import PROJ_ROOT, load_config
+from pipelines.config import PROJ_ROOT, ConfigError, load_config
 from pipelines.report import write_markdown, write_report
 from pipelines.value import add_customer_value, revenue_at_risk
 
@@ -65,6 +67,19 @@ def _stage(name: str):
     logger.info("%s done in %.1fs", name, time.perf_counter() - start)
 
 
+def _salt(cfg: dict) -> str | None:
+    """Return the salt for pseudonymized ids, from $PERSONAS_ID_SALT (None when off)."""
+    if not cfg["privacy"]["pseudonymize_ids"]:
+        return None
+    salt = os.environ.get("PERSONAS_ID_SALT")
+    if not salt:
+        raise ConfigError(
+            "privacy.pseudonymize_ids is on but the environment variable PERSONAS_ID_SALT is "
+            "empty; set it to a secret string (the same one on every run keeps ids comparable)."
+        )
+    return salt
+
+
 def load(data: str | Path, cfg: dict) -> LoadedData:
     """Load and check the data source with the settings of ``cfg``."""
     return load_data(
@@ -83,6 +98,26 @@ def _text(loaded: LoadedData, table: str, column: str) -> pd.DataFrame | None:
     return loaded.con.execute(
         f'SELECT customer_id, "{column}" FROM {table} WHERE "{column}" IS NOT NULL'
     ).df()
+
+
+def _merge_small(X: np.ndarray, labels: np.ndarray, min_size: int) -> np.ndarray:
+    """Move the customers of personas smaller than ``min_size`` to the nearest larger one.
+
+    A persona of a handful of customers can single people out; it is merged (by the
+    distance of its customers to the larger personas' centres), never reported alone.
+    """
+    labels = np.asarray(labels).copy()
+    ids, counts = np.unique(labels[labels >= 0], return_counts=True)
+    small, large = ids[counts < min_size], ids[counts >= min_size]
+    if not len(small) or not len(large):
+        return labels
+    centres = np.array([X[labels == c].mean(axis=0) for c in large])
+    for c in small:
+        rows = np.flatnonzero(labels == c)
+        d = ((X[rows, None, :] - centres[None, :, :]) ** 2).sum(axis=2)
+        labels[rows] = large[np.argmin(d, axis=1)]
+        logger.info("Persona of %d customers merged (privacy.min_persona_size).", len(rows))
+    return labels
 
 
 def _fit(table: FeatureTable, cfg: dict):
@@ -131,6 +166,7 @@ def _fit(table: FeatureTable, cfg: dict):
     )
     noise = seg.labels < 0
     raw = seg.nearest if m["noise"] == "nearest" else seg.labels
+    raw = _merge_small(X, raw, cfg["privacy"]["min_persona_size"])
     labels = order_by_size(raw)
     renumber = {int(o): int(n) for o, n in zip(raw, labels, strict=True)}
     seg.stability["jaccard"] = {
@@ -158,7 +194,19 @@ def _write_outputs(
     personas: list[dict],
     quality: dict,
     quarantine: dict[str, pd.DataFrame],
+    salt: str | None,
 ) -> None:
+    if salt is not None:  # privacy.pseudonymize_ids: no customer id leaves the run
+        assignments = assignments.assign(customer_id=pseudonymize(assignments["customer_id"], salt))
+        frame = table.frame.copy()
+        frame.index = pd.Index(pseudonymize(frame.index.to_series(), salt), name="customer_id")
+        table = FeatureTable(frame=frame, features=table.features, as_of=table.as_of)
+        quarantine = {
+            k: v.assign(customer_id=pseudonymize(v["customer_id"].astype(str), salt))
+            if "customer_id" in v
+            else v
+            for k, v in quarantine.items()
+        }
     assignments.to_csv(folder / "assignments.csv", index=False)
     (folder / "personas.json").write_text(json.dumps(personas, indent=2))
     (folder / "data_quality.json").write_text(json.dumps(quality, indent=2, default=str))
@@ -206,6 +254,7 @@ def train(
         Run id, output folder, personas and assignments.
     """
     cfg = cfg or load_config(config)
+    _salt(cfg)  # fail before any work when the salt is missing
     with tracking.run(cfg, run_name="train") as run_id:
         tracking.log_params(cfg)
         with _stage("Load and validate"):
@@ -328,7 +377,9 @@ def _train(loaded: LoadedData, cfg: dict, run_id: str, output) -> TrainResult:
     staging.mkdir(parents=True)
     try:
         with _stage("Write outputs and report"):
-            _write_outputs(staging, table, assignments, personas, quality, loaded.quarantine)
+            _write_outputs(
+                staging, table, assignments, personas, quality, loaded.quarantine, _salt(cfg)
+            )
             if clv_model:
                 (staging / "clv_model.json").write_text(json.dumps(clv_model, indent=2))
             if changes is not None:
