@@ -110,8 +110,11 @@ def apply_identity(
                 next_id += 1
             final[pid], next_id = next_id, next_id + 1
             p["is_new"] = True
-    names = {}
-    for p in personas:
+    names, seen = {}, set()
+    for p in sorted(personas, key=lambda q: q.get("is_new", False)):  # kept names win
+        while p["name"] in seen:
+            p["name"] = f"{p['name']} (new)" if p.get("is_new") else f"{p['name']} 2"
+        seen.add(p["name"])
         p["persona_id"] = final[p["persona_id"]]
         names[p["persona_id"]] = p.get("custom_name") or p["name"]
     personas.sort(key=lambda q: (q["persona_id"] < 0, q["persona_id"]))

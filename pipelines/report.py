@@ -12,11 +12,8 @@ import html
 import io
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 
 from models.actions import DEFAULT_FOCUS_RULE, focus_rule_text
 from models.profiler import format_value
@@ -64,10 +61,15 @@ def _times(value) -> str:
     return "—" if value is None else f"{value:.1f}× avg"
 
 
+def _subplots(figsize) -> tuple[Figure, object]:
+    """Make a figure and its axes without pyplot, so importing this module sets no backend."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots()
+
+
 def _png(fig) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
     return base64.b64encode(buf.getvalue()).decode()
 
 
@@ -76,7 +78,7 @@ def _nps_figure(personas: list[dict]) -> str:
         (p for p in personas if p.get("nps") is not None),
         key=lambda p: (not _reliable(p), -p["nps"]),
     )
-    fig, ax = plt.subplots(figsize=(9, 0.45 * len(shown) + 1.5))
+    fig, ax = _subplots(figsize=(9, 0.45 * len(shown) + 1.5))
     y = np.arange(len(shown))[::-1]
     for yi, p in zip(y, shown, strict=True):
         color = _color(p["persona_id"]) if _reliable(p) else _GREY
@@ -95,7 +97,7 @@ def _nps_figure(personas: list[dict]) -> str:
 def _bubble_figure(personas: list[dict]) -> str:
     shown = [p for p in personas if p.get("nps") is not None and p["persona_id"] != -1]
     use_mean = all(p.get("revenue_mean") is not None for p in shown)
-    fig, ax = plt.subplots(figsize=(8.5, 5.5))
+    fig, ax = _subplots(figsize=(8.5, 5.5))
     biggest = max([p["size"] for p in shown] or [1])
     for p in shown:
         x = p["revenue_mean"] if use_mean else (p.get("value_index") or 0.0)
@@ -115,7 +117,7 @@ def _bubble_figure(personas: list[dict]) -> str:
 
 
 def _size_figure(personas: list[dict]) -> str:
-    fig, ax = plt.subplots(figsize=(8, 0.45 * len(personas) + 1.2))
+    fig, ax = _subplots(figsize=(8, 0.45 * len(personas) + 1.2))
     y = np.arange(len(personas))[::-1]
     sizes = [p["size"] for p in personas]
     ax.barh(y, sizes, color=[_color(p["persona_id"]) for p in personas])
@@ -135,7 +137,7 @@ def _map_figure(embedding, labels, personas: list[dict], map_sample: int, seed: 
     if len(labels) > map_sample:
         keep = np.sort(np.random.default_rng(seed).choice(len(labels), map_sample, replace=False))
         embedding, labels = embedding[keep], labels[keep]
-    fig, ax = plt.subplots(figsize=(8, 5.8))
+    fig, ax = _subplots(figsize=(8, 5.8))
     names = {p["persona_id"]: _name(p) for p in personas}
     for pid in sorted(set(labels.tolist())):
         pts = embedding[labels == pid]
@@ -157,7 +159,7 @@ def _trait_figure(personas: list[dict]) -> str:
     features = list(dict.fromkeys(f for e in effects for f in e))[:20]
     grid = np.array([[e.get(f, 0.0) for f in features] for e in effects])
     labels = {t["feature"]: t["label"] for p in personas for t in p.get("traits", [])}
-    fig, ax = plt.subplots(figsize=(2 + 0.6 * len(features), 0.5 * len(shown) + 2.4))
+    fig, ax = _subplots(figsize=(2 + 0.6 * len(features), 0.5 * len(shown) + 2.4))
     lim = max(1.0, float(np.abs(grid).max()) if grid.size else 1.0)
     im = ax.imshow(grid, cmap="PuOr_r", vmin=-lim, vmax=lim, aspect="auto")
     for (i, j), v in np.ndenumerate(grid):
@@ -174,7 +176,7 @@ def _trait_figure(personas: list[dict]) -> str:
 
 def _drivers_figure(drivers: dict) -> str:
     rows = drivers["overall"][:10][::-1]
-    fig, ax = plt.subplots(figsize=(8, 0.4 * len(rows) + 1.4))
+    fig, ax = _subplots(figsize=(8, 0.4 * len(rows) + 1.4))
     y = np.arange(len(rows))
     imp = np.array([r["importance"] for r in rows])
     err = [imp - [r["ci_low"] for r in rows], [r["ci_high"] for r in rows] - imp]

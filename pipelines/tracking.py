@@ -167,9 +167,14 @@ def log_candidates(candidates) -> None:
     candidates : pandas.DataFrame
         One row per candidate (index: its name) with its family, parameter and metrics.
     """
-    parent = mlflow.active_run().info.run_id
+    active = mlflow.active_run().info
     for name, row in candidates.iterrows():
-        with mlflow.start_run(run_name=str(name), nested=True, parent_run_id=parent):
+        with mlflow.start_run(
+            run_name=str(name),
+            nested=True,
+            parent_run_id=active.run_id,
+            experiment_id=active.experiment_id,
+        ):
             mlflow.log_params(
                 {"family": row["family"], "space": row["space"], "param": row["param"]}
             )
