@@ -10,6 +10,7 @@ DEMO_DIR := data/demo
 DEMO_CUSTOMERS ?= 5000
 DATA ?= $(DEMO_DIR)
 CHROMIUM ?= /usr/bin/chromium
+BENCH_SIZES ?= 10000,100000
 CONFIG ?=
 OUTPUT ?=
 ARGS ?=
@@ -68,6 +69,11 @@ resegment: $(STAMP) $(if $(filter $(DEMO_DIR),$(DATA)),$(DEMO_DIR)/.stamp)
 .PHONY: validate
 validate: $(STAMP) $(if $(filter $(DEMO_DIR),$(DATA)),$(DEMO_DIR)/.stamp)
 	$(BIN)/personas validate --data $(DATA) $(if $(CONFIG),--config $(CONFIG))
+
+## Time the train recipe stage by stage: make bench [BENCH_SIZES=10000,100000,1000000]
+.PHONY: bench
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench.py --sizes $(BENCH_SIZES)
 
 ## Run the test suite (installs Debian's chromium for the report's browser test if missing)
 .PHONY: test
