@@ -17,7 +17,6 @@ from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
-from sklearn.decomposition import NMF
 
 from features.engine import Engine, slug, sql_text, sql_time, window_start
 from features.rfm import rfm
@@ -146,6 +145,8 @@ def usage_mix(engine: Engine, as_of: pd.Timestamp, params: dict):
             for s in shares.columns
         ]
         return shares.rename(columns=lambda s: f"mix_{s}").reset_index(), feats
+    from sklearn.decomposition import NMF  # here: importing sklearn costs a second per process
+
     k = min(params["mix_themes"], shares.shape[1])
     nmf = NMF(n_components=k, init="nndsvda", random_state=params["seed"], max_iter=400)
     weights = nmf.fit_transform(shares.to_numpy())

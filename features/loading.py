@@ -20,13 +20,12 @@ import duckdb
 import pandas as pd
 
 from features.contract import PII_PATTERNS, TABLES, ColumnSpec, DataError, TableSpec, is_pii
+from features.quality import EXTREME_RATIO, MISSING_MARKERS, TableProfile, id_key
+from features.reading import file_digest, file_of, find_sources, reading
 
 __all__ = ["LoadedData", "load_data"]
 
 logger = logging.getLogger(__name__)
-
-_SUFFIXES = (".parquet", ".csv", ".csv.gz")
-_DB_SUFFIXES = (".duckdb", ".db", ".ddb")
 
 
 @dataclass
@@ -78,61 +77,49 @@ def _literal(value: str) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
-def _find_sources(source: Path) -> tuple[str, dict[str, str]]:
-    """Return the kind of source and, per present table, the SQL that reads it raw."""
-    if not source.exists():
-        raise DataError(f"Data source {source} does not exist.")
-    if source.is_file() and source.suffix in _DB_SUFFIXES:
-        con = duckdb.connect(str(source), read_only=True)
-        try:
-            names = {
-                r[0]
-                for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()
-            }
-        finally:
-            con.close()
-        return "duckdb", {t: f"src.main.{_quote(t)}" for t in TABLES if t in names}
-    if not source.is_dir():
-        raise DataError(
-            f"Data source {source} is neither a folder of CSV/Parquet files nor a DuckDB file "
-            f"({', '.join(_DB_SUFFIXES)})."
-        )
-    found: dict[str, str] = {}
-    for table in TABLES:
-        files = [source / f"{table}{s}" for s in _SUFFIXES if (source / f"{table}{s}").exists()]
-        if len(files) > 1:
-            raise DataError(
-                f"Table {table} is given twice in {source} ({', '.join(f.name for f in files)}); "
-                "keep one file per table."
-            )
-        if files:
-            path = _literal(str(files[0]))
-            found[table] = (
-                f"read_parquet({path})"
-                if files[0].suffix == ".parquet"
-                else f"read_csv({path}, header=true, all_varchar=true)"
-            )
-    return "folder", found
+def _raw(spec: ColumnSpec, col: str, dtype: str) -> str:
+    """Return SQL of a column's raw text, NULL where it holds no value.
 
-
-def _file_of(source: Path, kind: str, table: str) -> str:
-    if kind == "duckdb":
-        return f"{source} (table {table})"
-    return next(str(source / f"{table}{s}") for s in _SUFFIXES if (source / f"{table}{s}").exists())
+    Ids are read as `_parse` reads them. In number and timestamp columns the usual
+    markers of a missing value (``NA``, ``null``, ``NaN``..., see
+    `features.quality.MISSING_MARKERS`) are no value either; in text columns only the empty
+    string is.
+    """
+    if spec.kind == "id":
+        return _parse(spec, col, dtype)
+    text = f"TRIM(CAST({_quote(col)} AS VARCHAR))"
+    if spec.kind == "text":
+        return f"NULLIF({text}, '')"
+    markers = ", ".join(_literal(m) for m in MISSING_MARKERS)
+    return f"CASE WHEN lower({text}) IN ({markers}) THEN NULL ELSE {text} END"
 
 
 def _parse(spec: ColumnSpec, col: str, dtype: str) -> str:
-    """Return SQL that turns a raw column into its contract type (NULL where it cannot)."""
+    """Return SQL that turns a raw column into its contract type (NULL where it cannot).
+
+    Ids are text, compared exactly after trimming: ``007`` and ``7`` are two customers.
+    Whole numbers of a typed source (a Parquet ``DOUBLE`` column holding ``7.0``) are
+    written without decimals, so they match the ``7`` of a CSV file. Numbers must be
+    finite: ``inf`` and ``NaN`` are not numbers.
+    """
     q = _quote(col)
     if spec.kind == "id":
+        if dtype in ("FLOAT", "DOUBLE"):
+            return (
+                f"CASE WHEN NOT isfinite({q}) THEN NULL "
+                f"WHEN {q} = trunc({q}) AND abs({q}) < 1e18 "
+                f"THEN CAST(CAST({q} AS BIGINT) AS VARCHAR) ELSE CAST({q} AS VARCHAR) END"
+            )
         return f"NULLIF(TRIM(CAST({q} AS VARCHAR)), '')"
     if spec.kind == "text":
         return f"NULLIF(CAST({q} AS VARCHAR), '')"
+    raw = _raw(spec, col, dtype)
     if spec.kind == "timestamp":
         if dtype.startswith(("TIMESTAMP", "DATE")):
             return f"CAST({q} AS TIMESTAMP)"
-        return f"CAST(TRY_CAST(NULLIF(TRIM(CAST({q} AS VARCHAR)), '') AS TIMESTAMPTZ) AS TIMESTAMP)"
-    return f"TRY_CAST(NULLIF(TRIM(CAST({q} AS VARCHAR)), '') AS DOUBLE)"
+        return f"CAST(TRY_CAST({raw} AS TIMESTAMPTZ) AS TIMESTAMP)"
+    number = f"TRY_CAST({raw} AS DOUBLE)"
+    return f"CASE WHEN isfinite({number}) THEN {number} END"
 
 
 def _map_columns(
@@ -252,21 +239,6 @@ def _check_table(
     return int(row[0]), int(row[1]), failed
 
 
-def _file_digest(source: Path, kind: str, table: str) -> bytes:
-    """Cheap content digest: size and the first and last MiB of the file."""
-    if kind == "duckdb":
-        return b""
-    path = Path(_file_of(source, kind, table))
-    size = path.stat().st_size
-    digest = hashlib.sha256(str(size).encode())
-    with path.open("rb") as fh:
-        digest.update(fh.read(1 << 20))
-        if size > 2 << 20:
-            fh.seek(-(1 << 20), 2)
-            digest.update(fh.read())
-    return digest.digest()
-
-
 def load_data(
     source: str | Path,
     *,
@@ -284,7 +256,9 @@ def load_data(
     columns : dict, optional
         Per table, contract column name -> column name in the data.
     validation : dict, optional
-        ``on_error`` ("fail" or "quarantine"), ``max_unknown_share``, ``examples``.
+        ``on_error`` ("fail" or "quarantine"), ``max_unknown_share``, ``examples``,
+        ``extreme_ratio`` (numbers beyond this many times a column's median size are
+        counted in the summary, default `features.quality.EXTREME_RATIO`).
     privacy : dict, optional
         ``pii_patterns`` (default `features.contract.PII_PATTERNS`) and ``pii_columns``;
         matching columns are dropped at the door.
@@ -310,12 +284,13 @@ def load_data(
         "on_error": "fail",
         "max_unknown_share": 0.05,
         "examples": 5,
+        "extreme_ratio": EXTREME_RATIO,
         **(validation or {}),
     }
     privacy = {"pii_columns": [], **(privacy or {})}
     if privacy.get("pii_patterns") is None:
         privacy["pii_patterns"] = list(PII_PATTERNS)
-    kind, readers = _find_sources(source)
+    kind, readers = find_sources(source)
     if "customers" not in readers:
         raise DataError(
             f"{source} has no customers table (customers.csv or customers.parquet); it is required."
@@ -346,9 +321,11 @@ def _load(con, source, kind, readers, mapping, validation, privacy, as_of) -> Lo
     quarantining = validation["on_error"] == "quarantine"
 
     for name in [t for t in TABLES if t in readers]:
-        table, file = TABLES[name], _file_of(source, kind, name)
-        con.execute(f"CREATE VIEW raw_{name} AS SELECT * FROM {readers[name]}")
-        schema = con.execute(f"DESCRIBE raw_{name}").fetchall()
+        table, file = TABLES[name], file_of(source, kind, name)
+        n_examples = int(validation["examples"])
+        with reading(file, n_examples):
+            con.execute(f"CREATE VIEW raw_{name} AS SELECT * FROM {readers[name]}")
+            schema = con.execute(f"DESCRIBE raw_{name}").fetchall()
         raw_cols, dtypes = [r[0] for r in schema], {r[0]: r[1] for r in schema}
         found, attrs, pii = _map_columns(table, raw_cols, mapping.get(name, {}), file, privacy)
         if name == "customers":
@@ -357,7 +334,7 @@ def _load(con, source, kind, readers, mapping, validation, privacy, as_of) -> Lo
             f"{_parse(table.column(c), s, dtypes[s])} AS {_quote(c)}" for c, s in found.items()
         ]
         select += [
-            f"NULLIF(TRIM(CAST({_quote(s)} AS VARCHAR)), '') AS {_quote('__raw_' + c)}"
+            f"{_raw(table.column(c), s, dtypes[s])} AS {_quote('__raw_' + c)}"
             for c, s in found.items()
         ]
         select += [_quote(a) for a in attrs]
@@ -374,12 +351,13 @@ def _load(con, source, kind, readers, mapping, validation, privacy, as_of) -> Lo
             + f" FROM (SELECT {', '.join(select)} FROM raw_{name})"
         )
         checks = _checks(table, found)
-        n_rows, n_bad, failed = _check_table(con, name, checks, int(validation["examples"]))
+        with reading(file, n_examples):
+            n_rows, n_bad, failed = _check_table(con, name, checks, n_examples)
         bad = " OR ".join(f"({c.bad})" for c in checks) or "false"
         for (col, reason), st in failed.items():
             problems.append(
                 f"{file}: column {col!r} {reason} in {st['rows']:,} of {n_rows:,} rows "
-                f"(e.g. {', '.join(repr(e) for e in st['examples'])})"
+                f"(e.g. {', '.join(repr(e) for e in st['examples'])}){_hint(reason, st)}"
             )
         drop = ", ".join(
             [_quote("__raw_" + c) for c in found] + (["__row", "__dup"] if dup else [])
@@ -398,7 +376,7 @@ def _load(con, source, kind, readers, mapping, validation, privacy, as_of) -> Lo
             "invalid": {f"{c} {r}": st["rows"] for (c, r), st in failed.items()},
             "pii_columns_dropped": pii,
         }
-        digest.update(f"{name}:{n_rows}:{raw_cols}".encode() + _file_digest(source, kind, name))
+        digest.update(f"{name}:{n_rows}:{raw_cols}".encode() + file_digest(source, kind, name))
 
     if problems and not quarantining:
         raise DataError(
@@ -411,9 +389,13 @@ def _load(con, source, kind, readers, mapping, validation, privacy, as_of) -> Lo
         logger.warning("Quarantined: %s", p)
     quality["problems"] = problems
 
-    as_of_ts = _resolve_as_of(con, list(readers), as_of)
+    _require_customers(con, quality["tables"]["customers"])
+    now = _now()
+    as_of_ts = _resolve_as_of(con, list(readers), as_of, quality, now)
     materialize = kind == "folder" and any("read_csv" in r for r in readers.values())
-    _stage(con, list(readers), available, as_of_ts, quality, validation, materialize)
+    _stage(
+        con, list(readers), available, attributes, as_of_ts, quality, validation, materialize, now
+    )
     quality["as_of"] = str(as_of_ts)
     return LoadedData(
         con=con,
@@ -425,6 +407,18 @@ def _load(con, source, kind, readers, mapping, validation, privacy, as_of) -> Lo
         quarantine=quarantine,
         fingerprint=digest.hexdigest()[:16],
     )
+
+
+def _hint(reason: str, failed: dict) -> str:
+    """Return a word of advice for a broken rule, when its examples suggest the cause."""
+    if not reason.startswith("is not a number"):
+        return ""
+    examples = [e or "" for e in failed["examples"]]
+    if any(re.fullmatch(r"-?[\d.]*\d,\d+", e) for e in examples):
+        return " (decimal commas? the contract wants a point: 12.50)"
+    if any(re.search(r"\d", e) and re.search(r"[$€£%]", e) for e in examples):
+        return " (write plain numbers, without currency or percent signs)"
+    return ""
 
 
 def _quarantined(
@@ -480,64 +474,140 @@ def _parse_as_of(as_of) -> pd.Timestamp:
     return ts
 
 
+def _stamp(value: pd.Timestamp) -> str:
+    """Return the SQL literal of a timestamp, to the microsecond."""
+    return f"TIMESTAMP '{value:%Y-%m-%d %H:%M:%S.%f}'"
+
+
+def _now() -> pd.Timestamp:
+    """Return the moment of the run, UTC without zone: later timestamps are in the future."""
+    return pd.Timestamp.now(tz="UTC").tz_localize(None)
+
+
 def _resolve_as_of(
-    con: duckdb.DuckDBPyConnection, tables: list[str], as_of: str | None
+    con: duckdb.DuckDBPyConnection,
+    tables: list[str],
+    as_of: str | None,
+    quality: dict,
+    now: pd.Timestamp,
 ) -> pd.Timestamp:
     """Return the configured reference time, else the latest timestamp of a known customer.
 
     Rows naming customers that are not in the customers table do not count, so a stray
-    future-dated row of an unknown id cannot move the reference date (see `_parse_as_of`
-    for how a configured value is read).
+    row of an unknown id cannot move the reference date; nor do rows dated after ``now``
+    (a placeholder ``2099-01-01``, a day and month swapped), unless every row is (see
+    `_parse_as_of` for how a configured value is read).
     """
     if as_of is not None:
         return _parse_as_of(as_of)
     known = "customer_id IN (SELECT customer_id FROM valid_customers)"
     times = [
-        f"SELECT max({_quote(TABLES[t].time_column)}) AS t FROM valid_{t} WHERE {known}"
+        f"SELECT {_quote(TABLES[t].time_column)} AS t FROM valid_{t} WHERE {known}"
         for t in tables
         if TABLES[t].time_column
     ]
-    latest = con.execute(f"SELECT max(t) FROM ({' UNION ALL '.join(times)})").fetchone()[0]
+    past, latest = con.execute(
+        f"SELECT max(t) FILTER (WHERE t <= {_stamp(now)}), max(t) "
+        f"FROM ({' UNION ALL '.join(times)})"
+    ).fetchone()
     if latest is None:
+        counts = []
+        for t in tables:
+            if TABLES[t].time_column:
+                n_known = con.execute(f"SELECT count(*) FROM valid_{t} WHERE {known}").fetchone()
+                counts.append(
+                    f"{Path(quality['tables'][t]['file']).name}: {quality['tables'][t]['rows']:,} "
+                    f"rows, {n_known[0]:,} valid of known customers"
+                )
         raise DataError(
-            "No table has a single valid timestamp, so as_of cannot be inferred; set as_of."
+            f"No table has a single valid timestamp of a known customer ({'; '.join(counts)}), "
+            "so as_of cannot be inferred and there is no behaviour to segment on. Check that "
+            "the files are complete and write customer ids as customers does, or set as_of."
         )
-    return pd.Timestamp(latest)
+    if past is None:
+        logger.warning("Every timestamp is after today (%s); as_of is the latest, %s.", now, latest)
+        return pd.Timestamp(latest)
+    return pd.Timestamp(past)
 
 
-def _stage(con, tables, available, as_of, quality, validation, materialize) -> None:
+def _require_customers(con: duckdb.DuckDBPyConnection, info: dict) -> None:
+    """Stop when the customers table has no valid row: there is nobody to segment."""
+    if con.execute("SELECT count(*) FROM valid_customers").fetchone()[0]:
+        return
+    what = (
+        "a header but no rows"
+        if info["rows"] == 0
+        else f"{info['rows']:,} rows and none is a valid customer"
+    )
+    raise DataError(
+        f"{info['file']} has {what}: column 'customer_id' names no customer, so there is "
+        "nobody to segment. Check the export."
+    )
+
+
+def _near_matches(con: duckdb.DuckDBPyConnection, name: str, known: str) -> tuple[int, list]:
+    """Count the unknown ids of a table that match a customer once written alike.
+
+    Returns the count and up to three ``(id in the table, id in customers)`` pairs
+    (``('7', '007')``); see `features.quality.id_key`.
+    """
+    pairs = con.execute(
+        f"SELECT u.customer_id, min(c.customer_id) FROM "
+        f"(SELECT DISTINCT customer_id FROM valid_{name} WHERE NOT {known}) u "
+        f"JOIN customers c ON {id_key('u.customer_id')} = {id_key('c.customer_id')} "
+        "GROUP BY u.customer_id ORDER BY u.customer_id"
+    ).fetchall()
+    return len(pairs), pairs[:3]
+
+
+def _stage(con, tables, available, attributes, as_of, quality, validation, materialize, now):
     """Create the final views: known customers only, nothing after ``as_of``.
 
-    The quality summary of each event table counts the rows of unknown customers and the
-    rows after ``as_of``; its ``first`` and ``last`` (the data span) cover the valid rows
-    of known customers, after ``as_of`` included.
+    The quality summary of each event table counts the rows of unknown customers (and
+    how many of their ids would match a customer once written alike), the rows after
+    ``as_of`` and the rows dated after ``now``; its ``first`` and ``last`` (the data span)
+    cover the valid rows of known customers, after ``as_of`` included. The profile of the
+    rows used (`features.quality.TableProfile`) comes from the same scan.
     """
     kind = "TEMP TABLE" if materialize else "VIEW"
+    ratio, n_examples = float(validation["extreme_ratio"]), int(validation["examples"])
     con.execute(f"CREATE {kind} customers AS SELECT * FROM valid_customers")
-    n_customers = con.execute("SELECT count(*) FROM customers").fetchone()[0]
-    quality["tables"]["customers"]["rows_used"] = n_customers
-    if n_customers == 0:
-        raise DataError(f"{quality['tables']['customers']['file']} has no valid customer rows.")
-    stamp = f"TIMESTAMP '{as_of}'"
+    profile = TableProfile.of("customers", TABLES["customers"], available["customers"], attributes)
+    values = con.execute(f"SELECT {', '.join(profile.aggregates())} FROM customers").fetchone()
+    quality["tables"]["customers"]["rows_used"] = values[0]
+    quality["tables"]["customers"].update(profile.summary(values, con, ratio, n_examples))
+    stamp, future = _stamp(as_of), _stamp(now)
     for name in [t for t in tables if t != "customers"]:
         time_col = _quote(TABLES[name].time_column)
         info = quality["tables"][name]
         known = "customer_id IN (SELECT customer_id FROM customers)"
+        profile = TableProfile.of(name, TABLES[name], available[name], [])
         row = con.execute(
-            f"SELECT count(*), count(*) FILTER (WHERE NOT {known}), "
-            f"count(DISTINCT customer_id) FILTER (WHERE NOT {known}), "
-            f"count(*) FILTER (WHERE {known} AND {time_col} > {stamp}), "
-            f"min({time_col}) FILTER (WHERE {known}), max({time_col}) FILTER (WHERE {known}) "
-            f"FROM valid_{name}"
+            "SELECT count(*), count(*) FILTER (WHERE NOT __known), "
+            "count(DISTINCT customer_id) FILTER (WHERE NOT __known), "
+            f"count(*) FILTER (WHERE __known AND {time_col} > {stamp}), "
+            f"count(*) FILTER (WHERE __known AND {time_col} > {future}), "
+            f"min({time_col}) FILTER (WHERE __known), max({time_col}) FILTER (WHERE __known), "
+            + ", ".join(profile.aggregates(f"__known AND {time_col} <= {stamp}"))
+            + f" FROM (SELECT *, {known} AS __known FROM valid_{name})"
         ).fetchone()
-        n_valid, n_unknown, n_unknown_ids, n_later, first, last = row
+        n_valid, n_unknown, n_unknown_ids, n_later, n_future, first, last = row[:7]
         info.update(
             unknown_customer_rows=int(n_unknown),
             unknown_customer_ids=int(n_unknown_ids),
             rows_after_as_of=int(n_later),
+            rows_in_future=int(n_future),
             first=str(first) if first is not None else None,
             last=str(last) if last is not None else None,
         )
+        if n_future:
+            logger.warning(
+                "%s: %d rows are dated after today (up to %s); as_of is %s.",
+                info["file"],
+                n_future,
+                last,
+                as_of,
+            )
         share = n_unknown / n_valid if n_valid else 0.0
         if n_unknown:
             examples = [
@@ -548,19 +618,30 @@ def _stage(con, tables, available, as_of, quality, validation, materialize) -> N
                 ).fetchall()
             ]
             info["unknown_customer_examples"] = examples
+            n_near, pairs = _near_matches(con, name, known)
+            info["unknown_customer_near_matches"] = n_near
+            hint = (
+                f" {n_near:,} of these ids match a customer id once case, leading zeros and a "
+                f"trailing '.0' are ignored (e.g. "
+                f"{', '.join(f'{u!r} vs {c!r}' for u, c in pairs)}): ids are compared as "
+                "text, exactly, so every file must write them alike."
+                if n_near
+                else ""
+            )
             if share > validation["max_unknown_share"]:
                 raise DataError(
                     f"{info['file']}: {n_unknown:,} of {n_valid:,} rows ({share:.1%}) name "
                     f"{n_unknown_ids:,} customer ids that are not in customers (e.g. "
                     f"{', '.join(repr(e) for e in examples)}); the limit is "
                     f"validation.max_unknown_share = {validation['max_unknown_share']:.1%}. "
-                    "Check that both files come from the same export and write ids alike."
+                    f"Check that both files come from the same export and write ids alike.{hint}"
                 )
             logger.warning(
-                "%s: %d rows (%.2f%%) name unknown customers; they are left out and counted.",
+                "%s: %d rows (%.2f%%) name unknown customers; they are left out and counted.%s",
                 info["file"],
                 n_unknown,
                 100 * share,
+                hint,
             )
         cols = ", ".join(_quote(c) for c in available[name])
         con.execute(
@@ -568,3 +649,4 @@ def _stage(con, tables, available, as_of, quality, validation, materialize) -> N
             f"WHERE {known} AND {time_col} <= {stamp}"
         )
         info["rows_used"] = int(n_valid - n_unknown - n_later)
+        info.update(profile.summary(row[7:], con, ratio, n_examples))

@@ -60,7 +60,7 @@ def _purchases_sql(engine: Engine, as_of: pd.Timestamp) -> str:
     days = engine.dialect.days
     return f"""
         WITH purchase_days AS (
-          SELECT customer_id, date_trunc('day', timestamp) AS day, SUM(amount) AS spend
+          SELECT customer_id, date_trunc('day', timestamp) AS day, ROUND(SUM(amount), 6) AS spend
           FROM transactions
           WHERE amount >= 0 AND timestamp <= {sql_time(as_of)}
           GROUP BY customer_id, date_trunc('day', timestamp)
@@ -72,9 +72,10 @@ def _purchases_sql(engine: Engine, as_of: pd.Timestamp) -> str:
           COUNT(*) - 1 AS frequency,
           {days("min(day)", "max(day)")} / 7.0 AS recency,
           {days("min(day)", today)} / 7.0 AS T,
-          COALESCE(AVG(CASE WHEN n > 1 THEN spend END), 0.0) AS monetary_value,
+          -- rounded: parallel sums differ in the last bits, and the CLV fit would amplify that
+          ROUND(COALESCE(AVG(CASE WHEN n > 1 THEN spend END), 0.0), 9) AS monetary_value,
           {days("max(day)", today)} AS days_since,
-          AVG(spend) AS day_spend
+          ROUND(AVG(spend), 9) AS day_spend
         FROM numbered GROUP BY customer_id"""
 
 

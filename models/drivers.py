@@ -253,6 +253,9 @@ def key_drivers(
     if rows.size > sample_size:
         rows = np.sort(rng.choice(rows, sample_size, replace=False))
     y = y_all[rows] if kind == "score" else (y_all[rows] >= 9).astype(float)
+    # a feature with fewer than two values among respondents cannot drive anything (and
+    # gradient boosting cannot bin an all-missing column)
+    features = [f for f in features if frame[f].iloc[rows].nunique(dropna=True) > 1]
     if rows.size < 10 * n_splits or not features or np.ptp(y) == 0:
         return empty | {"respondents": int(rows.size)}
     X, cat_mask = _design(frame.iloc[rows], features, categorical, max_categories)

@@ -1,0 +1,306 @@
+"""Find the tables of a data source and read their files, or say why a file cannot be read.
+
+CSV files are read with the field separator of their header row (a comma, as the contract
+says, or a semicolon, tab or bar), double quotes and every value as text: DuckDB's own
+sniffing would take ``a;b`` ids in a one-column file for two columns, or strip the quotes
+of ``'a'``. What DuckDB cannot read becomes a `DataError` in words: an empty file, a file
+that is not UTF-8 (and which encoding it looks like), rows with more or fewer fields than
+the header.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+
+from features.contract import TABLES, DataError
+
+__all__ = [
+    "DB_SUFFIXES",
+    "SUFFIXES",
+    "csv_delimiter",
+    "describe_read_error",
+    "empty_file_error",
+    "file_digest",
+    "file_of",
+    "find_sources",
+    "ragged_rows_error",
+    "reading",
+]
+
+SUFFIXES = (".parquet", ".csv", ".csv.gz")
+DB_SUFFIXES = (".duckdb", ".db", ".ddb")
+_DELIMITERS = (",", ";", "\t", "|")
+_BOMS = {b"\xff\xfe": "UTF-16 (little-endian)", b"\xfe\xff": "UTF-16 (big-endian)"}
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(value: str) -> str:
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def csv_delimiter(path: Path) -> str:
+    """Return the field separator of a CSV file: the one that splits its header most.
+
+    Parameters
+    ----------
+    path : Path
+        A CSV file, plain or gzipped.
+
+    Returns
+    -------
+    str
+        ``,`` (also for a one-column file, or a tie), ``;``, a tab or ``|``.
+    """
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8-sig", errors="replace", newline="") as fh:
+        header = fh.readline()
+    fields = {d: len(next(csv.reader([header], delimiter=d), [])) for d in _DELIMITERS}
+    return max(_DELIMITERS, key=fields.__getitem__)
+
+
+def _reader(path: Path) -> str:
+    """Return the SQL table function that reads a table's file, every CSV value as text."""
+    if path.suffix == ".parquet":
+        return f"read_parquet({_literal(str(path))})"
+    return (
+        f"read_csv({_literal(str(path))}, header=true, all_varchar=true, "
+        f"delim={_literal(csv_delimiter(path))}, quote='\"', escape='\"')"
+    )
+
+
+def find_sources(source: Path) -> tuple[str, dict[str, str]]:
+    """Return the kind of source and, per present table, the SQL that reads it raw.
+
+    Parameters
+    ----------
+    source : Path
+        A folder of CSV and Parquet files, or a DuckDB database file.
+
+    Returns
+    -------
+    kind : {"folder", "duckdb"}
+        What the source is.
+    readers : dict of str to str
+        Per present table, the SQL (a table function or a table name) that reads it.
+
+    Raises
+    ------
+    DataError
+        If the source does not exist, a table is given twice, or a CSV file is empty.
+    """
+    if not source.exists():
+        raise DataError(f"Data source {source} does not exist.")
+    if source.is_file() and source.suffix in DB_SUFFIXES:
+        con = duckdb.connect(str(source), read_only=True)
+        try:
+            names = {
+                r[0]
+                for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()
+            }
+        finally:
+            con.close()
+        return "duckdb", {t: f"src.main.{_quote(t)}" for t in TABLES if t in names}
+    if not source.is_dir():
+        raise DataError(
+            f"Data source {source} is neither a folder of CSV/Parquet files nor a DuckDB file "
+            f"({', '.join(DB_SUFFIXES)})."
+        )
+    found: dict[str, str] = {}
+    for table in TABLES:
+        files = [source / f"{table}{s}" for s in SUFFIXES if (source / f"{table}{s}").exists()]
+        if len(files) > 1:
+            raise DataError(
+                f"Table {table} is given twice in {source} ({', '.join(f.name for f in files)}); "
+                "keep one file per table."
+            )
+        if files:
+            problem = empty_file_error(files[0], table)
+            if problem:
+                raise DataError(problem)
+            found[table] = _reader(files[0])
+    return "folder", found
+
+
+def file_of(source: Path, kind: str, table: str) -> str:
+    """Return the name of a table's file, as messages quote it."""
+    if kind == "duckdb":
+        return f"{source} (table {table})"
+    return next(str(source / f"{table}{s}") for s in SUFFIXES if (source / f"{table}{s}").exists())
+
+
+def file_digest(source: Path, kind: str, table: str) -> bytes:
+    """Return a cheap content digest: the size and the first and last MiB of the file."""
+    if kind == "duckdb":
+        return b""
+    path = Path(file_of(source, kind, table))
+    size = path.stat().st_size
+    digest = hashlib.sha256(str(size).encode())
+    with path.open("rb") as fh:
+        digest.update(fh.read(1 << 20))
+        if size > 2 << 20:
+            fh.seek(-(1 << 20), 2)
+            digest.update(fh.read())
+    return digest.digest()
+
+
+@contextmanager
+def reading(file: str, n_examples: int) -> Iterator[None]:
+    """Turn DuckDB's failure to read a table's file into a `DataError` that says why.
+
+    Parameters
+    ----------
+    file : str
+        The table's file, as `file_of` names it.
+    n_examples : int
+        How many offending lines a message quotes.
+
+    Yields
+    ------
+    None
+        The block that reads the file.
+    """
+    try:
+        yield
+    except duckdb.Error as error:
+        raise DataError(describe_read_error(Path(file), error, n_examples)) from error
+
+
+def empty_file_error(path: Path, table: str) -> str | None:
+    """Return the error for a CSV file with nothing in it (not even a header), else None.
+
+    Parameters
+    ----------
+    path : Path
+        The CSV file.
+    table : str
+        The contract table it holds.
+
+    Returns
+    -------
+    str or None
+        A one-paragraph message, or None when the file has content.
+    """
+    if path.suffix != ".csv":
+        return None
+    size = path.stat().st_size
+    if size > 1 << 16:
+        return None
+    text = path.read_bytes().removeprefix(b"\xef\xbb\xbf")
+    if text.strip():
+        return None
+    leave_out = (
+        "customers is required, so re-export it"
+        if table == "customers"
+        else f"re-export it, or remove the file to leave the {table} table out"
+    )
+    return (
+        f"{path} is empty ({size} bytes, not even a header row): 0 rows, no columns; {leave_out}."
+    )
+
+
+def ragged_rows_error(path: Path, n_examples: int) -> str | None:
+    """Return the error for a CSV whose rows do not all have the header's number of fields.
+
+    Only called when DuckDB could not read the file; the scan is plain Python.
+
+    Parameters
+    ----------
+    path : Path
+        The CSV file (UTF-8, with the separator of its header row).
+    n_examples : int
+        How many offending lines to quote.
+
+    Returns
+    -------
+    str or None
+        A one-paragraph message naming the lines, or None when every row has as many
+        fields as the header.
+    """
+    if path.suffix != ".csv":
+        return None
+    bad, total, examples, sep = 0, 0, [], csv_delimiter(path)
+    with path.open(newline="", encoding="utf-8-sig", errors="replace") as fh:
+        reader = csv.reader(fh, delimiter=sep)
+        width = len(next(reader, []))
+        for row in reader:
+            total += bool(row)
+            if row and len(row) != width:
+                bad += 1
+                if len(examples) < n_examples:
+                    examples.append(f"line {reader.line_num}: {sep.join(row)[:80]!r}")
+    if not bad:
+        return None
+    return (
+        f"{path}: {bad:,} of {total:,} rows do not have the header's {width} fields (e.g. "
+        f"{'; '.join(examples)}). A value that holds the separator {sep!r} must be quoted "
+        f'("1{sep}200"); re-export the file as UTF-8 CSV with a header row.'
+    )
+
+
+def describe_read_error(path: Path, error: duckdb.Error, n_examples: int) -> str:
+    """Explain, in one paragraph, why DuckDB could not read a table's file.
+
+    Parameters
+    ----------
+    path : Path
+        The file (CSV or Parquet).
+    error : duckdb.Error
+        What DuckDB raised.
+    n_examples : int
+        How many offending lines to quote.
+
+    Returns
+    -------
+    str
+        The message: an encoding that is not UTF-8 (and which one it looks like), rows with
+        the wrong number of fields, or DuckDB's own first line.
+    """
+    text = str(error)
+    line = re.search(r"Line:\s*(\d+)", text)
+    where = f" (line {line.group(1)})" if line else ""
+    if path.is_file() and path.suffix == ".csv":
+        bad_line = _first_non_utf8_line(path)
+        if bad_line is not None:
+            looks = _BOMS.get(path.read_bytes()[:2])
+            if looks is None:
+                looks = "Latin-1 / Windows-1252" if _decodes_as_cp1252(path) else "another encoding"
+            return (
+                f"{path} is not UTF-8 text (line {bad_line}): it looks like {looks}. The "
+                "contract wants UTF-8 (a byte-order mark is fine); re-export the file as UTF-8 "
+                "CSV."
+            )
+        ragged = ragged_rows_error(path, n_examples)
+        if ragged:
+            return ragged
+    first = next((s.strip() for s in text.splitlines() if s.strip()), type(error).__name__)
+    return f"{path} could not be read{where}: {first}"
+
+
+def _first_non_utf8_line(path: Path) -> int | None:
+    """Return the number of the first line that is not UTF-8, or None if all are."""
+    with path.open("rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                return number
+    return None
+
+
+def _decodes_as_cp1252(path: Path) -> bool:
+    try:
+        path.read_bytes()[: 1 << 20].decode("cp1252")
+    except UnicodeDecodeError:
+        return False
+    return True
