@@ -141,29 +141,32 @@ def _fit(table: FeatureTable, cfg: dict):
         clip=m["clip"],
     )
     X = pre.fit_transform(table.frame[columns])
-    if X.shape[0] < m["k_min"] + 1:
-        raise DataError(
-            f"Only {X.shape[0]} customers: at least {m['k_min'] + 1} are needed to find "
-            f"{m['k_min']} or more personas."
+    try:
+        seg = select_segmentation(
+            X,
+            k_min=m["k_min"],
+            k_max=m["k_max"],
+            n_init=m["n_init"],
+            tie_tolerance=m["tie_tolerance"],
+            density_shares=tuple(m["density_shares"]),
+            density_space=m["density_space"],
+            umap_params=m["umap"],
+            sample_size=m["sample_size"],
+            stability_sample=m["stability_sample"],
+            n_resamples=m["stability_resamples"],
+            min_stability=m["min_stability"],
+            family_margin=m["family_margin"],
+            outlier_score=m["outlier_score"],
+            force=m["force"],
+            random_state=cfg["seed"],
         )
-    seg = select_segmentation(
-        X,
-        k_min=m["k_min"],
-        k_max=m["k_max"],
-        n_init=m["n_init"],
-        tie_tolerance=m["tie_tolerance"],
-        density_shares=tuple(m["density_shares"]),
-        density_space=m["density_space"],
-        umap_params=m["umap"],
-        sample_size=m["sample_size"],
-        stability_sample=m["stability_sample"],
-        n_resamples=m["stability_resamples"],
-        min_stability=m["min_stability"],
-        family_margin=m["family_margin"],
-        outlier_score=m["outlier_score"],
-        force=m["force"],
-        random_state=cfg["seed"],
-    )
+    except ValueError as error:
+        if "same features" not in str(error):
+            raise
+        raise DataError(
+            f"{error} The model sees the families {', '.join(m['families'])}; check that the "
+            "tables feeding them vary between customers, or change model.families."
+        ) from error
     noise = seg.labels < 0
     raw = seg.nearest if m["noise"] == "nearest" else seg.labels
     raw = _merge_small(X, raw, cfg["privacy"]["min_persona_size"])
@@ -269,6 +272,13 @@ def _train(loaded: LoadedData, cfg: dict, run_id: str, output) -> TrainResult:
     quality = loaded.quality
     tracking.set_tags({"data_fingerprint": loaded.fingerprint, "as_of": str(loaded.as_of)})
     tracking.log_metrics({f"rows.{t}": info["rows_used"] for t, info in quality["tables"].items()})
+    n, k_min = loaded.n_customers, cfg["model"]["k_min"]
+    if n < k_min + 1:
+        raise DataError(
+            f"{quality['tables']['customers']['file']}: Only {n} customer{'s' if n != 1 else ''}"
+            f": at least {k_min + 1} are needed to find {k_min} or more personas "
+            f"(model.k_min = {k_min})."
+        )
     with _stage("Features"):
         table = build_features(loaded, {**cfg["features"], "seed": cfg["seed"]})
     with _stage("Customer lifetime value"):

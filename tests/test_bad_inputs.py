@@ -296,10 +296,6 @@ def _empty(_: bytes) -> bytes:
 
 # ---------------------------------------------------------------- the corpus
 
-_PIPELINE_FILE = (
-    "pipeline-level: pipelines.train._fit raises 'Only {n} customers: at least 4 are needed "
-    "...', a DataError that does not name the customers file"
-)
 
 CASES = [
     # ---- the export is broken: the run stops with a message
@@ -445,24 +441,18 @@ CASES = [
         edit=_keep_customers(1),
         command="train",
         fails_with=("customers.csv", "Only 1 customer"),
-        xfail=_PIPELINE_FILE.format(n=1),
     ),
     Case(
         "fewer-customers-than-personas",
         edit=_keep_customers(3),
         command="train",
         fails_with=("customers.csv", "Only 3 customers", "at least 4"),
-        xfail=_PIPELINE_FILE.format(n=3),
     ),
     Case(
         "all-customers-alike",
         edit=_alike,
         command="train",
         fails_with=("All customers have the same features",),
-        xfail=(
-            "pipeline-level: models.AutoKMeans raises ValueError, which the CLI reports as "
-            "'unexpected ValueError ... Run again with --debug'"
-        ),
     ),
     # ---- odd but usable: the run goes on and the summary counts what was odd
     Case(
