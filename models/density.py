@@ -82,7 +82,7 @@ class DensityClusterer(ClusterMixin, BaseEstimator):
         """
         import hdbscan
 
-        X = validate_data(self, X, dtype=np.float64)
+        X = validate_data(self, X, dtype=np.float64, copy=True)
         n = X.shape[0]
         rng = check_random_state(self.random_state)
         sample = (
@@ -137,7 +137,7 @@ class DensityClusterer(ClusterMixin, BaseEstimator):
         import hdbscan
 
         check_is_fitted(self, "hdbscan_")
-        X = validate_data(self, X, reset=False, dtype=np.float64)
+        X = validate_data(self, X, reset=False, dtype=np.float64, copy=True)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=UserWarning, module="hdbscan")
             scores = hdbscan.prediction.approximate_predict_scores(self.hdbscan_, X)
@@ -157,7 +157,7 @@ class DensityClusterer(ClusterMixin, BaseEstimator):
             Cluster labels, -1 for noise.
         """
         check_is_fitted(self)
-        return self._predict(validate_data(self, X, reset=False, dtype=np.float64))[0]
+        return self._predict(validate_data(self, X, reset=False, dtype=np.float64, copy=True))[0]
 
     def confidence(self, X):
         """Membership strength of each row in its cluster (0 for noise).
@@ -173,7 +173,7 @@ class DensityClusterer(ClusterMixin, BaseEstimator):
             Values in [0, 1].
         """
         check_is_fitted(self)
-        return self._predict(validate_data(self, X, reset=False, dtype=np.float64))[1]
+        return self._predict(validate_data(self, X, reset=False, dtype=np.float64, copy=True))[1]
 
     def nearest(self, X):
         """Return the cluster whose member mean is nearest to each row (noise included).
@@ -189,7 +189,7 @@ class DensityClusterer(ClusterMixin, BaseEstimator):
             Cluster labels, never -1 (unless no cluster was found).
         """
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=np.float64)
+        X = validate_data(self, X, reset=False, dtype=np.float64, copy=True)
         if len(self.cluster_centers_) == 0:
             return np.full(X.shape[0], -1)
         d = ((X[:, None, :] - self.cluster_centers_[None, :, :]) ** 2).sum(axis=2)

@@ -7,6 +7,7 @@ import pytest
 from sklearn.datasets import make_blobs
 from sklearn.manifold import trustworthiness
 from sklearn.metrics import adjusted_rand_score
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from models import DensityClusterer, IdentityReducer, PCAReducer, UMAPReducer, clusterboot
 from models.selection import select_segmentation
@@ -125,3 +126,14 @@ def test_umap_reducer_is_seeded_and_trustworthy():
     b = UMAPReducer(n_components=2, sample_size=300, random_state=0).fit_transform(X)
     np.testing.assert_allclose(a, b)
     assert trustworthiness(X, a, n_neighbors=10) >= 0.8
+
+
+@parametrize_with_checks(
+    [
+        IdentityReducer(),
+        PCAReducer(n_components=2, random_state=0),
+        DensityClusterer(min_cluster_share=0.1, random_state=0),
+    ]
+)
+def test_stages_follow_the_sklearn_contract(estimator, check):
+    check(estimator)
