@@ -25,7 +25,7 @@ The rule, in order:
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -79,7 +79,6 @@ class Segmentation:
     reason: str
     model: object = None
     reducer: object = None
-    extra: dict = field(default_factory=dict)
 
 
 def _scores(X: np.ndarray, labels: np.ndarray, seed: int) -> dict:
