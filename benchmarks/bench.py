@@ -43,6 +43,7 @@ STAGES = dict(  # table column -> the recipe's stages (as `pipelines.train._stag
     profile=("Drivers and themes", "Profile", "Compare with the champion"),
     report=("Write outputs and report",), mlflow=("Log to MLflow", "Log the served model"),
 )  # fmt: skip
+TRUE_CLV = dict(r=0.243, alpha=4.414, a=0.793, b=2.426, p=6.25, q=3.74, v=15.44)  # CDNOW
 log = logging.getLogger("bench")
 
 
@@ -187,12 +188,80 @@ def train(folder: Path, peak: Peak) -> dict:
     return {**out, "stages": stages.stages, "score": score, "customers": len(result.assignments)}
 
 
+def simulate_clv(n: int, seed: int = 0) -> pd.DataFrame:
+    """Simulate ``n`` purchase histories from BG/NBD and Gamma-Gamma (CDNOW's parameters).
+
+    Each customer buys at a Gamma(r, alpha) rate and drops out after a purchase with a
+    Beta(a, b) probability, over 20-80 weeks; spend per purchase is Gamma(p, nu) with
+    nu ~ Gamma(q, v). Returns the summary `models.clv` fits (frequency, recency, T, monetary_value).
+    """
+    rng = np.random.default_rng(seed)
+    r, alpha, a, b, p, q, v = TRUE_CLV.values()
+    rate, drop = rng.gamma(r, 1 / alpha, n), rng.beta(a, b, n)
+    T = rng.uniform(20, 80, n).round(1)
+    t, x, tx, alive = np.zeros(n), np.zeros(n), np.zeros(n), np.ones(n, bool)
+    while alive.any():  # the first purchase, at 0, starts the clock; these are repeats
+        t = t + rng.exponential(1 / np.maximum(rate, 1e-12))
+        alive &= t < T
+        x, tx = x + alive, np.where(alive, t, tx)
+        alive &= rng.random(n) >= drop  # dropout after a repeat purchase
+    nu = rng.gamma(q, 1 / v, n)
+    spend = np.where(x > 0, rng.gamma(p * np.maximum(x, 1), 1 / (nu * np.maximum(x, 1))), 0.0)
+    return pd.DataFrame({"frequency": x, "recency": tx.round(1), "T": T, "monetary_value": spend})
+
+
+def clv_at_scale(n: int) -> dict:
+    """Time the CLV fits and predictions (`models.clv`) on ``n`` simulated customers."""
+    from models import BetaGeoModel, GammaGammaModel, customer_value
+
+    summary = simulate_clv(n)
+    start = time.perf_counter()
+    purchases = BetaGeoModel().fit(summary)
+    spend = GammaGammaModel().fit(summary)
+    fitted = time.perf_counter() - start
+    value = customer_value(purchases, spend, summary)
+    params = {**purchases.params_, **spend.params_}
+    return dict(
+        customers=n, fit_seconds=fitted, seconds=time.perf_counter() - start,
+        params=params, true_params=TRUE_CLV, mean_clv=float(value["clv"].mean()),
+    )  # fmt: skip
+
+
+def score_at_scale(n: int, folder: Path) -> dict:
+    """Score ``n`` customers with the served model of a train on ``folder``.
+
+    The trained customers' features are repeated (new ids) up to ``n`` rows: scoring cost
+    depends on the rows, not on where they came from.
+    """
+    import mlflow
+
+    from pipelines import tracking
+    from pipelines.config import load_config
+    from pipelines.train import train as run_train
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = load_config()
+        cfg["tracking"]["uri"] = f"sqlite:///{tmp}/mlflow.db"
+        mlflow.MlflowClient(cfg["tracking"]["uri"]).search_experiments()
+        result = run_train(folder, cfg=cfg, output=Path(tmp) / "out")
+        features = pd.read_parquet(result.output / "features.parquet").reset_index(drop=True)
+        rows = features.sample(n, replace=True, random_state=0, ignore_index=True)
+        rows.index = pd.Index([f"c{i:07d}" for i in range(n)], name="customer_id")
+        start = time.perf_counter()
+        model = tracking.load_served_model(result.model_uri, cfg)
+        loaded = time.perf_counter() - start
+        scored = model.predict(rows)
+        seconds = time.perf_counter() - start
+    return dict(customers=len(scored), seconds=seconds, load_seconds=loaded)
+
+
 def worker(kind: str, n: int, folder: Path, out: Path) -> None:
     """Run one measurement in this (fresh) process and write it as JSON to ``out``."""
     peak, start = Peak(), time.perf_counter()
     result = dict(
         generate=lambda: {"rows": generate(n, folder)}, floor=lambda: io_floor(folder),
         baseline=lambda: baseline(folder), train=lambda: train(folder, peak),
+        clv=lambda: clv_at_scale(n), score=lambda: score_at_scale(n, folder),
     )[kind]()  # fmt: skip
     peak.reset()
     result.update(wall_seconds=time.perf_counter() - start, peak_rss=peak.overall)
@@ -261,6 +330,21 @@ def table_md(results: dict) -> str:
     seen = {s for r in sizes for s in r["train"]["stages"]}
     extra = seen - {s for v in STAGES.values() for s in v}
     lines.append(f"\n`other`: MLflow run start, params{''.join(', ' + s for s in sorted(extra))}.")
+    if "scale" in results:
+        clv, score = results["scale"]["clv"], results["scale"]["score"]
+        fitted = ", ".join(
+            f"{k} {v:.3g} ({clv['true_params'][k]:g})" for k, v in clv["params"].items()
+        )
+        lines += [
+            f"\nAt {clv['customers']:,} customers (`--scale`): CLV (BG/NBD + Gamma-Gamma fit and "
+            f"predict, simulated histories) {clv['seconds']:.1f} s "
+            f"(fit {clv['fit_seconds']:.1f} s), "
+            f"peak {clv['peak_rss'] / GIB:.2f} GiB; fitted (true) {fitted}.",
+            f"Scoring {score['customers']:,} customers with the served model: "
+            f"{score['seconds']:.1f} s (model load {score['load_seconds']:.1f} s), whole "
+            f"process peak {score['peak_rss'] / GIB:.2f} GiB (includes the train that made "
+            "the model).",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -270,6 +354,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sizes", default="10000,100000", help="customers, comma-separated")
     parser.add_argument("--data-root", type=Path, default=ROOT / "data" / "bench")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks", help="results folder")
+    parser.add_argument(
+        "--scale", type=int, default=1_000_000,
+        help="customers for the CLV and scoring benchmarks (0: skip them)",
+    )  # fmt: skip
     parser.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)  # KIND N DATA RESULT
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -290,6 +378,11 @@ def main(argv: list[str] | None = None) -> None:
         size.update({kind: spawn(kind, n, folder) for kind in ("floor", "baseline", "train")})
         results["sizes"].append(size)
         args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "results.json").write_text(json.dumps(results, indent=2))
+        (args.out / "results.md").write_text(table_md(results))
+    if args.scale:  # scoring uses the smallest base's train; its features repeat to --scale rows
+        folder = args.data_root / str(results["sizes"][0]["customers"])
+        results["scale"] = {k: spawn(k, args.scale, folder) for k in ("clv", "score")}
         (args.out / "results.json").write_text(json.dumps(results, indent=2))
         (args.out / "results.md").write_text(table_md(results))
     sys.stdout.write(table_md(results))
