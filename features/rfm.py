@@ -30,7 +30,7 @@ from features.contract import DataError
 from features.engine import Engine, sql_time
 from features.table import Feature
 
-__all__ = ["CLV_COLUMNS", "VALUE_TIERS", "clv_summary", "rfm"]
+__all__ = ["CLV_COLUMNS", "VALUE_TIERS", "billing_history", "clv_summary", "rfm"]
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +111,49 @@ def clv_summary(engine: Engine, as_of: pd.Timestamp, params: dict | None = None)
     frame["customer_id"] = frame["customer_id"].astype("string")
     frame["frequency"] = frame["frequency"].astype("int64")
     for c in CLV_COLUMNS[2:]:
+        frame[c] = frame[c].astype(float)
+    return frame
+
+
+def billing_history(engine: Engine, as_of: pd.Timestamp) -> pd.DataFrame:
+    """Return the gaps between each customer's purchase days: is it billing, who still pays.
+
+    Parameters
+    ----------
+    engine : Engine
+        Where the SQL runs; needs the ``transactions`` table.
+    as_of : pandas.Timestamp
+        Reference time: later transactions are ignored.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per customer with a purchase up to ``as_of``, sorted by ``customer_id``:
+        ``purchase_days``, ``span_days`` (first to last purchase day), ``days_since``
+        (last purchase day to the day of ``as_of``), ``spend`` (total, refunds left out),
+        ``gap_mean`` and ``gap_cv`` (mean and coefficient of variation of the gaps between
+        purchase days; NaN with fewer than two gaps). The purchase days are those of
+        `clv_summary`.
+    """
+    days = engine.dialect.days
+    today = f"date_trunc('day', {sql_time(as_of)})"
+    inner = _purchases_sql(engine, as_of).split("), numbered AS")[0] + ")"
+    frame = engine.query(
+        f"""{inner}, gaps AS (
+          SELECT customer_id, day, spend,
+            {days("LAG(day) OVER (PARTITION BY customer_id ORDER BY day)", "day")} AS gap
+          FROM purchase_days
+        )
+        SELECT customer_id, COUNT(*) AS purchase_days,
+          {days("min(day)", "max(day)")} AS span_days,
+          {days("max(day)", today)} AS days_since,
+          ROUND(SUM(spend), 6) AS spend,
+          CASE WHEN COUNT(gap) >= 2 THEN AVG(gap) END AS gap_mean,
+          CASE WHEN COUNT(gap) >= 2 THEN STDDEV_SAMP(gap) / AVG(gap) END AS gap_cv
+        FROM gaps GROUP BY customer_id ORDER BY customer_id"""
+    )
+    frame["customer_id"] = frame["customer_id"].astype("string")
+    for c in frame.columns[1:]:
         frame[c] = frame[c].astype(float)
     return frame
 

@@ -75,6 +75,7 @@ def _check(cfg: dict, source: str) -> None:
         "model.outlier_score": (m["outlier_score"], 0, 1),
         "model.family_margin": (m["family_margin"], 0, None),
         "model.unstable_below": (m["unstable_below"], 0, 1),
+        "clv.grace_cycles": (cfg["clv"]["grace_cycles"], 0, None),
         "profile.ci_level": (cfg["profile"]["ci_level"], 0, 1),
         "profile.min_trait_effect": (cfg["profile"]["min_trait_effect"], 0, None),
         "validation.max_unknown_share": (cfg["validation"]["max_unknown_share"], 0, 1),
@@ -102,12 +103,26 @@ def _check(cfg: dict, source: str) -> None:
     for key, allowed in (
         ("noise", ("nearest", "unassigned")),
         ("density_space", ("umap", "pca", "scaled")),
+        ("lens", ("both", "needs", "value")),
     ):
         if m[key] not in allowed:
             raise ConfigError(
                 f"{source}: model.{key} should be one of {', '.join(allowed)}; got {m[key]!r}."
             )
-    unknown = [f for f in m["families"] if f not in FAMILIES]
+    if cfg["clv"]["model"] not in ("auto", "bgnbd", "subscription"):
+        raise ConfigError(
+            f"{source}: clv.model should be one of auto, bgnbd, subscription; got "
+            f"{cfg['clv']['model']!r}."
+        )
+    weights = m["lens_weights"]
+    if set(weights) - {"value", "needs"} or not all(
+        isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 for v in weights.values()
+    ):
+        raise ConfigError(
+            f"{source}: model.lens_weights should map value and needs to numbers >= 0, got "
+            f"{weights!r}."
+        )
+    unknown = [f for f in m["families"] if f not in (*FAMILIES, "clv")]
     if unknown or not m["families"]:
         raise ConfigError(
             f"{source}: model.families should list some of {', '.join(FAMILIES)}; "

@@ -120,23 +120,48 @@ def _merge_small(X: np.ndarray, labels: np.ndarray, min_size: int) -> np.ndarray
     return labels
 
 
+#: Families that describe what a customer is worth: the value lens clusters on them.
+VALUE_FAMILIES = ("revenue", "rfm", "clv")
+
+
+def modelled_columns(table: FeatureTable, model: dict) -> list[str]:
+    """Return the features that shape the personas, by ``model.families`` and ``model.lens``.
+
+    ``both`` takes every feature of the listed families; ``needs`` only their needs
+    features (what customers do and want); ``value`` the value features of the listed
+    families and of the value families (revenue, RFM, CLV) whenever they were built.
+    """
+    lens, families = model["lens"], model["families"]
+    if lens == "both":
+        return table.families(families)
+    if lens == "value":
+        families = [*families, *VALUE_FAMILIES]
+    return [f.name for f in table.features if f.family in families and f.lens == lens]
+
+
 def _fit(table: FeatureTable, cfg: dict):
     """Scale the modelled families and choose the segmentation (see `select_segmentation`)."""
     m = cfg["model"]
-    columns = table.families(m["families"])
+    columns = modelled_columns(table, m)
     if not columns:
         raise DataError(
-            f"None of the feature families the model uses ({', '.join(m['families'])}) could "
-            "be built from the tables present; add their tables or change model.families."
+            f"None of the feature families the model uses ({', '.join(m['families'])}, lens "
+            f"{m['lens']}) could be built from the tables present; add their tables or change "
+            "model.families or model.lens."
         )
     meta = table.meta.loc[columns]
+    lens_of = meta.groupby("family")["lens"].agg(lambda x: x.mode().iloc[0])
+    weights = {
+        family: m["family_weights"].get(family, 1.0) * m["lens_weights"].get(lens, 1.0)
+        for family, lens in lens_of.items()
+    }
     pre = Preprocessor(
         log_columns=list(meta.index[meta["transform"] == "log"]),
         categorical_columns=list(meta.index[meta["transform"] == "category"]),
         share_columns=list(meta.index[meta["family"] == "usage_mix"]),
         groups=meta["family"].to_dict(),
         balance_groups=m["balance_families"],
-        group_weights=m["family_weights"],
+        group_weights=weights,
         max_categories=cfg["features"]["max_categories"],
         clip=m["clip"],
     )

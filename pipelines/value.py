@@ -1,9 +1,19 @@
 """The value lens: customer lifetime value and P(alive) as features of every customer.
 
-BG/NBD (purchases and dropout) and Gamma-Gamma (spend) are fitted on the purchase history
-up to ``as_of`` (`features.rfm.clv_summary`, in weeks), and four features join the table:
-expected purchases over the horizon, P(alive), expected order value and the discounted
-CLV. They belong to the ``clv`` family: they describe and rank personas, and shape them
+Two kinds of business need two models (``clv.model``, default ``auto``):
+
+- customers who buy when they like (retail, marketplaces: non-contractual): BG/NBD
+  (purchases and dropout) and Gamma-Gamma (spend), fitted on the purchase history up to
+  ``as_of`` (`features.rfm.clv_summary`, in weeks);
+- customers billed on a cycle (subscriptions: contractual, churn is seen when the invoices
+  stop): the shifted-beta-geometric retention model (`models.retention`) over billing
+  cycles.
+
+``auto`` tells them apart by the regularity of the gaps between purchase days
+(`models.retention.billing_cycle`: the median customer's gap CV below 0.25 is billing).
+Either way four features join the table: expected purchases (or renewals) over the
+horizon, P(alive), expected order value (or revenue per cycle) and the discounted CLV.
+They belong to the ``clv`` family: they describe and rank personas, and shape them
 only if ``model.families`` lists ``clv``.
 """
 
@@ -17,9 +27,10 @@ import pandas as pd
 
 from features import FeatureTable, LoadedData
 from features.engine import Engine
-from features.rfm import clv_summary
+from features.rfm import billing_history, clv_summary
 from features.table import Feature
 from models import BetaGeoModel, GammaGammaModel, customer_value
+from models.retention import ShiftedBetaGeometric, billing_cycle, subscription_value
 
 __all__ = ["CLV_FEATURES", "add_customer_value", "revenue_at_risk"]
 
@@ -27,12 +38,13 @@ logger = logging.getLogger(__name__)
 
 CLV_FEATURES = [
     Feature("clv_expected_purchases", "clv", "value",
-            "expected purchases in the CLV horizon (BG/NBD)", "purchases", "log",
+            "expected purchases (renewals) in the CLV horizon", "purchases", "log",
             "expected purchases", fill="nan"),
-    Feature("clv_p_alive", "clv", "value", "probability the customer is still active (BG/NBD)",
-            "share", "none", "still active", fill="nan"),
+    Feature("clv_p_alive", "clv", "value",
+            "probability the customer is still active (next renewal)", "share", "none",
+            "still active", fill="nan"),
     Feature("clv_order_value", "clv", "value",
-            "expected value of a future purchase (Gamma-Gamma)", "money", "log",
+            "expected value of a future purchase (or billing cycle)", "money", "log",
             "expected order value", fill="nan"),
     Feature("clv_value", "clv", "value", "discounted expected revenue over the CLV horizon",
             "money", "log", "customer value", fill="nan"),
@@ -55,28 +67,28 @@ def add_customer_value(loaded: LoadedData, table: FeatureTable, cfg: dict) -> di
     Returns
     -------
     dict or None
-        The fitted parameters (``r``, ``alpha``, ``a``, ``b``, ``log_likelihood``,
-        ``time_unit``, ``p``, ``q``, ``v``, ...), or None when CLV is off or cannot be fitted.
+        The fitted parameters, or None when CLV is off or cannot be fitted. ``kind`` says
+        which: ``bgnbd`` (``r``, ``alpha``, ``a``, ``b``, ``log_likelihood``,
+        ``time_unit`` weeks, Gamma-Gamma ``p``, ``q``, ``v``) or ``subscription`` (sBG
+        ``a``, ``b``, ``log_likelihood``, ``time_unit`` cycles, ``cycle_days``).
     """
     c = cfg["clv"]
     if not c["enabled"] or "transactions" not in loaded.tables:
         return None
-    summary = clv_summary(Engine(loaded), loaded.as_of, cfg["features"]).set_index("customer_id")
+    engine = Engine(loaded)
+    cycle = None
+    if c["model"] != "bgnbd":
+        history = billing_history(engine, loaded.as_of).set_index("customer_id")
+        cycle = billing_cycle(history.dropna(subset=["gap_cv"]))
+        if c["model"] == "subscription" and cycle is None:
+            cycle = float(history["gap_mean"].median())
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            purchases = BetaGeoModel(horizon=c["horizon_weeks"], penalizer=c["penalizer"]).fit(
-                summary
-            )
-            spend = GammaGammaModel(penalizer=c["penalizer"]).fit(summary)
-            value = customer_value(
-                purchases,
-                spend,
-                summary,
-                horizon=c["horizon_weeks"],
-                n_periods=c["n_periods"],
-                discount_rate=c["discount_rate"],
-            )
+            if cycle:
+                value, params = _subscription(history, cycle, c)
+            else:
+                value, params = _buying(engine, loaded.as_of, cfg)
     except ValueError as error:  # e.g. fewer than two repeat buyers
         logger.warning("Customer lifetime value is off for this run: %s", error)
         return None
@@ -87,12 +99,56 @@ def add_customer_value(loaded: LoadedData, table: FeatureTable, cfg: dict) -> di
     table.frame = table.frame.join(value, how="left")
     table.features = [*table.features, *CLV_FEATURES]
     return {
-        "r": purchases.r_, "alpha": purchases.alpha_, "a": purchases.a_, "b": purchases.b_,
-        "log_likelihood": purchases.log_likelihood_, "time_unit": "weeks",
+        **params, "horizon_weeks": c["horizon_weeks"], "n_periods": c["n_periods"],
+        "discount_rate": c["discount_rate"], "customers_fitted": int(len(value)),
+    }  # fmt: skip
+
+
+def _buying(engine: Engine, as_of, cfg: dict) -> tuple[pd.DataFrame, dict]:
+    """BG/NBD + Gamma-Gamma: customers who buy when they like (non-contractual)."""
+    c = cfg["clv"]
+    summary = clv_summary(engine, as_of, cfg["features"]).set_index("customer_id")
+    purchases = BetaGeoModel(horizon=c["horizon_weeks"], penalizer=c["penalizer"]).fit(summary)
+    spend = GammaGammaModel(penalizer=c["penalizer"]).fit(summary)
+    value = customer_value(
+        purchases, spend, summary, horizon=c["horizon_weeks"], n_periods=c["n_periods"],
+        discount_rate=c["discount_rate"],
+    )  # fmt: skip
+    return value, {
+        "kind": "bgnbd", "r": purchases.r_, "alpha": purchases.alpha_, "a": purchases.a_,
+        "b": purchases.b_, "log_likelihood": purchases.log_likelihood_, "time_unit": "weeks",
         "p": spend.p_, "q": spend.q_, "v": spend.v_,
         "gamma_gamma_log_likelihood": spend.log_likelihood_,
-        "horizon_weeks": c["horizon_weeks"], "n_periods": c["n_periods"],
-        "discount_rate": c["discount_rate"], "customers_fitted": int(len(summary)),
+    }  # fmt: skip
+
+
+def _subscription(history: pd.DataFrame, cycle: float, c: dict) -> tuple[pd.DataFrame, dict]:
+    """SBG retention: customers billed every ``cycle`` days (contractual).
+
+    A customer has paid ``round(span / cycle) + 1`` cycles, and has churned when the last
+    purchase is more than ``grace_cycles`` cycles before ``as_of`` (the next invoice is
+    overdue). Revenue per cycle is the customer's spend over the cycles paid.
+    """
+    periods = np.maximum(np.round(history["span_days"] / cycle) + 1, 1)
+    frame = pd.DataFrame(
+        {
+            "periods": periods,
+            "churned": history["days_since"] > c["grace_cycles"] * cycle,
+            "cycle_revenue": history["spend"] / periods,
+        },
+        index=history.index,
+    )
+    model = ShiftedBetaGeometric().fit(frame["periods"], frame["churned"])
+    horizon = 7.0 * c["horizon_weeks"]
+    value = subscription_value(
+        model, frame, cycle_days=cycle, horizon_days=horizon,
+        period_days=horizon / c["n_periods"], discount_rate=c["discount_rate"],
+    )  # fmt: skip
+    return value, {
+        "kind": "subscription", "a": model.a_, "b": model.b_,
+        "log_likelihood": model.log_likelihood_, "time_unit": "cycles",
+        "cycle_days": round(cycle, 3), "grace_cycles": c["grace_cycles"],
+        "churned_share": round(float(frame["churned"].mean()), 4),
     }  # fmt: skip
 
 
