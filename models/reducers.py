@@ -6,17 +6,74 @@ passing another object, and skipped with `IdentityReducer` rather than a flag.
 
 from __future__ import annotations
 
+import os
+import sys
 import warnings
 from numbers import Integral, Real
+from pathlib import Path
 
 import numpy as np
+import scipy.sparse
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.decomposition import PCA
+from sklearn.neighbors import NearestNeighbors
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-__all__ = ["IdentityReducer", "PCAReducer", "UMAPReducer"]
+__all__ = ["IdentityReducer", "PCAReducer", "UMAPReducer", "import_umap", "numba_cache_dir"]
+
+
+def numba_cache_dir() -> Path:
+    """Return the folder where numba keeps compiled UMAP code between processes.
+
+    ``$PERSONAS_CACHE_DIR/numba`` when set, else ``.cache/numba`` in the checkout (beside
+    ``pyproject.toml``), else ``~/.cache/personas/numba``.
+    """
+    if os.environ.get("PERSONAS_CACHE_DIR"):
+        return Path(os.environ["PERSONAS_CACHE_DIR"]) / "numba"
+    root = Path(__file__).resolve().parents[1]
+    if (root / "pyproject.toml").exists():
+        return root / ".cache" / "numba"
+    return Path.home() / ".cache" / "personas" / "numba"
+
+
+def import_umap():
+    """Import umap with numba's on-disk cache on, so its compilation is paid once.
+
+    UMAP and pynndescent compile dozens of numba functions on first use: 20-60 s in every
+    fresh process on two cores, more than fitting small data. Few of them ask numba to
+    cache the result (``cache=True``), so while umap is imported for the first time every
+    ``numba.njit`` / ``numba.jit`` defaults to ``cache=True``, with the cache in
+    `numba_cache_dir` (unless ``NUMBA_CACHE_DIR`` is set). Functions numba cannot cache
+    (pynndescent's search, which holds dynamic globals) are not used: `UMAPReducer` finds
+    neighbours with scikit-learn. ``make setup`` compiles them once per environment.
+    """
+    if "umap" in sys.modules:
+        return sys.modules["umap"]
+    if not os.environ.get("NUMBA_CACHE_DIR"):
+        os.environ["NUMBA_CACHE_DIR"] = str(numba_cache_dir())
+    import numba
+    import numba.core.config
+
+    numba.core.config.reload_config()  # numba may have been imported before the variable was set
+
+    def cached(decorator):
+        def wrapper(*args, **kwargs):
+            kwargs.setdefault("cache", True)
+            return decorator(*args, **kwargs)
+
+        return wrapper
+
+    njit, jit = numba.njit, numba.jit
+    numba.njit, numba.jit = cached(njit), cached(jit)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=numba.NumbaWarning)
+            import umap
+    finally:
+        numba.njit, numba.jit = njit, jit
+    return umap
 
 
 class IdentityReducer(TransformerMixin, BaseEstimator):
@@ -128,8 +185,11 @@ class UMAPReducer(TransformerMixin, BaseEstimator):
     """A seeded UMAP embedding, fitted on a sample and applied to everyone.
 
     UMAP is fitted on at most ``sample_size`` customers (its cost grows faster than
-    linearly); the others are placed with ``UMAP.transform``. A fixed ``random_state``
-    makes UMAP single-threaded and reproducible.
+    linearly), on their exact nearest neighbours (scikit-learn). Every other customer, in
+    `fit` and `transform`, is placed at the membership-weighted mean of its exact nearest
+    sample customers' coordinates (UMAP's own initialisation of new points, without the
+    stochastic refinement): so a customer's coordinates never depend on who else is in the
+    batch. A fixed ``random_state`` makes UMAP single-threaded and reproducible.
 
     Parameters
     ----------
@@ -151,6 +211,12 @@ class UMAPReducer(TransformerMixin, BaseEstimator):
         The fitted UMAP.
     embedding_ : ndarray of shape (n_samples, n_components)
         Embedding of the rows seen in `fit`.
+    neighbors_ : sklearn.neighbors.NearestNeighbors
+        Exact search over the sample customers (their scaled features).
+    sample_features_ : ndarray of shape (n_sample, n_features)
+        The sample customers' scaled features.
+    sample_embedding_ : ndarray of shape (n_sample, n_components)
+        The sample customers' coordinates.
     n_features_in_ : int
         Number of features seen in `fit`.
     """
@@ -188,46 +254,73 @@ class UMAPReducer(TransformerMixin, BaseEstimator):
         self : UMAPReducer
             The fitted reducer.
         """
-        import umap  # imported here: it costs seconds and only this stage needs it
-
+        umap = import_umap()
         X = validate_data(self, X, dtype=np.float64)
         rng = check_random_state(self.random_state)
         n = X.shape[0]
         sample = (
             np.sort(rng.choice(n, self.sample_size, replace=False))
             if n > self.sample_size
-            else None
+            else np.arange(n)
         )
         seed = int(rng.randint(np.iinfo(np.int32).max))
+        k = min(self.n_neighbors, max(2, len(sample) - 1))
+        self.sample_features_ = X[sample]
+        self.neighbors_ = NearestNeighbors(n_neighbors=k).fit(self.sample_features_)
+        dist, idx = self.neighbors_.kneighbors(X[sample])  # each row is its own first neighbour
         self.umap_ = umap.UMAP(
             n_components=self.n_components,
-            n_neighbors=min(self.n_neighbors, max(2, (n if sample is None else len(sample)) - 1)),
+            n_neighbors=k,
             min_dist=self.min_dist,
             random_state=seed,
             n_jobs=1,
+            precomputed_knn=(idx.astype(np.int32), dist.astype(np.float32), None),
         )
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*n_jobs value 1 overridden.*")
-            warnings.filterwarnings(
-                "ignore", message=".*gradient function is not yet implemented.*"
-            )
-            fitted = self.umap_.fit_transform(X if sample is None else X[sample])
-        if sample is None:
-            self.embedding_ = np.asarray(fitted)
-        else:
-            embedding = np.empty((n, self.n_components))
-            rest = np.setdiff1d(np.arange(n), sample)
-            embedding[sample] = fitted
-            embedding[rest] = self.umap_.transform(X[rest])
-            self.embedding_ = embedding
+            warnings.filterwarnings("ignore", message=".*gradient function is not yet.*")
+            warnings.filterwarnings("ignore", message=".*knn_search_index.*")
+            self.sample_embedding_ = np.asarray(self.umap_.fit_transform(X[sample]), float)
+        self.embedding_ = np.empty((n, self.n_components))
+        self.embedding_[sample] = self.sample_embedding_
+        rest = np.setdiff1d(np.arange(n), sample)
+        if rest.size:
+            self.embedding_[rest] = self._place(X[rest])
         return self
+
+    def _place(self, X: np.ndarray) -> np.ndarray:
+        """Place rows at the membership-weighted mean of their nearest sample customers.
+
+        A row equal to a sample customer's gets that customer's fitted coordinates.
+        """
+        from umap.umap_ import (
+            compute_membership_strengths,
+            init_graph_transform,
+            smooth_knn_dist,
+        )
+
+        k = self.neighbors_.n_neighbors
+        dist, idx = self.neighbors_.kneighbors(X)
+        dist = dist.astype(np.float32)
+        sigmas, rhos = smooth_knn_dist(dist, float(k), local_connectivity=0.0)
+        rows, cols, vals, _ = compute_membership_strengths(
+            idx.astype(np.int32), dist, sigmas, rhos, bipartite=True
+        )
+        shape = (X.shape[0], self.sample_embedding_.shape[0])
+        graph = scipy.sparse.coo_matrix((vals, (rows, cols)), shape=shape).tocsr()
+        graph.eliminate_zeros()
+        placed = np.asarray(init_graph_transform(graph, self.sample_embedding_), float)
+        # a sample customer again (up to the rounding of the distance): its fitted coordinates
+        same = np.all(X == self.sample_features_[idx[:, 0]], axis=1)
+        placed[same] = self.sample_embedding_[idx[same, 0]]
+        return placed
 
     def fit_transform(self, X, y=None, **fit_params):
         """Fit and return the embedding of ``X`` (without embedding it twice)."""
         return self.fit(X).embedding_
 
     def transform(self, X):
-        """Embed new rows with the fitted UMAP.
+        """Embed new rows: each at the weighted mean of its nearest sample customers.
 
         Parameters
         ----------
@@ -240,4 +333,5 @@ class UMAPReducer(TransformerMixin, BaseEstimator):
             UMAP coordinates.
         """
         check_is_fitted(self)
-        return self.umap_.transform(validate_data(self, X, reset=False, dtype=np.float64))
+        import_umap()
+        return self._place(validate_data(self, X, reset=False, dtype=np.float64))

@@ -128,6 +128,21 @@ def test_umap_reducer_is_seeded_and_trustworthy():
     assert trustworthiness(X, a, n_neighbors=10) >= 0.8
 
 
+@pytest.mark.slow
+def test_umap_places_customers_whatever_the_batch():
+    X, _ = make_blobs(n_samples=600, centers=4, n_features=8, random_state=5)
+    reducer = UMAPReducer(n_components=2, sample_size=300, random_state=0).fit(X)
+    # fitted and new customers alike: the same coordinates alone, in any batch, as in fit
+    np.testing.assert_array_equal(reducer.transform(X), reducer.embedding_)
+    np.testing.assert_array_equal(reducer.transform(X[::-7]), reducer.embedding_[::-7])
+    new = X[:50] + 0.01
+    np.testing.assert_array_equal(reducer.transform(new)[7], reducer.transform(new[7:8])[0])
+    # a new customer lands beside its nearest fitted customers, not somewhere else
+    near = reducer.transform(new)
+    gap = np.linalg.norm(near - reducer.embedding_[:50], axis=1)
+    assert np.median(gap) < 0.1 * np.ptp(reducer.embedding_, axis=0).max()
+
+
 @parametrize_with_checks(
     [
         IdentityReducer(),
