@@ -364,10 +364,14 @@ def _load(con, source, kind, readers, mapping, validation, privacy, as_of) -> Lo
         )
         if failed and quarantining:
             quarantine[name] = _quarantined(con, name, found, attrs, checks)
-        con.execute(
-            f"CREATE VIEW valid_{name} AS SELECT * EXCLUDE ({drop}) "
-            f"FROM staged_{name} WHERE NOT ({bad})"
-        )
+        # The valid rows, parsed and typed, are kept in memory (DuckDB spills to disk when it
+        # must): every later step (as_of, unknown ids, staging, features) reads them, not the
+        # files. Only the check above and this copy read the source.
+        with reading(file, n_examples):
+            con.execute(
+                f"CREATE TEMP TABLE valid_{name} AS SELECT * EXCLUDE ({drop}) "
+                f"FROM staged_{name} WHERE NOT ({bad})"
+            )
         available[name] = list(found) + attrs
         quality["tables"][name] = {
             "file": file,
@@ -392,10 +396,7 @@ def _load(con, source, kind, readers, mapping, validation, privacy, as_of) -> Lo
     _require_customers(con, quality["tables"]["customers"])
     now = _now()
     as_of_ts = _resolve_as_of(con, list(readers), as_of, quality, now)
-    materialize = kind == "folder" and any("read_csv" in r for r in readers.values())
-    _stage(
-        con, list(readers), available, attributes, as_of_ts, quality, validation, materialize, now
-    )
+    _stage(con, list(readers), available, attributes, as_of_ts, quality, validation, now)
     quality["as_of"] = str(as_of_ts)
     return LoadedData(
         con=con,
@@ -560,8 +561,8 @@ def _near_matches(con: duckdb.DuckDBPyConnection, name: str, known: str) -> tupl
     return len(pairs), pairs[:3]
 
 
-def _stage(con, tables, available, attributes, as_of, quality, validation, materialize, now):
-    """Create the final views: known customers only, nothing after ``as_of``.
+def _stage(con, tables, available, attributes, as_of, quality, validation, now):
+    """Create the final views over the valid rows: known customers only, nothing after ``as_of``.
 
     The quality summary of each event table counts the rows of unknown customers (and
     how many of their ids would match a customer once written alike), the rows after
@@ -569,7 +570,7 @@ def _stage(con, tables, available, attributes, as_of, quality, validation, mater
     cover the valid rows of known customers, after ``as_of`` included. The profile of the
     rows used (`features.quality.TableProfile`) comes from the same scan.
     """
-    kind = "TEMP TABLE" if materialize else "VIEW"
+    kind = "VIEW"
     ratio, n_examples = float(validation["extreme_ratio"]), int(validation["examples"])
     con.execute(f"CREATE {kind} customers AS SELECT * FROM valid_customers")
     profile = TableProfile.of("customers", TABLES["customers"], available["customers"], attributes)
