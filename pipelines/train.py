@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from sklearn.decomposition import PCA
 
 from features import DataError, FeatureTable, LoadedData, build_features, load_data
@@ -61,9 +63,17 @@ class TrainResult:
 
 @contextmanager
 def _stage(name: str):
+    """Log a stage's start and duration; on a terminal, show it running with a timer."""
     start = time.perf_counter()
     logger.info("%s ...", name)
-    yield
+    console = Console(stderr=True)
+    if console.is_terminal:
+        columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+        with Progress(*columns, console=console, transient=True) as bar:
+            bar.add_task(name, total=None)
+            yield
+    else:
+        yield
     logger.info("%s done in %.1fs", name, time.perf_counter() - start)
 
 
