@@ -34,6 +34,8 @@ __all__ = [
     "gap_rule",
     "metrics",
     "people_assignments",
+    "person_labels",
+    "require_accounts",
     "to_accounts",
     "write_people",
 ]
@@ -93,8 +95,8 @@ def to_accounts(loaded: LoadedData, table: FeatureTable, cfg: dict) -> Accounts:
     Raises
     ------
     DataError
-        When a person has no account, there are too few accounts to segment, or
-        ``account_nps: decision_makers`` is asked for without roles.
+        When a person has no account, or ``account_nps: decision_makers`` is asked for
+        without roles.
     """
     b = cfg["b2b"]
     engine = Engine(loaded)
@@ -121,15 +123,19 @@ def to_accounts(loaded: LoadedData, table: FeatureTable, cfg: dict) -> Accounts:
         score_description=_SCORE_WORDS[b["account_nps"]],
         drop=drop,
     )
-    k_min, n = cfg["model"]["k_min"], len(accounts.frame)
-    if n < k_min + 1:
-        raise DataError(
-            f"{loaded.quality['tables']['customers']['file']}: only {n} account"
-            f"{'s' if n != 1 else ''}: at least {k_min + 1} are needed to find {k_min} or more "
-            f"personas of accounts (model.k_min = {k_min}); or set level: customer."
-        )
     scores = latest["nps"].reindex(members.index).astype(float)
     return Accounts(members=members, scores=scores, table=accounts, has_roles=has_roles)
+
+
+def require_accounts(accounts: Accounts, k_min: int, file: str) -> None:
+    """Stop when there are too few accounts to find ``k_min`` personas of accounts."""
+    n = len(accounts.table.frame)
+    if n < k_min + 1:
+        raise DataError(
+            f"{file}: only {n} account{'s' if n != 1 else ''}: at least {k_min + 1} are needed "
+            f"to find {k_min} or more personas of accounts (model.k_min = {k_min}); or set "
+            "level: customer."
+        )
 
 
 def person_labels(accounts: Accounts, labels: pd.Series) -> pd.Series:

@@ -229,7 +229,8 @@ def score(
     counts = result["persona_name"].value_counts()
     for name, n in counts.items():
         out.print(f"{n:>10,}  {name}")
-    out.print(f"Scored {len(result):,} customers -> {output}")
+    what = "accounts" if result.columns[0] == "account_id" else "customers"
+    out.print(f"Scored {len(result):,} {what} -> {output}")
 
 
 @app.command()

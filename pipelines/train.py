@@ -306,6 +306,7 @@ def _train(loaded: LoadedData, cfg: dict, run_id: str, output) -> TrainResult:
     if cfg["level"] == "account":
         with _stage("Roll up to accounts"):
             accounts = b2b.to_accounts(loaded, table, cfg)
+            b2b.require_accounts(accounts, k_min, quality["tables"]["customers"]["file"])
             table = accounts.table
     with _stage("Model"):
         X, seg, labels, confidence, outlier, served = _fit(table, cfg)
