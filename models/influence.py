@@ -61,7 +61,7 @@ def gap_test(
 
     Examples
     --------
-    >>> out = gap_test([10, 9, 10, 9], ["x", "y", "z", "w"], [2, 3, 9, 1], ["x", "y", "z", "w"])
+    >>> out = gap_test([10, 9, 10, 9], ["x", "y", "z", "w"], [2, 9, 9, 8], ["x", "y", "z", "w"])
     >>> out["gap"]
     75.0
     """
@@ -73,7 +73,8 @@ def gap_test(
         )
         sides.append(frame.groupby("c")[["y", "n"]].sum())
     (a, b) = sides
-    both = a.join(b, how="outer", lsuffix="_a", rsuffix="_b").fillna(0.0)
+    both = a.merge(b, how="outer", left_index=True, right_index=True, suffixes=("_a", "_b"))
+    both = both.fillna(0.0)
     n_a, n_b = both["n_a"].sum(), both["n_b"].sum()
     r_a, r_b = float(both["y_a"].sum() / n_a), float(both["y_b"].sum() / n_b)
     u = (both["y_a"] - r_a * both["n_a"]) / n_a - (both["y_b"] - r_b * both["n_b"]) / n_b
