@@ -57,7 +57,10 @@ def gap_test(
     cluster ``c`` (likewise for B), NPS_A = sum(y) / sum(n). Its linearization is
     ``u_c = (y_c - NPS_A n_c) / sum(n)``; the variance of the gap is
     ``m / (m - 1) * sum_c (u_c^A - u_c^B)^2`` over the ``m`` clusters. Clusters holding
-    both sides enter once, so a shared account mood is not counted as evidence twice.
+    both sides enter once, so a shared account mood is not counted as evidence twice. The
+    reference distribution is Student's t on ``m - 1`` degrees of freedom: with no true gap
+    the test rejects 4.4-6.5% of the time at the 5% level from 30 accounts
+    (``scripts/gap_size.py``).
 
     Examples
     --------
