@@ -16,15 +16,12 @@ All randomness flows from one :func:`numpy.random.default_rng` seed and the data
 from __future__ import annotations
 
 import logging
-import os
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 
 from pipelines.demo import (
     CHANNELS,
@@ -45,8 +42,8 @@ from pipelines.demo import (
     _in_lifetime,
     _names,
     _pick,
-    _to_arrow,
     _ts,
+    write_tables,
 )
 
 __all__ = ["ACCOUNT_PERSONAS", "LEVELS", "ROLE_TITLES", "make_b2b_demo", "write_b2b_demo"]
@@ -146,11 +143,6 @@ ACCOUNT_PERSONAS: dict[str, dict] = {
                   "The tool is fine, but budget decisions are above us"),
     ),
 }  # fmt: skip
-
-_TABLES = (
-    "customers", "transactions", "usage_events", "engagement_events", "feedback",
-    "support_tickets", "planted_accounts",
-)  # fmt: skip
 
 
 def _p(key: str) -> np.ndarray:
@@ -413,18 +405,4 @@ def write_b2b_demo(
     """
     if file_format not in ("csv", "parquet"):
         raise ValueError(f"file_format must be 'csv' or 'parquet', got {file_format!r}")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    rows: dict[str, int] = {}
-    for name, df in make_b2b_demo(n_accounts, seed=seed).items():
-        fmt = "csv" if name == "planted_accounts" else file_format
-        path = out / f"{name}.{fmt}"
-        tmp = path.with_name(f".{path.name}.tmp")
-        table = _to_arrow(df, for_csv=fmt == "csv")
-        if fmt == "csv":
-            pacsv.write_csv(table, tmp)
-        else:
-            pq.write_table(table, tmp)
-        os.replace(tmp, path)
-        rows[name] = len(df)
-    return rows
+    return write_tables(out, make_b2b_demo(n_accounts, seed=seed), file_format)

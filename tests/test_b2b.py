@@ -18,6 +18,7 @@ from mlflow.tracking import MlflowClient
 from sklearn.metrics import adjusted_rand_score
 
 from features.influence import influence_levels
+from pipelines.compare import Previous
 from pipelines.config import load_config
 from pipelines.demo_b2b import ACCOUNT_PERSONAS, LEVELS, ROLE_TITLES
 
@@ -231,3 +232,12 @@ def test_score_places_accounts_like_training(trained, store, tmp_path):
     trained_ = trained_.set_index("account_id").loc[scored.index]
     assert len(scored) == ACCOUNTS
     assert (scored["persona_id"] == trained_["persona_id"]).all()
+
+
+def test_an_account_level_champion_is_read_by_account(trained):
+    _, out, _, _ = trained
+    previous = Previous("run", out)
+    assert previous.level == "account"
+    assignments = pd.read_csv(out / "assignments.csv", dtype={"account_id": str})
+    assert previous.assignments["customer_id"].tolist() == assignments["account_id"].tolist()
+    assert previous.features.index.tolist() == sorted(assignments["account_id"])
