@@ -56,6 +56,16 @@ demo: $(DEMO_DIR)/.stamp
 train: $(STAMP) $(if $(filter $(DEMO_DIR),$(DATA)),$(DEMO_DIR)/.stamp)
 	$(BIN)/personas train --data $(DATA) $(if $(CONFIG),--config $(CONFIG)) $(if $(OUTPUT),--output $(OUTPUT)) $(ARGS)
 
+B2B_DIR := data/b2b
+$(B2B_DIR)/.stamp: $(STAMP)
+	$(BIN)/personas demo --b2b --out $(B2B_DIR) --seed 0
+	touch $@
+
+## Train personas of accounts on the B2B demo (500 accounts, their people and roles): make train-accounts
+.PHONY: train-accounts
+train-accounts: $(B2B_DIR)/.stamp
+	$(BIN)/personas train --data $(B2B_DIR) --config pipelines/conf/b2b.yaml $(if $(OUTPUT),--output $(OUTPUT)) $(ARGS)
+
 ## Fetch the CDNOW sample (real transactions, 2,357 customers) into data/cdnow: make train DATA=data/cdnow
 data/cdnow/.stamp: $(STAMP)
 	$(BIN)/python scripts/cdnow.py --out data/cdnow
@@ -104,7 +114,7 @@ ui: $(STAMP)
 ## Delete generated files (outputs, demo data, caches); keeps mlruns/ and .venv/
 .PHONY: clean
 clean:
-	rm -rf outputs $(DEMO_DIR) .pytest_cache .ruff_cache
+	rm -rf outputs $(DEMO_DIR) $(B2B_DIR) .pytest_cache .ruff_cache
 	find . -type d -name __pycache__ -prune -exec rm -rf {} +
 
 #################################################################################

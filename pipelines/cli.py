@@ -89,13 +89,21 @@ def demo(
     customers: int = typer.Option(5000, "--customers", min=50, help="Number of customers."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
     file_format: str = typer.Option("csv", "--format", help="csv or parquet."),
+    b2b: bool = typer.Option(
+        False, "--b2b", help="Accounts with several people each, with roles (level: account)."
+    ),
+    accounts: int = typer.Option(500, "--accounts", min=10, help="Number of accounts (--b2b)."),
 ) -> None:
     """Write a realistic demo data folder with planted personas."""
     from pipelines.demo import write_demo
+    from pipelines.demo_b2b import write_b2b_demo
 
     if file_format not in ("csv", "parquet"):
         raise typer.BadParameter("--format must be csv or parquet")
-    rows = write_demo(out_dir, n_customers=customers, seed=seed, file_format=file_format)
+    if b2b:
+        rows = write_b2b_demo(out_dir, n_accounts=accounts, seed=seed, file_format=file_format)
+    else:
+        rows = write_demo(out_dir, n_customers=customers, seed=seed, file_format=file_format)
     for table, n in rows.items():
         out.print(f"{table:<20} {n:>12,} rows")
     out.print(f"Demo data written to {out_dir}")
@@ -164,7 +172,7 @@ def train(
     for col in (
         "id",
         "persona",
-        "customers",
+        "customers" if result.level == "customer" else "accounts",
         "share",
         "revenue share",
         "NPS",
@@ -197,6 +205,8 @@ def train(
             f"{p['respondents']:,}",
         )
     out.print(table)
+    if result.people is not None:
+        out.print(f"People in their account's persona: {result.output / 'people_assignments.csv'}")
     out.print(f"Report: {result.output / 'report.html'} (summary: report.md)")
     out.print(f"Outputs: {result.output}")
     out.print(f"MLflow run: {result.run_id}")
@@ -219,7 +229,8 @@ def score(
     counts = result["persona_name"].value_counts()
     for name, n in counts.items():
         out.print(f"{n:>10,}  {name}")
-    out.print(f"Scored {len(result):,} customers -> {output}")
+    what = "accounts" if result.columns[0] == "account_id" else "customers"
+    out.print(f"Scored {len(result):,} {what} -> {output}")
 
 
 @app.command()

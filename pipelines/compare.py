@@ -25,14 +25,27 @@ logger = logging.getLogger(__name__)
 
 
 class Previous:
-    """The champion run's outputs: personas, assignments and features."""
+    """The champion run's outputs: personas, assignments and features.
+
+    A run of personas of accounts (``level: account``) writes ``account_id`` where others
+    write ``customer_id``; here both are read as ``customer_id`` (the id of what was
+    segmented), and ``level`` says which it was.
+    """
 
     def __init__(self, run_id: str, folder: Path):
         self.run_id = run_id
         self.personas = json.loads((folder / "personas.json").read_text())
-        self.assignments = pd.read_csv(folder / "assignments.csv", dtype={"customer_id": str})
+        ids = {"customer_id": str, "account_id": str}
+        assignments = pd.read_csv(folder / "assignments.csv", dtype=ids)
+        self.level = "account" if assignments.columns[0] == "account_id" else "customer"
+        key = assignments.columns[0]
+        self.assignments = assignments.rename(columns={key: "customer_id"})
         path = folder / "features.parquet"
-        self.features = pd.read_parquet(path).set_index("customer_id") if path.exists() else None
+        self.features = (
+            pd.read_parquet(path).set_index(key).rename_axis("customer_id")
+            if path.exists()
+            else None
+        )
 
 
 def load_previous(run_id: str | None, folder: Path | None) -> Previous | None:

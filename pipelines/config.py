@@ -12,6 +12,7 @@ from pathlib import Path
 
 import yaml
 
+from features.accounts import ACCOUNT_NPS
 from features.builders import FAMILIES
 
 __all__ = ["DEFAULT_CONFIG", "PROJ_ROOT", "ConfigError", "load_config"]
@@ -25,7 +26,7 @@ PROJ_ROOT = (
 DEFAULT_CONFIG = Path(__file__).with_name("conf") / "default.yaml"
 
 # Sections whose keys are the user's own (table names, free mappings): not checked.
-_FREE = {"columns", "overrides"}
+_FREE = {"columns", "overrides", "influence"}
 
 
 class ConfigError(ValueError):
@@ -122,12 +123,15 @@ def _check(cfg: dict, source: str) -> None:
             f"{source}: model.lens_weights should map value and needs to numbers >= 0, got "
             f"{weights!r}."
         )
-    unknown = [f for f in m["families"] if f not in (*FAMILIES, "clv")]
+    # clv: built after the families (pipelines.value); accounts: people count, influence mix
+    families = [*FAMILIES, "clv", "accounts"]
+    unknown = [f for f in m["families"] if f not in families]
     if unknown or not m["families"]:
         raise ConfigError(
-            f"{source}: model.families should list some of {', '.join(FAMILIES)}; "
+            f"{source}: model.families should list some of {', '.join(families)}; "
             f"got {m['families']!r}."
         )
+    _check_b2b(cfg, source)
     if not isinstance(cfg["columns"], dict) or not all(
         isinstance(v, dict) for v in cfg["columns"].values()
     ):
@@ -135,6 +139,41 @@ def _check(cfg: dict, source: str) -> None:
             f"{source}: columns should map table -> {{contract column: your column}}, got "
             f"{cfg['columns']!r}."
         )
+
+
+def _check_b2b(cfg: dict, source: str) -> None:
+    """Check ``level`` and the ``b2b`` section."""
+    if cfg["level"] not in ("customer", "account"):
+        raise ConfigError(f"{source}: level should be customer or account, got {cfg['level']!r}.")
+    b = cfg["b2b"]
+    if b["account_nps"] not in ACCOUNT_NPS:
+        raise ConfigError(
+            f"{source}: b2b.account_nps should be one of {', '.join(ACCOUNT_NPS)}, got "
+            f"{b['account_nps']!r}."
+        )
+    influence = b["influence"]
+    if not isinstance(influence, dict) or not all(
+        isinstance(w, list) and all(isinstance(x, str) for x in w) for w in influence.values()
+    ):
+        raise ConfigError(
+            f"{source}: b2b.influence should map each level to a list of words, got {influence!r}."
+        )
+    levels = [*influence, b["other_roles"]]
+    for key in ("decision_makers", "end_users"):
+        value = b[key]
+        if not isinstance(value, list) or not value or any(v not in levels for v in value):
+            raise ConfigError(
+                f"{source}: b2b.{key} should list some of the levels {', '.join(map(str, levels))}"
+                f"; got {value!r}."
+            )
+    if set(b["decision_makers"]) & set(b["end_users"]):
+        raise ConfigError(
+            f"{source}: b2b.decision_makers and b2b.end_users share levels "
+            f"{sorted(set(b['decision_makers']) & set(b['end_users']))}; the gap needs two sides."
+        )
+    gap = b["min_gap"]
+    if not isinstance(gap, int | float) or isinstance(gap, bool) or gap < 0:
+        raise ConfigError(f"{source}: b2b.min_gap should be a number >= 0, got {gap!r}.")
 
 
 def load_config(path: str | Path | None = None, **overrides) -> dict:

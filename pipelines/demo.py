@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-__all__ = ["DEMO_END", "PERSONAS", "TABLES", "make_demo", "write_demo"]
+__all__ = ["DEMO_END", "PERSONAS", "TABLES", "make_demo", "write_demo", "write_tables"]
 
 logger = logging.getLogger(__name__)
 Rng = np.random.Generator
@@ -451,13 +451,17 @@ def write_demo(
     """
     if file_format not in ("csv", "parquet"):
         raise ValueError(f"file_format must be 'csv' or 'parquet', got {file_format!r}")
+    return write_tables(out, make_demo(n_customers, seed=seed), file_format)
+
+
+def write_tables(out: str | Path, frames: dict[str, pd.DataFrame], file_format: str) -> dict:
+    """Write one file per table, atomically; the ground truth (``planted_*``) is always CSV."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    frames = make_demo(n_customers, seed=seed)
     t0 = time.perf_counter()
     rows: dict[str, int] = {}
     for name, df in frames.items():
-        fmt = "csv" if name == "planted_personas" else file_format
+        fmt = "csv" if name.startswith("planted_") else file_format
         path = out / f"{name}.{fmt}"
         tmp = path.with_name(f".{path.name}.tmp")
         table = _to_arrow(df, for_csv=fmt == "csv")

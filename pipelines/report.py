@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 
 from models.actions import DEFAULT_FOCUS_RULE, focus_rule_text
 from models.profiler import format_value
+from pipelines.report_influence import influence_card, influence_markdown, units
 
 __all__ = ["PALETTE", "write_markdown", "write_report"]
 
@@ -234,6 +235,7 @@ def _card(p: dict) -> str:
             ("focus", "Focus", p.get("is_focus")),
             ("risk", "At risk", p.get("is_at_risk")),
             ("unstable", "Unstable", p.get("unstable")),
+            ("gap", "Influence gap", (p.get("influence_gap") or {}).get("called_out")),
         ]
         if on
     )
@@ -289,7 +291,7 @@ def _card(p: dict) -> str:
         f"<section class='card' data-persona='{p['persona_id']}'>"
         f"<h3><span class='dot' style='background:{_color(p['persona_id'])}'></span>"
         f"{e(_name(p))}{original} {badges}</h3><p>{e(desc)}</p>{reasons}"
-        f"<div class='facts'>{table}</div>{_ppd_bar(p)}"
+        f"<div class='facts'>{table}</div>{_ppd_bar(p)}{influence_card(p)}"
         f"<div class='cols'><div>{_list('What sets them apart', traits)}"
         f"{_list('What moves their score', drivers)}</div>"
         f"<div>{_list('In their own words', needs)}{quotes}{_list('Actions', actions)}</div></div>"
@@ -359,7 +361,8 @@ blockquote{margin:.3rem 0;padding:.2rem .7rem;border-left:3px solid #56B4E9;colo
 font-style:italic;font-size:.9rem} .badge{font-size:.75rem;padding:.1rem .45rem;
 border-radius:4px;margin-left:.3rem;vertical-align:middle} .badge.focus{
 background:#009E73;color:#fff} .badge.risk{background:#D55E00;color:#fff}
-.badge.unstable{background:#999;color:#fff} .where{display:grid;
+.badge.unstable{background:#999;color:#fff} .badge.gap{background:#CC79A7;color:#fff}
+.gap{border-left:3px solid #CC79A7;padding:.2rem .7rem;font-size:.9rem} .where{display:grid;
 grid-template-columns:1fr 1fr;gap:1.5rem} .why{font-size:.9rem;color:#333;margin:.2rem 0}
 figure{margin:1rem 0} figcaption{color:#555;font-size:.9rem}
 """
@@ -448,7 +451,8 @@ def write_report(
     quality : dict
         The data-quality summary.
     model : dict
-        What was fitted: ``n_customers``, ``as_of``, ``silhouette``, ``families``.
+        What was fitted: ``n_customers``, ``as_of``, ``silhouette``, ``families``; for
+        personas of accounts also ``unit`` ("accounts"), ``people`` and ``gap_rule``.
     embedding : ndarray of shape (n_points, 2)
         2-D coordinates of customers for the persona map (sampled to ``map_sample``).
     labels : ndarray of shape (n_points,)
@@ -517,7 +521,7 @@ def write_report(
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <style>{_CSS}</style></head><body>
 <h1>Customer personas</h1>
-<p class="meta">{model["n_customers"]:,} customers as of {html.escape(str(model["as_of"]))} ·
+<p class="meta">{units(model)} as of {html.escape(str(model["as_of"]))} ·
 {sum(p["persona_id"] != -1 for p in personas)} personas · {fit}clustered on
 {html.escape(", ".join(model.get("families", [])))} · MLflow run {html.escape(run_id)}</p>
 <h2>Where to act</h2>
@@ -537,7 +541,8 @@ about 95% of the time from 30 respondents. "vs the rest" compares a persona's NP
 other customers (two-sample z test with the pooled trinomial variance, Holm-corrected across
 personas). Personas with fewer than {min_respondents} respondents are greyed out and never ranked.
 Traits compare the persona with all customers in standard deviations (medians for counts and
-money). {html.escape(driver_note)} Comments are scrubbed of e-mails, phone numbers and links.</p>
+money). {html.escape(driver_note)} Comments are scrubbed of e-mails, phone numbers and links.
+{html.escape(model.get("gap_rule") or "")}</p>
 <h2>Data quality</h2>
 <table><tr><th>table</th><th>rows</th><th>used</th><th>invalid</th><th>unknown customer</th>
 <th>after as_of</th><th>date range</th></tr>{_quality_rows(quality)}</table>
@@ -567,7 +572,8 @@ def write_markdown(
     personas : list of dict
         The persona table.
     model : dict
-        ``n_customers`` and ``as_of``.
+        ``n_customers`` and ``as_of``; for personas of accounts also ``unit``,
+        ``people`` and ``gap_rule``.
     run_id : str
         The MLflow run id.
     focus_rule : dict, optional
@@ -584,7 +590,7 @@ def write_markdown(
     """
     shown = [p for p in personas if p["persona_id"] != -1]
     lines = [
-        f"# Customer personas: {model['n_customers']:,} customers as of {model['as_of']}",
+        f"# Customer personas: {units(model)} as of {model['as_of']}",
         "",
         f"{len(shown)} personas · MLflow run `{run_id}`",
         "",
@@ -610,7 +616,9 @@ def write_markdown(
     ]:
         picked = [f"**{_name(p)}** ({p[reason]})" for p in shown if p.get(key)]
         lines += ["", f"**{title}:** " + ("; ".join(picked) if picked else "none meets the rule.")]
-    lines += ["", f"_Rule: {_rule(focus_rule, min_respondents, alpha)}_", "", "## Personas", ""]
+    lines += ["", f"_Rule: {_rule(focus_rule, min_respondents, alpha)}_"]
+    lines += ["", f"_{model['gap_rule']}_"] if model.get("gap_rule") else []
+    lines += ["", "## Personas", ""]
     for p in shown:
         themes = p.get("themes") or {}
         words = ", ".join(f"“{k['term']}”" for k in themes.get("keywords", [])[:3])
@@ -621,6 +629,7 @@ def write_markdown(
         action = (p.get("actions") or [{}])[0].get("action")
         lines.append(
             f"- **{_name(p)}**: {p.get('custom_description') or p['description']}"
+            + influence_markdown(p)
             + (f" Needs: {needs}." if needs else "")
             + (f" Do: {action}" if action else "")
         )

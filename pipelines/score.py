@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 from features import build_features
-from pipelines import tracking
+from pipelines import b2b, tracking
 from pipelines.config import load_config
 from pipelines.train import load
 
@@ -29,7 +29,8 @@ def score(data: str | Path, *, model: str | None, output: str | Path, config=Non
         The CSV to write (``customer_id``, ``persona_id``, ``persona_name``,
         ``confidence``, ``is_outlier``); written to a temporary file first, then moved.
     config : str or Path, optional
-        Settings file; must match training for the features (window, columns).
+        Settings file; must match training for the features (window, columns) and the
+        level: with ``level: account`` each account is placed (rows keyed by ``account_id``).
 
     Returns
     -------
@@ -42,6 +43,8 @@ def score(data: str | Path, *, model: str | None, output: str | Path, config=Non
     loaded = load(data, cfg)
     try:
         table = build_features(loaded, {**cfg["features"], "seed": cfg["seed"]})
+        if cfg["level"] == "account":
+            table = b2b.to_accounts(loaded, table, cfg).table
     finally:
         loaded.con.close()
     result = persona_model.predict(table.frame).reset_index()

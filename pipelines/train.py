@@ -24,7 +24,7 @@ from models import Preprocessor, order_by_size, profile_personas, select_segment
 from models.drivers import key_drivers
 from models.served import PersonaModel
 from models.themes import persona_themes
-from pipelines import tracking
+from pipelines import b2b, tracking
 from pipelines.compare import apply_identity, describe_changes, gate, load_previous
 from pipelines.config import PROJ_ROOT, ConfigError, load_config
 from pipelines.report import write_markdown, write_report
@@ -51,6 +51,13 @@ class TrainResult:
         One row per customer.
     model_uri : str
         URI of the served model (registry version, or the run's artifact).
+    promoted : bool
+        Whether the model became the champion.
+    level : {"customer", "account"}
+        Whose personas: at account level ``assignments`` has one row per account
+        (``account_id`` first) and ``people`` one row per person.
+    people : pandas.DataFrame or None
+        Account level: every person in their account's persona (people_assignments.csv).
     """
 
     run_id: str
@@ -59,6 +66,8 @@ class TrainResult:
     assignments: pd.DataFrame
     model_uri: str = ""
     promoted: bool = True
+    level: str = "customer"
+    people: pd.DataFrame | None = None
 
 
 @contextmanager
@@ -235,9 +244,10 @@ def _write_outputs(
     salt: str | None,
 ) -> None:
     if salt is not None:  # privacy.pseudonymize_ids: no customer id leaves the run
-        assignments = assignments.assign(customer_id=pseudonymize(assignments["customer_id"], salt))
+        key = assignments.columns[0]  # customer_id, or account_id at level: account
+        assignments = assignments.assign(**{key: pseudonymize(assignments[key], salt)})
         frame = table.frame.copy()
-        frame.index = pd.Index(pseudonymize(frame.index.to_series(), salt), name="customer_id")
+        frame.index = pd.Index(pseudonymize(frame.index.to_series(), salt), name=frame.index.name)
         table = FeatureTable(frame=frame, features=table.features, as_of=table.as_of)
         quarantine = {
             k: v.assign(customer_id=pseudonymize(v["customer_id"].astype(str), salt))
@@ -253,6 +263,13 @@ def _write_outputs(
         (folder / "quarantine").mkdir()
         for name, rows in quarantine.items():
             rows.to_csv(folder / "quarantine" / f"{name}.csv", index=False)
+
+
+def _b2b_model(accounts: b2b.Accounts | None, cfg: dict) -> dict:
+    """Return what the report says about the level: accounts, their people, the gap rule."""
+    if accounts is None:
+        return {}
+    return {"unit": "accounts", "people": len(accounts.members), "gap_rule": b2b.gap_rule(cfg)}
 
 
 def _publish(staging: Path, output: Path) -> None:
@@ -320,6 +337,12 @@ def _train(loaded: LoadedData, cfg: dict, run_id: str, output) -> TrainResult:
         clv_model = add_customer_value(loaded, table, cfg)
         if clv_model:
             tracking.log_params({"clv": clv_model})
+    accounts = None
+    if cfg["level"] == "account":
+        with _stage("Roll up to accounts"):
+            accounts = b2b.to_accounts(loaded, table, cfg)
+            b2b.require_accounts(accounts, k_min, quality["tables"]["customers"]["file"])
+            table = accounts.table
     with _stage("Model"):
         X, seg, labels, confidence, outlier, served = _fit(table, cfg)
         logger.info("Chosen: %s. %s", seg.name, seg.reason)
@@ -335,8 +358,9 @@ def _train(loaded: LoadedData, cfg: dict, run_id: str, output) -> TrainResult:
             min_respondents=cfg["profile"]["min_respondents"],
             random_state=cfg["seed"],
         )
+        units = pd.Series(labels, index=table.frame.index.astype(str))
         themes = persona_themes(
-            pd.Series(labels, index=table.frame.index.astype(str)),
+            units if accounts is None else b2b.person_labels(accounts, units),
             comments=_text(loaded, "feedback", "comment"),
             topics=_text(loaded, "support_tickets", "topic"),
             **cfg["themes"],
@@ -374,6 +398,8 @@ def _train(loaded: LoadedData, cfg: dict, run_id: str, output) -> TrainResult:
         jaccard = seg.stability["jaccard"].get(p["persona_id"])
         p["stability"] = None if jaccard is None else round(jaccard, 3)
         p["unstable"] = jaccard is not None and jaccard < threshold
+    if accounts is not None:
+        b2b.add_influence(personas, accounts, labels, cfg)
     names = {p["persona_id"]: p["custom_name"] or p["name"] for p in personas}
     served.names = names
     assignments = pd.DataFrame(
@@ -387,6 +413,9 @@ def _train(loaded: LoadedData, cfg: dict, run_id: str, output) -> TrainResult:
     )
     with _stage("Compare with the champion"), tempfile.TemporaryDirectory() as tmp:
         previous = load_previous(*tracking.champion_outputs(cfg, Path(tmp)))
+        if previous is not None and previous.level != cfg["level"]:
+            logger.info("The champion has personas of another level; no comparison.")
+            previous = None
         final, migration, match_quality = apply_identity(
             previous, personas, assignments, cfg["resegment"]["min_similarity"]
         )
@@ -412,6 +441,10 @@ def _train(loaded: LoadedData, cfg: dict, run_id: str, output) -> TrainResult:
         "previous_run": previous.run_id if previous else None,
     }
     silhouette = float(seg.candidates.loc[seg.name, "silhouette"])
+    people = None
+    if accounts is not None:
+        assignments = assignments.rename(columns={"customer_id": "account_id"})
+        people = b2b.people_assignments(accounts, assignments)
     output = (
         Path(output)
         if output
@@ -425,6 +458,8 @@ def _train(loaded: LoadedData, cfg: dict, run_id: str, output) -> TrainResult:
             _write_outputs(
                 staging, table, assignments, personas, quality, loaded.quarantine, _salt(cfg)
             )
+            if people is not None:
+                b2b.write_people(staging, people, _salt(cfg))
             if clv_model:
                 (staging / "clv_model.json").write_text(json.dumps(clv_model, indent=2))
             if changes is not None:
@@ -443,6 +478,7 @@ def _train(loaded: LoadedData, cfg: dict, run_id: str, output) -> TrainResult:
                     "as_of": str(loaded.as_of.date()),
                     "silhouette": silhouette,
                     "families": cfg["model"]["families"],
+                    **_b2b_model(accounts, cfg),
                 },
                 embedding=embedding,
                 labels=labels[sample],
@@ -458,7 +494,11 @@ def _train(loaded: LoadedData, cfg: dict, run_id: str, output) -> TrainResult:
             write_markdown(
                 staging / "report.md",
                 personas=personas,
-                model={"n_customers": len(assignments), "as_of": str(loaded.as_of.date())},
+                model={
+                    "n_customers": len(assignments),
+                    "as_of": str(loaded.as_of.date()),
+                    **_b2b_model(accounts, cfg),
+                },
                 run_id=run_id,
                 focus_rule=cfg["focus"],
                 min_respondents=cfg["profile"]["min_respondents"],
@@ -479,8 +519,10 @@ def _train(loaded: LoadedData, cfg: dict, run_id: str, output) -> TrainResult:
         for p in personas:
             metrics[f"persona.{p['persona_id']}.size"] = p["size"]
             metrics[f"persona.{p['persona_id']}.nps"] = p["nps"]
+        if accounts is not None:
+            metrics.update(b2b.metrics(personas, accounts))
         tracking.log_metrics(metrics)
-        tracking.set_tags({"model": seg.name, "model_reason": seg.reason})
+        tracking.set_tags({"model": seg.name, "model_reason": seg.reason, "level": cfg["level"]})
         tracking.log_candidates(seg.candidates)
         tracking.log_artifacts(output)
     with _stage("Log the served model"):
@@ -501,4 +543,6 @@ def _train(loaded: LoadedData, cfg: dict, run_id: str, output) -> TrainResult:
         assignments=assignments,
         model_uri=uri,
         promoted=promoted,
+        level=cfg["level"],
+        people=people,
     )

@@ -178,3 +178,38 @@ def test_keyword_override_is_validated():
 def test_float_settings_are_validated(write, text):
     with pytest.raises(ConfigError):
         load_config(write(text))
+
+
+def test_b2b_influence_in_a_user_file_replaces_the_default_mapping(write):
+    cfg = load_config(
+        write(
+            "level: account\nb2b:\n  influence: {exec: [chief], buyer: [purchasing]}\n"
+            "  decision_makers: [exec, buyer]\n  account_nps: decision_makers\n"
+        )
+    )
+    assert cfg["level"] == "account"
+    assert cfg["b2b"]["influence"] == {"exec": ["chief"], "buyer": ["purchasing"]}
+    assert cfg["b2b"]["end_users"] == ["end_user"]  # other_roles: the roles matching no word
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("level: accounts\n", "level should be customer or account"),
+        ("b2b:\n  account_nps: median\n", "b2b.account_nps should be one of mean, decision_makers"),
+        ("b2b:\n  decision_makers: [ceo]\n", "b2b.decision_makers should list some of the levels"),
+        ("b2b:\n  end_users: [decision_maker]\n", "share levels"),
+        ("b2b:\n  influence: {exec: chief}\n", "b2b.influence should map each level"),
+        ("b2b:\n  min_gap: -1\n", "b2b.min_gap should be a number >= 0"),
+        ("model:\n  families: [usage, account]\n", "model.families should list some of"),
+    ],
+    ids=["level", "account_nps", "unknown_level", "overlap", "influence", "min_gap", "family"],
+)
+def test_b2b_settings_are_validated(write, text, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(text))
+
+
+def test_accounts_family_is_allowed(write):
+    cfg = load_config(write("model:\n  families: [usage, accounts]\n"))
+    assert cfg["model"]["families"] == ["usage", "accounts"]
