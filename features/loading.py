@@ -77,17 +77,32 @@ def _literal(value: str) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
+_FLOATS = ("FLOAT", "DOUBLE")
+_INTEGERS = (
+    "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT",
+    "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT", "UHUGEINT",
+)  # fmt: skip
+
+
 def _raw(spec: ColumnSpec, col: str, dtype: str) -> str:
     """Return SQL of a column's raw text, NULL where it holds no value.
 
     Ids are read as `_parse` reads them. In number and timestamp columns the usual
     markers of a missing value (``NA``, ``null``, ``NaN``..., see
     `features.quality.MISSING_MARKERS`) are no value either; in text columns only the empty
-    string is.
+    string is. Typed columns keep their type (``NaN`` is no value).
     """
     if spec.kind == "id":
         return _parse(spec, col, dtype)
-    text = f"TRIM(CAST({_quote(col)} AS VARCHAR))"
+    q = _quote(col)
+    # typed columns (Parquet, DuckDB) need no text round trip: only NaN means "no value"
+    if spec.kind == "timestamp" and dtype.startswith(("TIMESTAMP", "DATE")):
+        return q
+    if spec.kind in ("number", "integer") and dtype in _FLOATS:
+        return f"CASE WHEN isnan({q}) THEN NULL ELSE {q} END"
+    if spec.kind in ("number", "integer") and (dtype in _INTEGERS or dtype.startswith("DECIMAL")):
+        return q
+    text = f"TRIM(CAST({q} AS VARCHAR))"
     if spec.kind == "text":
         return f"NULLIF({text}, '')"
     markers = ", ".join(_literal(m) for m in MISSING_MARKERS)
