@@ -73,23 +73,6 @@ class SparkDialect(Dialect):
         return f"CAST({expr} AS DOUBLE)"
 
 
-def _to_pandas(frame: DataFrame) -> pd.DataFrame:
-    """Bring a Spark result to the driver, decimals as floats (as DuckDB returns them).
-
-    Spark types a literal such as ``1.0`` as a decimal, which pandas would hold as Python
-    `decimal.Decimal` objects; every decimal column becomes a double first.
-    """
-    columns = [
-        col(SparkDialect().quote(f.name)).cast("double").alias(f.name)
-        if isinstance(f.dataType, DecimalType)
-        else col(SparkDialect().quote(f.name))
-        for f in frame.schema.fields
-    ]
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=_PANDAS_WARNING, category=FutureWarning)
-        return frame.select(*columns).toPandas()
-
-
 class SparkEngine(Engine):
     """Runs builder SQL on Spark and hands back pandas frames.
 
@@ -165,7 +148,33 @@ class SparkEngine(Engine):
 
     def query(self, sql: str) -> pd.DataFrame:
         """Run a query on Spark and return its result as a DataFrame."""
-        return _to_pandas(self.spark.sql(sql))
+        return self.collect(self.spark.sql(sql))
+
+    def collect(self, frame: DataFrame) -> pd.DataFrame:
+        """Bring a Spark result to the driver, decimals as floats (as DuckDB returns them).
+
+        Spark types a literal such as ``1.0`` as a decimal, which pandas would hold as
+        Python `decimal.Decimal` objects; every decimal column becomes a double first.
+
+        Parameters
+        ----------
+        frame : pyspark.sql.DataFrame
+            The result.
+
+        Returns
+        -------
+        pandas.DataFrame
+            The same rows and columns.
+        """
+        columns = [
+            col(self.dialect.quote(f.name)).cast("double").alias(f.name)
+            if isinstance(f.dataType, DecimalType)
+            else col(self.dialect.quote(f.name))
+            for f in frame.schema.fields
+        ]
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_PANDAS_WARNING, category=FutureWarning)
+            return frame.select(*columns).toPandas()
 
     def to_spark(self, frame: pd.DataFrame, name: str) -> DataFrame:
         """Hand a driver-side table to the cluster, through a Parquet file of the staging folder.

@@ -155,11 +155,19 @@ def train(
     data: Path = typer.Option(..., "--data", help="Data folder or DuckDB file."),
     config: Path | None = typer.Option(None, "--config", help="YAML settings file."),
     output: Path | None = typer.Option(None, "--output", help="Output folder."),
+    engine: str | None = typer.Option(
+        None,
+        "--engine",
+        help="Where the features are computed: duckdb or spark (default: the config's engine).",
+    ),
 ) -> None:
     """Features -> model -> personas -> report, tracked as one MLflow run."""
+    from pipelines.config import ENGINES, load_config
     from pipelines.train import train as run_train
 
-    result = run_train(data, config=config, output=output)
+    if engine is not None and engine not in ENGINES:
+        raise typer.BadParameter(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    result = run_train(data, cfg=load_config(config, engine=engine), output=output)
     table = Table(title="Personas")
     for col in (
         "id",

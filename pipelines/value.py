@@ -39,7 +39,9 @@ CLV_FEATURES = [
 ]  # fmt: skip
 
 
-def add_customer_value(loaded: LoadedData, table: FeatureTable, cfg: dict) -> dict | None:
+def add_customer_value(
+    loaded: LoadedData, table: FeatureTable, cfg: dict, *, engine: Engine | None = None
+) -> dict | None:
     """Fit the CLV models and add their features to ``table`` (in place).
 
     Parameters
@@ -51,6 +53,9 @@ def add_customer_value(loaded: LoadedData, table: FeatureTable, cfg: dict) -> di
         never bought).
     cfg : dict
         The run configuration (``clv`` section).
+    engine : Engine, optional
+        Where the purchase history (`features.rfm.clv_summary`) is computed; default
+        DuckDB on ``loaded``.
 
     Returns
     -------
@@ -61,7 +66,8 @@ def add_customer_value(loaded: LoadedData, table: FeatureTable, cfg: dict) -> di
     c = cfg["clv"]
     if not c["enabled"] or "transactions" not in loaded.tables:
         return None
-    summary = clv_summary(Engine(loaded), loaded.as_of, cfg["features"]).set_index("customer_id")
+    engine = engine or Engine(loaded)
+    summary = clv_summary(engine, loaded.as_of, cfg["features"]).set_index("customer_id")
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
