@@ -43,9 +43,13 @@ __all__ = ["SparkDialect", "SparkEngine"]
 
 logger = logging.getLogger(__name__)
 
-#: PySpark warns on every conversion under pandas 3; the conversions we use are covered by
-#: the tests (tests/test_spark.py), so this one message is silenced where we convert.
-_PANDAS_WARNING = "PySpark does not yet fully support pandas"
+#: What PySpark says on every conversion under pandas 3 (it does not support pandas 3 fully
+#: yet, and still passes ``copy=`` to ``astype``). The conversions we use are covered by
+#: tests/test_spark.py, so these messages are silenced where we convert.
+_PANDAS_WARNINGS = (
+    "PySpark does not yet fully support pandas",
+    "The copy keyword is deprecated",
+)
 
 
 class SparkDialect(Dialect):
@@ -173,7 +177,8 @@ class SparkEngine(Engine):
             for f in frame.schema.fields
         ]
         with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=_PANDAS_WARNING, category=FutureWarning)
+            for message in _PANDAS_WARNINGS:
+                warnings.filterwarnings("ignore", message=message)
             return frame.select(*columns).toPandas()
 
     def to_spark(self, frame: pd.DataFrame, name: str) -> DataFrame:
