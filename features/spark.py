@@ -29,6 +29,8 @@ import shutil
 import tempfile
 import uuid
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -39,7 +41,7 @@ from pyspark.sql.types import DecimalType
 from features.engine import Dialect, Engine, sql_text
 from features.loading import LoadedData
 
-__all__ = ["SparkDialect", "SparkEngine"]
+__all__ = ["SparkDialect", "SparkEngine", "pandas_warnings_silenced"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +52,21 @@ _PANDAS_WARNINGS = (
     "PySpark does not yet fully support pandas",
     "The copy keyword is deprecated",
 )
+
+
+@contextmanager
+def pandas_warnings_silenced() -> Iterator[None]:
+    """Silence PySpark's warnings about pandas 3 (see `_PANDAS_WARNINGS`) inside the block.
+
+    Yields
+    ------
+    None
+        The block that starts a session, converts a result or builds a pandas UDF.
+    """
+    with warnings.catch_warnings():
+        for message in _PANDAS_WARNINGS:
+            warnings.filterwarnings("ignore", message=message)
+        yield
 
 
 class SparkDialect(Dialect):
@@ -126,7 +143,8 @@ class SparkEngine(Engine):
         Returns
         -------
         SparkEngine
-            The engine, with one temporary view per table of ``data``.
+            The engine, with one temporary view per table of ``data`` (replacing any
+            temporary view of that name in the session).
         """
         if staging_dir is None:
             folder = Path(tempfile.mkdtemp(prefix="personas-spark-"))
@@ -176,9 +194,7 @@ class SparkEngine(Engine):
             else col(self.dialect.quote(f.name))
             for f in frame.schema.fields
         ]
-        with warnings.catch_warnings():
-            for message in _PANDAS_WARNINGS:
-                warnings.filterwarnings("ignore", message=message)
+        with pandas_warnings_silenced():
             return frame.select(*columns).toPandas()
 
     def to_spark(self, frame: pd.DataFrame, name: str) -> DataFrame:

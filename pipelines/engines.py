@@ -85,6 +85,8 @@ def _session(settings: dict) -> Iterator:
     """Yield the running Spark session, else one started from ``settings`` (stopped after)."""
     from pyspark.sql import SparkSession
 
+    from features.spark import pandas_warnings_silenced
+
     active = SparkSession.getActiveSession()
     if active is not None:
         logger.info("Spark: using the running session (master %s).", active.sparkContext.master)
@@ -98,7 +100,8 @@ def _session(settings: dict) -> Iterator:
     for key, value in conf.items():
         builder = builder.config(key, value)
     start = time.perf_counter()
-    spark = builder.getOrCreate()
+    with pandas_warnings_silenced():
+        spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")  # the run's own log says what happens
     logger.info(
         "Spark %s session on %s started in %.1fs.",

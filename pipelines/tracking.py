@@ -293,9 +293,12 @@ def assign_on_spark(spark, model_uri: str, features, columns: list[str]):
     """
     from pyspark.sql.functions import col, struct  # pyspark is an optional extra
 
-    udf = mlflow.pyfunc.spark_udf(
-        spark, model_uri, result_type=ASSIGNMENT_TYPE, env_manager="local"
-    )
+    from features.spark import pandas_warnings_silenced
+
+    with pandas_warnings_silenced():
+        udf = mlflow.pyfunc.spark_udf(
+            spark, model_uri, result_type=ASSIGNMENT_TYPE, env_manager="local"
+        )
     inputs = struct(*[col("`" + c.replace("`", "``") + "`") for c in columns])
     return features.select("customer_id", udf(inputs).alias("_persona")).select(
         "customer_id", "_persona.*"

@@ -29,7 +29,7 @@ DEMO_CUSTOMERS = 1500
 
 
 @pytest.fixture(scope="session")
-def spark():
+def spark(tmp_path_factory):
     pytest.importorskip(
         "pyspark", reason="PySpark is not installed (pip install '.[spark]'; make test does)"
     )
@@ -39,7 +39,9 @@ def spark():
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     from pyspark.sql import SparkSession
 
-    session = (
+    from features.spark import pandas_warnings_silenced
+
+    builder = (
         SparkSession.builder.master("local[2]")
         .appName("personas-tests")
         .config("spark.ui.enabled", "false")
@@ -47,8 +49,10 @@ def spark():
         .config("spark.sql.shuffle.partitions", "4")
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-        .getOrCreate()
+        .config("spark.sql.warehouse.dir", str(tmp_path_factory.mktemp("spark-warehouse")))
     )
+    with pandas_warnings_silenced():
+        session = builder.getOrCreate()
     session.sparkContext.setLogLevel("ERROR")
     yield session
     session.stop()
