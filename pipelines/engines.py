@@ -193,6 +193,9 @@ def assign_on_cluster(
         }
     )
     agreement = float(np.mean(assignments["persona_id"].to_numpy() == driver["persona_id"]))
+    logger.info(
+        "Spark assigned %d customers; agreement with the driver %.4f.", len(driver), agreement
+    )
     if agreement < 1.0:
         logger.warning(
             "The cluster placed %d of %d customers in another persona than the driver did "

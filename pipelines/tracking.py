@@ -28,6 +28,7 @@ __all__ = [
     "ASSIGNMENT_TYPE",
     "assign_on_spark",
     "log_artifacts",
+    "register_served_model",
     "log_candidates",
     "log_served_model",
     "champion_outputs",
@@ -265,6 +266,25 @@ def log_served_model(model, *, registered_name: str | None, workdir: Path) -> st
     if registered_name and info.registered_model_version is not None:
         return f"models:/{registered_name}/{info.registered_model_version}"
     return f"runs:/{mlflow.active_run().info.run_id}/persona_model"
+
+
+def register_served_model(model_uri: str, registered_name: str) -> str:
+    """Register a logged served model (``runs:/RUN/persona_model``); return its version URI.
+
+    Parameters
+    ----------
+    model_uri : str
+        The model as `log_served_model` logged it without a registered name.
+    registered_name : str
+        Registry name.
+
+    Returns
+    -------
+    str
+        ``models:/NAME/VERSION``.
+    """
+    version = mlflow.register_model(model_uri, registered_name)
+    return f"models:/{registered_name}/{version.version}"
 
 
 def assign_on_spark(spark, model_uri: str, features, columns: list[str]):

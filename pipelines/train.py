@@ -254,7 +254,7 @@ def train(
         An already loaded configuration (wins over ``config``). Its ``engine`` says where
         the features are computed (see `pipelines.engines`): with ``spark`` the served
         model is logged before the outputs are written, since the assignments come from
-        it, on the cluster.
+        it, on the cluster (and registered only once the run has succeeded).
 
     Returns
     -------
@@ -275,12 +275,10 @@ def train(
             loaded.con.close()
 
 
-def _log_served(served: PersonaModel, cfg: dict) -> str:
-    """Log (and register) the served model; return its URI."""
+def _log_served(served: PersonaModel, registered_name: str | None) -> str:
+    """Log (and register, when named) the served model; return its URI."""
     with _stage("Log the served model"), tempfile.TemporaryDirectory() as tmp:
-        return tracking.log_served_model(
-            served, registered_name=cfg["tracking"]["model_name"], workdir=Path(tmp)
-        )
+        return tracking.log_served_model(served, registered_name=registered_name, workdir=Path(tmp))
 
 
 def _train(loaded: LoadedData, engine: Engine, cfg: dict, run_id: str, output) -> TrainResult:
@@ -375,7 +373,7 @@ def _train(loaded: LoadedData, engine: Engine, cfg: dict, run_id: str, output) -
     served.names = {p["persona_id"]: p.get("custom_name") or p["name"] for p in personas}
     uri = None
     if cfg["engine"] == "spark":
-        uri = _log_served(served, cfg)
+        uri = _log_served(served, None)  # registered once the run has succeeded
         with _stage("Assign every customer on the cluster (spark_udf)"):
             assignments, agreement = assign_on_cluster(
                 engine, table.frame, served.columns, uri, assignments
@@ -471,9 +469,12 @@ def _train(loaded: LoadedData, engine: Engine, cfg: dict, run_id: str, output) -
         tracking.set_tags({"model": seg.name, "model_reason": seg.reason})
         tracking.log_candidates(seg.candidates)
         tracking.log_artifacts(output)
-    uri = uri or _log_served(served, cfg)
+    name = cfg["tracking"]["model_name"]
+    if uri is None:
+        uri = _log_served(served, name)
+    elif name:
+        uri = tracking.register_served_model(uri, name)
     with _stage("Promote the served model"):
-        name = cfg["tracking"]["model_name"]
         if name:
             tracking.set_alias(name, uri, "champion" if promoted else "candidate")
         tracking.set_tags(

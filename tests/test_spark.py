@@ -251,6 +251,7 @@ def test_spark_udf_assignments_equal_the_driver(trained) -> None:
     result, cfg = trained["spark"]
     metrics = MlflowClient(tracking_uri=cfg["tracking"]["uri"]).get_run(result.run_id).data.metrics
     assert metrics["spark.assignment_agreement"] == 1.0
+    assert result.model_uri.startswith("models:/personas/")  # registered after the run
     written = pd.read_csv(result.output / "assignments.csv", dtype={"customer_id": str})
     features = pd.read_parquet(result.output / "features.parquet").set_index("customer_id")
     driver = tracking.load_served_model(result.model_uri, cfg).predict(features).reset_index()
