@@ -95,7 +95,9 @@ def _session(settings: dict) -> Iterator:
     if settings["master"].startswith("local"):  # the Python workers run this interpreter
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     conf = dict(_SESSION_DEFAULTS)
-    conf.update({k: str(v) for k, v in settings["conf"].items()})
+    conf.update(
+        {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in settings["conf"].items()}
+    )
     builder = SparkSession.builder.master(settings["master"]).appName(settings["app_name"])
     for key, value in conf.items():
         builder = builder.config(key, value)
