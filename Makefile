@@ -6,13 +6,16 @@ PYTHON_INTERPRETER ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+SPARK_STAMP := $(VENV)/.installed-spark
 DEMO_DIR := data/demo
 DEMO_CUSTOMERS ?= 5000
 DATA ?= $(DEMO_DIR)
 CHROMIUM ?= /usr/bin/chromium
+JAVA ?= /usr/bin/java
 BENCH_SIZES ?= 10000,100000
 CONFIG ?=
 OUTPUT ?=
+ENGINE ?=
 ARGS ?=
 
 .DEFAULT_GOAL := help
@@ -32,6 +35,11 @@ $(STAMP): pyproject.toml
 	  UMAPReducer(sample_size=200).fit(np.random.default_rng(0).normal(size=(400, 8)))"
 	touch $(STAMP)
 
+# The Spark extra (pyspark) on top: for the tests and `make train ENGINE=spark` only.
+$(SPARK_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[dev,spark]"
+	touch $(SPARK_STAMP)
+
 $(DEMO_DIR)/.stamp: $(STAMP)
 	$(BIN)/personas demo --out $(DEMO_DIR) --customers $(DEMO_CUSTOMERS) --seed 0
 	touch $@
@@ -43,6 +51,14 @@ $(CHROMIUM):
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	else echo "chromium missing (as root: apt-get install -y chromium): the browser test will be skipped"; fi
 
+# Spark runs on Java 17+ (Debian's default JRE); installed as root when missing, else the
+# Spark tests are skipped with their reason.
+$(JAVA):
+	@if command -v java >/dev/null || [ -n "$$JAVA_HOME" ]; then true; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq default-jre-headless >/dev/null; \
+	else echo "java missing (as root: apt-get install -y default-jre-headless): the Spark tests will be skipped"; fi
+
 ## Create the virtual environment and install the project (only when pyproject.toml changed)
 .PHONY: setup
 setup: $(STAMP)
@@ -51,10 +67,10 @@ setup: $(STAMP)
 .PHONY: demo
 demo: $(DEMO_DIR)/.stamp
 
-## Train personas: make train [DATA=folder] [CONFIG=file.yaml] [OUTPUT=dir]
+## Train personas: make train [DATA=folder] [CONFIG=file.yaml] [OUTPUT=dir] [ENGINE=spark]
 .PHONY: train
-train: $(STAMP) $(if $(filter $(DEMO_DIR),$(DATA)),$(DEMO_DIR)/.stamp)
-	$(BIN)/personas train --data $(DATA) $(if $(CONFIG),--config $(CONFIG)) $(if $(OUTPUT),--output $(OUTPUT)) $(ARGS)
+train: $(STAMP) $(if $(filter spark,$(ENGINE)),$(SPARK_STAMP) $(JAVA)) $(if $(filter $(DEMO_DIR),$(DATA)),$(DEMO_DIR)/.stamp)
+	$(BIN)/personas train --data $(DATA) $(if $(CONFIG),--config $(CONFIG)) $(if $(OUTPUT),--output $(OUTPUT)) $(if $(ENGINE),--engine $(ENGINE)) $(ARGS)
 
 B2B_DIR := data/b2b
 $(B2B_DIR)/.stamp: $(STAMP)
@@ -89,9 +105,9 @@ validate: $(STAMP) $(if $(filter $(DEMO_DIR),$(DATA)),$(DEMO_DIR)/.stamp)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench.py --sizes $(BENCH_SIZES)
 
-## Run the test suite (installs Debian's chromium for the report's browser test if missing)
+## Run the test suite (installs the Spark extra, and Debian's chromium and Java if missing)
 .PHONY: test
-test: $(STAMP) $(CHROMIUM)
+test: $(STAMP) $(SPARK_STAMP) $(CHROMIUM) $(JAVA)
 	$(BIN)/python -m pytest tests
 
 ## Lint and check formatting with ruff

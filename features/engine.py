@@ -17,11 +17,28 @@ __all__ = ["Dialect", "Engine", "slug", "sql_text", "sql_time", "window_start"]
 
 
 class Dialect:
-    """The few SQL expressions that differ between engines (DuckDB by default)."""
+    """The few SQL expressions that differ between engines (DuckDB by default).
+
+    Everything else the builders write (``CASE``, ``COUNT(DISTINCT ...)``, window
+    functions, ``date_trunc('day', ...)``, ``USING`` joins) reads the same in DuckDB and
+    Spark SQL; see `features.spark.SparkDialect` for Spark's versions of these.
+    """
 
     def days(self, start: str, end: str) -> str:
         """Fractional days from ``start`` to ``end`` (two timestamp expressions)."""
         return f"((epoch({end}) - epoch({start})) / 86400.0)"
+
+    def quote(self, name: str) -> str:
+        """Quote a column name as an identifier (an attribute column may hold spaces)."""
+        return '"' + name.replace('"', '""') + '"'
+
+    def double(self, expr: str) -> str:
+        """Return a decimal expression (``1.0``, ``5.0 * n``) as one that averages in floats.
+
+        DuckDB already averages and divides decimals in doubles, so its version is
+        ``expr`` itself; Spark keeps a fixed number of decimal places and casts.
+        """
+        return expr
 
 
 class Engine:

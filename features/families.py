@@ -470,7 +470,8 @@ def feedback(engine: Engine, as_of: pd.Timestamp, params: dict):
             )
         )
     if engine.has("feedback", "comment"):
-        cols.append("AVG(CASE WHEN comment IS NOT NULL THEN 1.0 ELSE 0.0 END) AS feedback_comments")
+        flag = engine.dialect.double("CASE WHEN comment IS NOT NULL THEN 1.0 ELSE 0.0 END")
+        cols.append(f"AVG({flag}) AS feedback_comments")
         feats.append(
             Feature(
                 "feedback_comments",
@@ -542,9 +543,11 @@ def support(engine: Engine, as_of: pd.Timestamp, params: dict):
         ]
     if engine.has("support_tickets", "priority"):
         levels = ", ".join(f"'{p.lower()}'" for p in params["high_priority"])
+        urgent = engine.dialect.double(
+            f"CASE WHEN lower(priority) IN ({levels}) THEN 1.0 ELSE 0.0 END"
+        )
         cols.append(
-            f"AVG(CASE WHEN opened_at > {start} THEN CASE WHEN lower(priority) IN ({levels}) "
-            "THEN 1.0 ELSE 0.0 END END) AS support_high_priority_share"
+            f"AVG(CASE WHEN opened_at > {start} THEN {urgent} END) AS support_high_priority_share"
         )
         feats.append(
             Feature(
@@ -574,7 +577,7 @@ def attributes(engine: Engine, as_of: pd.Timestamp, params: dict):
     ``customers.signup_date`` is an attribute too.
     """
     names = engine.data.attributes
-    quoted = "".join(', "' + n.replace('"', '""') + '"' for n in names)
+    quoted = "".join(", " + engine.dialect.quote(n) for n in names)
     raw = engine.query(f"SELECT customer_id{quoted} FROM customers")
     frame, feats = raw[["customer_id"]].copy(), []
     for name in names:

@@ -208,7 +208,8 @@ def rfm(engine: Engine, as_of: pd.Timestamp, params: dict) -> tuple[pd.DataFrame
 
     def score(order: str) -> str:
         rank = f"RANK() OVER (ORDER BY {order})"
-        step = f"{_SCORES}.0 * ({rank} - 1) / GREATEST(COUNT(*) OVER () - 1, 1)"
+        scaled = engine.dialect.double(f"{_SCORES}.0 * ({rank} - 1)")
+        step = f"{scaled} / GREATEST(COUNT(*) OVER () - 1, 1)"
         return f"LEAST({_SCORES}, 1 + CAST(FLOOR({step}) AS INTEGER))"
 
     frame = engine.query(f"""

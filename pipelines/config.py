@@ -15,7 +15,7 @@ import yaml
 from features.accounts import ACCOUNT_NPS
 from features.builders import FAMILIES
 
-__all__ = ["DEFAULT_CONFIG", "PROJ_ROOT", "ConfigError", "load_config"]
+__all__ = ["DEFAULT_CONFIG", "ENGINES", "PROJ_ROOT", "ConfigError", "load_config"]
 
 #: The repository root when running from a checkout, else the working directory.
 PROJ_ROOT = (
@@ -26,7 +26,10 @@ PROJ_ROOT = (
 DEFAULT_CONFIG = Path(__file__).with_name("conf") / "default.yaml"
 
 # Sections whose keys are the user's own (table names, free mappings): not checked.
-_FREE = {"columns", "overrides", "influence"}
+_FREE = {"columns", "overrides", "influence", "conf"}
+
+#: The engines that can compute the features (``engine:`` in the config).
+ENGINES = ("duckdb", "spark")
 
 
 class ConfigError(ValueError):
@@ -132,6 +135,7 @@ def _check(cfg: dict, source: str) -> None:
             f"got {m['families']!r}."
         )
     _check_b2b(cfg, source)
+    _check_engine(cfg, source)
     if not isinstance(cfg["columns"], dict) or not all(
         isinstance(v, dict) for v in cfg["columns"].values()
     ):
@@ -174,6 +178,29 @@ def _check_b2b(cfg: dict, source: str) -> None:
     gap = b["min_gap"]
     if not isinstance(gap, int | float) or isinstance(gap, bool) or gap < 0:
         raise ConfigError(f"{source}: b2b.min_gap should be a number >= 0, got {gap!r}.")
+
+
+def _check_engine(cfg: dict, source: str) -> None:
+    if cfg["engine"] not in ENGINES:
+        raise ConfigError(
+            f"{source}: engine should be one of {', '.join(ENGINES)}; got {cfg['engine']!r}."
+        )
+    spark = cfg["spark"]
+    for key in ("master", "app_name"):
+        if not isinstance(spark[key], str) or not spark[key].strip():
+            raise ConfigError(
+                f"{source}: spark.{key} should be a non-empty text, got {spark[key]!r}."
+            )
+    if spark["staging_dir"] is not None and not isinstance(spark["staging_dir"], str):
+        raise ConfigError(
+            f"{source}: spark.staging_dir should be a folder path or null, got "
+            f"{spark['staging_dir']!r}."
+        )
+    if not isinstance(spark["conf"], dict) or not all(isinstance(k, str) for k in spark["conf"]):
+        raise ConfigError(
+            f"{source}: spark.conf should map Spark setting names to values "
+            f"({{spark.driver.memory: 8g}}), got {spark['conf']!r}."
+        )
 
 
 def load_config(path: str | Path | None = None, **overrides) -> dict:

@@ -25,7 +25,10 @@ from mlflow.tracking import MlflowClient
 from pipelines.config import PROJ_ROOT
 
 __all__ = [
+    "ASSIGNMENT_TYPE",
+    "assign_on_spark",
     "log_artifacts",
+    "register_served_model",
     "log_candidates",
     "log_served_model",
     "champion_outputs",
@@ -49,7 +52,11 @@ _LIBRARIES = (
     "mlflow",
     "umap-learn",
     "hdbscan",
+    "pyspark",
 )
+
+#: What the served model returns per customer, as the Spark type of `assign_on_spark`.
+ASSIGNMENT_TYPE = "persona_id long, persona_name string, confidence double, is_outlier boolean"
 
 
 def tracking_uri(cfg: dict) -> str:
@@ -259,6 +266,63 @@ def log_served_model(model, *, registered_name: str | None, workdir: Path) -> st
     if registered_name and info.registered_model_version is not None:
         return f"models:/{registered_name}/{info.registered_model_version}"
     return f"runs:/{mlflow.active_run().info.run_id}/persona_model"
+
+
+def register_served_model(model_uri: str, registered_name: str) -> str:
+    """Register a logged served model (``runs:/RUN/persona_model``); return its version URI.
+
+    Parameters
+    ----------
+    model_uri : str
+        The model as `log_served_model` logged it without a registered name.
+    registered_name : str
+        Registry name.
+
+    Returns
+    -------
+    str
+        ``models:/NAME/VERSION``.
+    """
+    version = mlflow.register_model(model_uri, registered_name)
+    return f"models:/{registered_name}/{version.version}"
+
+
+def assign_on_spark(spark, model_uri: str, features, columns: list[str]):
+    """Assign every customer of a Spark feature table with the served model, on the cluster.
+
+    The model is the pyfunc `log_served_model` logged, applied by MLflow's ``spark_udf``
+    in the executors' own Python (``env_manager="local"``: the cluster must have the
+    project installed, as it does in local mode; MLflow then does not build an
+    environment per executor).
+
+    Parameters
+    ----------
+    spark : pyspark.sql.SparkSession
+        The session.
+    model_uri : str
+        The served model (``models:/personas/3``, ``runs:/<run id>/persona_model``).
+    features : pyspark.sql.DataFrame
+        One row per customer: ``customer_id`` and the model's feature columns.
+    columns : list of str
+        The model's feature columns (`models.served.PersonaModel.columns`), in order.
+
+    Returns
+    -------
+    pyspark.sql.DataFrame
+        ``customer_id`` and the columns of `ASSIGNMENT_TYPE`.
+    """
+    from pyspark.sql.functions import col, struct  # pyspark is an optional extra
+
+    from features.spark import pandas_warnings_silenced
+
+    with pandas_warnings_silenced():
+        udf = mlflow.pyfunc.spark_udf(
+            spark, model_uri, result_type=ASSIGNMENT_TYPE, env_manager="local"
+        )
+    inputs = struct(*[col("`" + c.replace("`", "``") + "`") for c in columns])
+    return features.select("customer_id", udf(inputs).alias("_persona")).select(
+        "customer_id", "_persona.*"
+    )
 
 
 def set_alias(registered_name: str, version_uri: str, alias: str) -> None:

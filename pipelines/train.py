@@ -19,6 +19,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from sklearn.decomposition import PCA
 
 from features import DataError, FeatureTable, LoadedData, build_features, load_data
+from features.engine import Engine
 from features.privacy import pseudonymize
 from models import Preprocessor, order_by_size, profile_personas, select_segmentation
 from models.drivers import key_drivers
@@ -27,6 +28,7 @@ from models.themes import persona_themes
 from pipelines import b2b, tracking
 from pipelines.compare import apply_identity, describe_changes, gate, load_previous
 from pipelines.config import PROJ_ROOT, ConfigError, load_config
+from pipelines.engines import assign_on_cluster, feature_engine, require
 from pipelines.report import write_markdown, write_report
 from pipelines.value import add_customer_value, revenue_at_risk
 
@@ -301,7 +303,10 @@ def train(
         Output folder; default ``<output.root>/<timestamp>-<run id>``. It appears only
         when the run succeeds (outputs are written to a staging folder first).
     cfg : dict, optional
-        An already loaded configuration (wins over ``config``).
+        An already loaded configuration (wins over ``config``). Its ``engine`` says where
+        the features are computed (see `pipelines.engines`): with ``spark`` the served
+        model is logged before the outputs are written, since the assignments come from
+        it, on the cluster (and registered only once the run has succeeded).
 
     Returns
     -------
@@ -310,17 +315,25 @@ def train(
     """
     cfg = cfg or load_config(config)
     _salt(cfg)  # fail before any work when the salt is missing
+    require(cfg)  # ... or the engine cannot start
     with tracking.run(cfg, run_name="train") as run_id:
         tracking.log_params(cfg)
         with _stage("Load and validate"):
             loaded = load(data, cfg)
         try:
-            return _train(loaded, cfg, run_id, output)
+            with feature_engine(loaded, cfg) as engine:
+                return _train(loaded, engine, cfg, run_id, output)
         finally:
             loaded.con.close()
 
 
-def _train(loaded: LoadedData, cfg: dict, run_id: str, output) -> TrainResult:
+def _log_served(served: PersonaModel, registered_name: str | None) -> str:
+    """Log (and register, when named) the served model; return its URI."""
+    with _stage("Log the served model"), tempfile.TemporaryDirectory() as tmp:
+        return tracking.log_served_model(served, registered_name=registered_name, workdir=Path(tmp))
+
+
+def _train(loaded: LoadedData, engine: Engine, cfg: dict, run_id: str, output) -> TrainResult:
     quality = loaded.quality
     tracking.set_tags({"data_fingerprint": loaded.fingerprint, "as_of": str(loaded.as_of)})
     tracking.log_metrics({f"rows.{t}": info["rows_used"] for t, info in quality["tables"].items()})
@@ -332,9 +345,9 @@ def _train(loaded: LoadedData, cfg: dict, run_id: str, output) -> TrainResult:
             f"(model.k_min = {k_min})."
         )
     with _stage("Features"):
-        table = build_features(loaded, {**cfg["features"], "seed": cfg["seed"]})
+        table = build_features(loaded, {**cfg["features"], "seed": cfg["seed"]}, engine=engine)
     with _stage("Customer lifetime value"):
-        clv_model = add_customer_value(loaded, table, cfg)
+        clv_model = add_customer_value(loaded, table, cfg, engine=engine)
         if clv_model:
             tracking.log_params({"clv": clv_model})
     accounts = None
@@ -422,6 +435,14 @@ def _train(loaded: LoadedData, cfg: dict, run_id: str, output) -> TrainResult:
     labels = np.array([final[x] for x in labels])
     served.renumber = {old: final[new] for old, new in served.renumber.items()}
     served.names = {p["persona_id"]: p.get("custom_name") or p["name"] for p in personas}
+    uri = None
+    if cfg["engine"] == "spark":
+        uri = _log_served(served, None)  # registered once the run has succeeded
+        with _stage("Assign every customer on the cluster (spark_udf)"):
+            assignments, agreement = assign_on_cluster(
+                engine, table.frame, served.columns, uri, assignments
+            )
+            tracking.log_metrics({"spark.assignment_agreement": agreement})
     changes = None
     if previous is not None:
         numeric = [f.name for f in table.features if f.transform != "category"]
@@ -525,10 +546,12 @@ def _train(loaded: LoadedData, cfg: dict, run_id: str, output) -> TrainResult:
         tracking.set_tags({"model": seg.name, "model_reason": seg.reason, "level": cfg["level"]})
         tracking.log_candidates(seg.candidates)
         tracking.log_artifacts(output)
-    with _stage("Log the served model"):
-        name = cfg["tracking"]["model_name"]
-        with tempfile.TemporaryDirectory() as tmp:
-            uri = tracking.log_served_model(served, registered_name=name, workdir=Path(tmp))
+    name = cfg["tracking"]["model_name"]
+    if uri is None:
+        uri = _log_served(served, name)
+    elif name:
+        uri = tracking.register_served_model(uri, name)
+    with _stage("Promote the served model"):
         if name:
             tracking.set_alias(name, uri, "champion" if promoted else "candidate")
         tracking.set_tags(

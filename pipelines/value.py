@@ -51,7 +51,9 @@ CLV_FEATURES = [
 ]  # fmt: skip
 
 
-def add_customer_value(loaded: LoadedData, table: FeatureTable, cfg: dict) -> dict | None:
+def add_customer_value(
+    loaded: LoadedData, table: FeatureTable, cfg: dict, *, engine: Engine | None = None
+) -> dict | None:
     """Fit the CLV models and add their features to ``table`` (in place).
 
     Parameters
@@ -63,6 +65,9 @@ def add_customer_value(loaded: LoadedData, table: FeatureTable, cfg: dict) -> di
         never bought).
     cfg : dict
         The run configuration (``clv`` section).
+    engine : Engine, optional
+        Where the purchase history (`features.rfm.clv_summary`) is computed; default
+        DuckDB on ``loaded``.
 
     Returns
     -------
@@ -75,7 +80,7 @@ def add_customer_value(loaded: LoadedData, table: FeatureTable, cfg: dict) -> di
     c = cfg["clv"]
     if not c["enabled"] or "transactions" not in loaded.tables:
         return None
-    engine = Engine(loaded)
+    engine = engine or Engine(loaded)
     cycle = None
     if c["model"] != "bgnbd":
         history = billing_history(engine, loaded.as_of).set_index("customer_id")

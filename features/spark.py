@@ -1,0 +1,230 @@
+"""Run the feature SQL on Apache Spark: the `SparkEngine` and its `SparkDialect`.
+
+What runs where:
+
+- **DuckDB, on the driver, checks the data** (`features.loading.load_data`): it reads the
+  source, maps the columns, applies the contract's rules (bad values fail the run or are
+  quarantined), drops personal data, rows of unknown customers and rows after ``as_of``.
+  The contract's rules live in one place, so a valid row means the same thing on both
+  engines.
+- **The staged tables go to Parquet once.** `SparkEngine.stage` has DuckDB write each
+  staged table (contract column names and types, timestamps in UTC without zone) to a
+  staging folder, and registers it as a Spark temporary view named after the table
+  (``customers``, ``transactions``...). Spark therefore reads exactly the rows DuckDB
+  would aggregate, so the two engines give the same features; on a cluster the folder must
+  be one every executor can read (a shared mount), see ``spark.staging_dir`` in the config.
+- **Spark runs every aggregation.** The feature builders' SQL (`features.families`,
+  `features.rfm`) runs unchanged through `SparkEngine.query`, with the few expressions
+  that differ taken from `SparkDialect`; only the per-customer result comes back to the
+  driver (``toPandas``).
+
+This module imports pyspark; nothing else in `features` does, so the DuckDB engine works
+without it (``pip install "personas[spark]"`` adds it).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import uuid
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.functions import col
+from pyspark.sql.types import DecimalType
+
+from features.engine import Dialect, Engine, sql_text
+from features.loading import LoadedData
+
+__all__ = ["SparkDialect", "SparkEngine", "pandas_warnings_silenced"]
+
+logger = logging.getLogger(__name__)
+
+#: What PySpark says on every conversion under pandas 3 (it does not support pandas 3 fully
+#: yet, and still passes ``copy=`` to ``astype``). The conversions we use are covered by
+#: tests/test_spark.py, so these messages are silenced where we convert.
+_PANDAS_WARNINGS = (
+    "PySpark does not yet fully support pandas",
+    "The copy keyword is deprecated",
+)
+
+
+@contextmanager
+def pandas_warnings_silenced() -> Iterator[None]:
+    """Silence PySpark's warnings about pandas 3 (see `_PANDAS_WARNINGS`) inside the block.
+
+    Yields
+    ------
+    None
+        The block that starts a session, converts a result or builds a pandas UDF.
+    """
+    with warnings.catch_warnings():
+        for message in _PANDAS_WARNINGS:
+            warnings.filterwarnings("ignore", message=message)
+        yield
+
+
+class SparkDialect(Dialect):
+    """Spark SQL's versions of the expressions that differ from DuckDB's.
+
+    Spark has no ``epoch()``: a span of time is the difference of ``unix_micros``, which
+    reads the timestamps in the session time zone, so `SparkEngine.stage` sets it to UTC
+    (the zone the staged timestamps are in). Identifiers are quoted with backticks, since
+    Spark reads ``"text"`` as a string. Spark types ``1.0`` as a decimal and keeps a fixed
+    number of places when it averages or divides one (a share of ``1.0``/``0.0`` flags
+    comes out to 5 places), where DuckDB uses doubles: `double` casts.
+    """
+
+    def days(self, start: str, end: str) -> str:
+        """Fractional days from ``start`` to ``end`` (two timestamp expressions)."""
+        micros = "unix_micros(CAST({} AS TIMESTAMP))"
+        return f"(({micros.format(end)} - {micros.format(start)}) / 8.64e10)"
+
+    def quote(self, name: str) -> str:
+        """Quote a column name as a Spark identifier."""
+        return "`" + name.replace("`", "``") + "`"
+
+    def double(self, expr: str) -> str:
+        """Return a decimal expression as a double (Spark averages ``1.0`` to 5 places)."""
+        return f"CAST({expr} AS DOUBLE)"
+
+
+class SparkEngine(Engine):
+    """Runs builder SQL on Spark and hands back pandas frames.
+
+    Build one with `SparkEngine.stage`, which writes the checked tables of a
+    `features.loading.LoadedData` to Parquet and registers them as temporary views; see
+    the module docstring for what runs where. Use it as a context manager (or call
+    `close`) to drop the views and the staging folder.
+
+    Parameters
+    ----------
+    data : LoadedData
+        The checked tables (their metadata: tables, columns, attributes, as_of).
+    spark : pyspark.sql.SparkSession
+        The session the SQL runs on.
+    folder : Path
+        The staging folder holding one Parquet file per table; removed by `close`.
+
+    See Also
+    --------
+    features.engine.Engine : The DuckDB engine.
+    """
+
+    dialect = SparkDialect()
+
+    def __init__(self, data: LoadedData, spark: SparkSession, folder: Path):
+        super().__init__(data)
+        self.spark = spark
+        self.folder = Path(folder)
+
+    @classmethod
+    def stage(
+        cls, data: LoadedData, spark: SparkSession, staging_dir: str | Path | None = None
+    ) -> SparkEngine:
+        """Write the checked tables to Parquet and register them as Spark views.
+
+        Parameters
+        ----------
+        data : LoadedData
+            The checked tables, staged in DuckDB (see `features.load_data`).
+        spark : pyspark.sql.SparkSession
+            The session; its SQL time zone is set to UTC, the zone of the data.
+        staging_dir : str or Path, optional
+            Where the Parquet files go (a new subfolder of it, removed by `close`); on a
+            cluster, a folder every executor can read. Default a temporary folder, which
+            suits ``local`` masters.
+
+        Returns
+        -------
+        SparkEngine
+            The engine, with one temporary view per table of ``data`` (replacing any
+            temporary view of that name in the session).
+        """
+        if staging_dir is None:
+            folder = Path(tempfile.mkdtemp(prefix="personas-spark-"))
+        else:
+            folder = Path(staging_dir) / f"personas-{uuid.uuid4().hex[:12]}"
+            folder.mkdir(parents=True)
+        engine = cls(data, spark, folder)
+        try:
+            if spark.conf.get("spark.sql.session.timeZone") != "UTC":
+                logger.info("Spark SQL time zone set to UTC, the zone of the data.")
+                spark.conf.set("spark.sql.session.timeZone", "UTC")
+            for name in data.tables:
+                path = folder / f"{name}.parquet"
+                data.con.execute(
+                    f"COPY (SELECT * FROM {name}) TO {sql_text(path)} (FORMAT parquet)"
+                )
+                spark.read.parquet(str(path)).createOrReplaceTempView(name)
+        except BaseException:
+            engine.close()
+            raise
+        logger.info("Spark: %d tables staged in %s", len(data.tables), folder)
+        return engine
+
+    def query(self, sql: str) -> pd.DataFrame:
+        """Run a query on Spark and return its result as a DataFrame."""
+        return self.collect(self.spark.sql(sql))
+
+    def collect(self, frame: DataFrame) -> pd.DataFrame:
+        """Bring a Spark result to the driver, decimals as floats (as DuckDB returns them).
+
+        Spark types a literal such as ``1.0`` as a decimal, which pandas would hold as
+        Python `decimal.Decimal` objects; every decimal column becomes a double first.
+
+        Parameters
+        ----------
+        frame : pyspark.sql.DataFrame
+            The result.
+
+        Returns
+        -------
+        pandas.DataFrame
+            The same rows and columns.
+        """
+        columns = [
+            col(self.dialect.quote(f.name)).cast("double").alias(f.name)
+            if isinstance(f.dataType, DecimalType)
+            else col(self.dialect.quote(f.name))
+            for f in frame.schema.fields
+        ]
+        with pandas_warnings_silenced():
+            return frame.select(*columns).toPandas()
+
+    def to_spark(self, frame: pd.DataFrame, name: str) -> DataFrame:
+        """Hand a driver-side table to the cluster, through a Parquet file of the staging folder.
+
+        Parameters
+        ----------
+        frame : pandas.DataFrame
+            The table (its index is written as a column when it has a name).
+        name : str
+            The file's name in the staging folder (``features``).
+
+        Returns
+        -------
+        pyspark.sql.DataFrame
+            The table, read by Spark.
+        """
+        path = self.folder / f"{name}.parquet"
+        table = frame.reset_index() if frame.index.name else frame
+        table.to_parquet(path, index=False)
+        return self.spark.read.parquet(str(path))
+
+    def close(self) -> None:
+        """Drop the temporary views and remove the staging folder."""
+        for name in self.data.tables:
+            self.spark.catalog.dropTempView(name)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def __enter__(self) -> SparkEngine:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

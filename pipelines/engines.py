@@ -1,0 +1,209 @@
+"""Where a run computes its features: the engine the config names, and Spark's share of it.
+
+``engine: duckdb`` (the default) runs the feature SQL in the DuckDB connection that checked
+the data. ``engine: spark`` (``personas train --engine spark``) does this:
+
+1. DuckDB still reads and checks the data on the driver (`features.load_data`), so the
+   contract's rules, the quarantine and ``as_of`` are the same on both engines;
+2. a Spark session starts from the ``spark:`` settings (or the one already running in the
+   process is used), and `features.spark.SparkEngine` stages the checked tables as Parquet
+   for it;
+3. Spark computes every feature family and the CLV summary from those tables; the
+   per-customer results come back to the driver, where the models are fitted (on the
+   samples `models.select_segmentation` draws) and the personas profiled;
+4. once the served model is logged, `assign_on_cluster` assigns every customer on the
+   cluster with MLflow's ``spark_udf`` (`pipelines.tracking.assign_on_spark`); those are
+   the assignments the run writes, and their agreement with the driver's is logged.
+
+The free-text themes (comments, ticket topics) are read from DuckDB on the driver.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import pandas as pd
+
+from features import LoadedData
+from features.engine import Engine
+from pipelines import tracking
+from pipelines.config import ConfigError
+
+__all__ = ["assign_on_cluster", "feature_engine", "require"]
+
+logger = logging.getLogger(__name__)
+
+#: Settings every session we start gets (a user's ``spark.conf`` wins): the data's time
+#: zone, Arrow for the results that come back to the driver, no progress bars in the log.
+_SESSION_DEFAULTS = {
+    "spark.sql.session.timeZone": "UTC",
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
+    "spark.ui.showConsoleProgress": "false",
+}
+
+
+def require(cfg: dict) -> None:
+    """Stop before any work when the configured engine cannot start.
+
+    Parameters
+    ----------
+    cfg : dict
+        The run configuration (``engine``).
+
+    Raises
+    ------
+    ConfigError
+        When ``engine: spark`` but PySpark is not installed, or Java cannot be found.
+    """
+    if cfg["engine"] != "spark":
+        return
+    if importlib.util.find_spec("pyspark") is None:
+        raise ConfigError(
+            "engine: spark needs PySpark, which is not installed in this environment "
+            f'({sys.executable}). Install the Spark extra with `pip install "personas[spark]"` '
+            "(`make test` does), or set engine: duckdb (the default) to compute the features "
+            "in DuckDB."
+        )
+    if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
+        raise ConfigError(
+            "engine: spark needs Java 17 or later to start Spark, and neither `java` on the "
+            "PATH nor $JAVA_HOME was found. Install a JDK (Debian: apt-get install "
+            "default-jre-headless) or set JAVA_HOME."
+        )
+
+
+@contextmanager
+def _session(settings: dict) -> Iterator:
+    """Yield the running Spark session, else one started from ``settings`` (stopped after)."""
+    from pyspark.sql import SparkSession
+
+    from features.spark import pandas_warnings_silenced
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        logger.info("Spark: using the running session (master %s).", active.sparkContext.master)
+        yield active
+        return
+    if settings["master"].startswith("local"):  # the Python workers run this interpreter
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    conf = dict(_SESSION_DEFAULTS)
+    conf.update(
+        {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in settings["conf"].items()}
+    )
+    builder = SparkSession.builder.master(settings["master"]).appName(settings["app_name"])
+    for key, value in conf.items():
+        builder = builder.config(key, value)
+    start = time.perf_counter()
+    with pandas_warnings_silenced():
+        spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("ERROR")  # the run's own log says what happens
+    logger.info(
+        "Spark %s session on %s started in %.1fs.",
+        spark.version,
+        settings["master"],
+        time.perf_counter() - start,
+    )
+    try:
+        yield spark
+    finally:
+        spark.stop()
+
+
+@contextmanager
+def feature_engine(loaded: LoadedData, cfg: dict) -> Iterator[Engine]:
+    """Yield the engine the features are computed on (see the module docstring).
+
+    Parameters
+    ----------
+    loaded : LoadedData
+        The checked tables.
+    cfg : dict
+        The run configuration (``engine`` and ``spark``).
+
+    Yields
+    ------
+    features.engine.Engine
+        DuckDB's `Engine`, or a `features.spark.SparkEngine` (closed, and its session
+        stopped if this started it, on exit).
+    """
+    if cfg["engine"] == "duckdb":
+        yield Engine(loaded)
+        return
+    require(cfg)
+    from features.spark import SparkEngine  # pyspark is an optional extra
+
+    settings = cfg["spark"]
+    with (
+        _session(settings) as spark,
+        SparkEngine.stage(loaded, spark, settings["staging_dir"]) as engine,
+    ):
+        yield engine
+
+
+def assign_on_cluster(
+    engine, frame: pd.DataFrame, columns: list[str], model_uri: str, driver: pd.DataFrame
+) -> tuple[pd.DataFrame, float]:
+    """Assign every customer on the cluster with the served model, and compare.
+
+    Parameters
+    ----------
+    engine : features.spark.SparkEngine
+        The Spark engine of the run.
+    frame : pandas.DataFrame
+        The feature table (index ``customer_id``).
+    columns : list of str
+        The served model's feature columns.
+    model_uri : str
+        The logged served model.
+    driver : pandas.DataFrame
+        The assignments computed on the driver (``customer_id``, ``persona_id``...).
+
+    Returns
+    -------
+    assignments : pandas.DataFrame
+        The cluster's assignments, with the columns and row order of ``driver``.
+    agreement : float
+        The share of customers placed in the same persona on the cluster as on the
+        driver (1.0 unless the executors' libraries differ from the driver's).
+    """
+    features = engine.to_spark(frame[columns], "features")
+    result = engine.collect(tracking.assign_on_spark(engine.spark, model_uri, features, columns))
+    result = result.assign(customer_id=result["customer_id"].astype(str)).set_index("customer_id")
+    ids = driver["customer_id"].astype(str)
+    missing = ids[~ids.isin(result.index)]
+    if len(missing):  # a bug, never the user's data
+        raise RuntimeError(
+            f"spark_udf returned no persona for {len(missing):,} customers "
+            f"(e.g. {', '.join(missing.head(3))})."
+        )
+    result = result.loc[ids]
+    assignments = pd.DataFrame(
+        {
+            "customer_id": driver["customer_id"].to_numpy(),
+            "persona_id": result["persona_id"].to_numpy(dtype=np.int64),
+            "persona_name": result["persona_name"].to_numpy(),
+            "confidence": result["confidence"].to_numpy(dtype=float),
+            "is_outlier": result["is_outlier"].to_numpy(dtype=bool),
+        }
+    )
+    agreement = float(np.mean(assignments["persona_id"].to_numpy() == driver["persona_id"]))
+    logger.info(
+        "Spark assigned %d customers; agreement with the driver %.4f.", len(driver), agreement
+    )
+    if agreement < 1.0:
+        logger.warning(
+            "The cluster placed %d of %d customers in another persona than the driver did "
+            "(agreement %.4f); check that the executors run the same library versions.",
+            int(round((1 - agreement) * len(driver))),
+            len(driver),
+            agreement,
+        )
+    return assignments, agreement

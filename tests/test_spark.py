@@ -1,0 +1,262 @@
+"""The Spark engine: DuckDB's features, DuckDB's personas, every customer assigned on Spark.
+
+The Spark tests share one local session (``local[2]``, UI off, 4 shuffle partitions) and
+are skipped, with the reason, only where PySpark or Java is missing; ``make test``
+installs PySpark (and Java, as root). The settings and error tests run everywhere.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import records, write_csv_tables
+from sklearn.metrics import adjusted_rand_score
+
+from features import build_features, load_data
+from features.engine import Engine
+from features.rfm import clv_summary
+from pipelines import engines
+from pipelines.config import ENGINES, ConfigError, load_config
+
+AS_OF = "2026-03-31 00:00"
+DEMO_CUSTOMERS = 1500
+
+
+@pytest.fixture(scope="session")
+def spark(tmp_path_factory):
+    pytest.importorskip(
+        "pyspark", reason="PySpark is not installed (pip install '.[spark]'; make test does)"
+    )
+    if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
+        pytest.skip("Java is not installed (Spark needs Java 17+: apt-get install default-jre)")
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    from pyspark.sql import SparkSession
+
+    from features.spark import pandas_warnings_silenced
+
+    builder = (
+        SparkSession.builder.master("local[2]")
+        .appName("personas-tests")
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.shuffle.partitions", "4")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.sql.warehouse.dir", str(tmp_path_factory.mktemp("spark-warehouse")))
+    )
+    with pandas_warnings_silenced():
+        session = builder.getOrCreate()
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+
+
+def fast_config(tmp_path, engine: str) -> dict:
+    """The default config with fewer resamples, tracked in a temporary store."""
+    cfg = load_config(engine=engine)
+    cfg["model"]["stability_resamples"] = 5
+    cfg["drivers"]["n_repeats"] = 2
+    cfg["tracking"]["uri"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    return cfg
+
+
+def assert_same_features(duck: pd.DataFrame, spark: pd.DataFrame) -> None:
+    """Equal tables: same customers, columns, categories and numbers (to float tolerance)."""
+    assert list(spark.columns) == list(duck.columns)
+    assert spark.index.equals(duck.index)
+    for column in duck.columns:
+        a, b = duck[column], spark[column]
+        if pd.api.types.is_numeric_dtype(a):
+            assert pd.api.types.is_numeric_dtype(b), column
+            np.testing.assert_allclose(
+                b.to_numpy(float), a.to_numpy(float), rtol=1e-9, atol=1e-9, err_msg=column
+            )
+        else:
+            assert b.astype(object).equals(a.astype(object)), column
+
+
+# -- settings and errors (no Spark needed) ---------------------------------------------
+
+
+def test_engine_is_duckdb_by_default_and_validated(tmp_path) -> None:
+    assert load_config()["engine"] == "duckdb"
+    assert load_config(engine="spark")["engine"] == "spark"
+    with pytest.raises(ConfigError, match="engine should be one of duckdb, spark; got 'flink'"):
+        load_config(engine="flink")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("spark:\n  conf: [spark.driver.memory]\n")
+    with pytest.raises(ConfigError, match="spark.conf should map Spark setting names"):
+        load_config(bad)
+    free = tmp_path / "free.yaml"
+    free.write_text("spark:\n  conf: {spark.driver.memory: 8g}\n")
+    assert load_config(free)["spark"]["conf"] == {"spark.driver.memory": "8g"}
+
+
+def test_cli_engine_choices_are_the_configs() -> None:
+    from pipelines.cli import EngineChoice
+
+    assert tuple(e.value for e in EngineChoice) == ENGINES
+
+
+def test_missing_pyspark_is_one_clear_paragraph(monkeypatch) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        engines.importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "pyspark" else real(name, *a),
+    )
+    engines.require(load_config())  # duckdb needs nothing
+    with pytest.raises(ConfigError, match=r'pip install "personas\[spark\]"') as caught:
+        engines.require(load_config(engine="spark"))
+    assert "\n" not in str(caught.value)
+
+
+# -- the same features -----------------------------------------------------------------
+
+
+def edge_tables() -> dict[str, list[dict]]:
+    """Hand-made tables with what tells the engines apart, if anything does."""
+    customers = pd.DataFrame(
+        {
+            "customer_id": [f"C{i}" for i in range(1, 7)],
+            "signup_date": [f"2025-0{i}-15" for i in range(1, 7)],
+            "company size": [10, 20, 30, 40, 50, 600],
+            "plan type": ["Pro", "Team", "Pro", "Team", "Pro", "Team"],
+        }
+    )
+    return {
+        "customers": customers,
+        "transactions": records(
+            "customer_id timestamp amount discount days_late",
+            ("C1", "2025-06-01 10:00", "100", "10", "0"),
+            ("C1", "2025-06-01 18:00", "50", "0", "3"),  # same day: one purchase day
+            ("C1", "2026-01-02", "100", "", "1"),
+            ("C1", "2026-02-02", "-20", "", ""),  # a refund
+            ("C2", "2026-03-30 23:59:59.5", "0", "0", "0"),  # a free order, to the half second
+            ("C3", "2025-12-01", "100", "5", "2"),
+            ("C3", "2026-03-01", "100", "5", "2"),  # ties with C1 in frequency
+            ("C5", "2026-03-31 00:00", "70", "0", "0"),  # exactly at as_of: counted
+        ),
+        "usage_events": records(
+            "customer_id timestamp feature quantity",
+            ("C1", "2026-03-30", "Reports", "2"),
+            ("C1", "2026-02-15", "reports", "1"),  # slugs alike: one feature
+            ("C2", "2026-01-10", "API", ""),
+            ("C3", "2026-03-29 12:00", "API", "3"),
+            ("C5", "2026-03-31 01:00", "API", "1"),  # after as_of: ignored
+        ),
+        "engagement_events": records(
+            "customer_id timestamp channel",
+            ("C1", "2026-03-01", "Email"),
+            ("C1", "2026-03-02", "email"),
+            ("C2", "2026-03-03", "Web visit"),
+            ("C6", "2025-06-01", "Email"),  # silent in the window
+        ),
+        "feedback": records(
+            "customer_id timestamp nps csat comment",
+            ("C1", "2026-01-01", "9", "5", "great"),
+            ("C1", "2026-03-01", "6", "3", ""),
+            ("C1", "2026-03-02", "", "4", ""),  # thirds: 1 of 3 responses has a comment
+            ("C2", "2026-03-01", "10", "", ""),
+            ("C3", "2026-03-01", "7", "4", "ok"),
+        ),
+        "support_tickets": records(
+            "customer_id opened_at closed_at priority",
+            ("C1", "2026-03-01", "2026-03-02 12:00", "High"),
+            ("C1", "2026-03-05", "", "low"),
+            ("C1", "2026-03-06", "2026-04-10", "low"),  # closed after as_of: still open
+            ("C3", "2026-02-01", "2026-02-04", "urgent"),
+        ),
+    }
+
+
+def test_features_equal_duckdb_on_edge_cases(spark, tmp_path) -> None:
+    cfg = load_config()
+    params = {**cfg["features"], "seed": cfg["seed"]}
+    loaded = load_data(write_csv_tables(tmp_path / "edge", edge_tables()), as_of=AS_OF)
+    try:
+        duck = build_features(loaded, params)
+        with engines.feature_engine(loaded, {**cfg, "engine": "spark"}) as engine:
+            table = build_features(loaded, params, engine=engine)
+            spark_clv = clv_summary(engine, loaded.as_of)
+        duck_clv = clv_summary(Engine(loaded), loaded.as_of)
+    finally:
+        loaded.con.close()
+    assert {"attr_company_size", "attr_plan_type", "feedback_comments"} <= set(duck.frame)
+    assert duck.frame.loc["C1", "feedback_comments"] == pytest.approx(1 / 3, rel=1e-12)
+    assert_same_features(duck.frame, table.frame)
+    assert_same_features(duck_clv.set_index("customer_id"), spark_clv.set_index("customer_id"))
+    assert spark.catalog.listTables() == []  # the views went with the engine
+
+
+# -- the same personas, assigned on the cluster ----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    from pipelines.demo import write_demo
+
+    folder = tmp_path_factory.mktemp("spark-demo") / "data"
+    write_demo(folder, n_customers=DEMO_CUSTOMERS, seed=3, file_format="parquet")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def trained(spark, demo, tmp_path_factory):
+    """One train run per engine on the demo, into one MLflow store."""
+    from pipelines.train import train
+
+    root = tmp_path_factory.mktemp("spark-train")
+    runs = {}
+    for engine in ENGINES:
+        cfg = fast_config(root, engine)
+        runs[engine] = train(demo, cfg=cfg, output=root / engine), cfg
+    return runs
+
+
+def test_features_equal_duckdb_on_the_demo(trained) -> None:
+    (duck, _), (spark_run, _) = trained["duckdb"], trained["spark"]
+    a = pd.read_parquet(duck.output / "features.parquet").set_index("customer_id")
+    b = pd.read_parquet(spark_run.output / "features.parquet").set_index("customer_id")
+    assert len(a) == DEMO_CUSTOMERS and a.shape[1] > 30
+    clv = [c for c in a if c.startswith("clv_")]  # fitted on the summaries: a looser match
+    assert clv
+    assert_same_features(a.drop(columns=clv), b.drop(columns=clv))
+    np.testing.assert_allclose(b[clv].to_numpy(float), a[clv].to_numpy(float), rtol=1e-6)
+
+
+def test_spark_train_finds_duckdbs_personas(trained) -> None:
+    (duck, _), (spark_run, _) = trained["duckdb"], trained["spark"]
+    a = pd.read_csv(duck.output / "assignments.csv", dtype={"customer_id": str})
+    b = pd.read_csv(spark_run.output / "assignments.csv", dtype={"customer_id": str})
+    assert len(b) == DEMO_CUSTOMERS and b["customer_id"].is_unique
+    merged = a.merge(b, on="customer_id", suffixes=("_duckdb", "_spark"), validate="1:1")
+    assert len(merged) == DEMO_CUSTOMERS
+    assert adjusted_rand_score(merged["persona_id_duckdb"], merged["persona_id_spark"]) >= 0.99
+    assert len(spark_run.personas) == len(duck.personas)
+
+
+def test_spark_udf_assignments_equal_the_driver(trained) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from pipelines import tracking
+
+    result, cfg = trained["spark"]
+    metrics = MlflowClient(tracking_uri=cfg["tracking"]["uri"]).get_run(result.run_id).data.metrics
+    assert metrics["spark.assignment_agreement"] == 1.0
+    assert result.model_uri.startswith("models:/personas/")  # registered after the run
+    written = pd.read_csv(result.output / "assignments.csv", dtype={"customer_id": str})
+    features = pd.read_parquet(result.output / "features.parquet").set_index("customer_id")
+    driver = tracking.load_served_model(result.model_uri, cfg).predict(features).reset_index()
+    merged = written.merge(driver, on="customer_id", suffixes=("", "_driver"), validate="1:1")
+    assert len(merged) == DEMO_CUSTOMERS
+    assert (merged["persona_id"] == merged["persona_id_driver"]).mean() >= 0.99
+    assert (merged["persona_name"] == merged["persona_name_driver"]).all()
+    np.testing.assert_allclose(merged["confidence"], merged["confidence_driver"], atol=1e-4)
