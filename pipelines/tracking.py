@@ -20,6 +20,7 @@ from pathlib import Path
 import mlflow
 import mlflow.exceptions
 import mlflow.pyfunc
+import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from pipelines.config import PROJ_ROOT
@@ -219,7 +220,7 @@ class PersonaPyfunc(mlflow.pyfunc.PythonModel):
         with open(context.artifacts["persona_model"], "rb") as fh:
             self.model = pickle.load(fh)  # our own artifact, written by log_served_model
 
-    def predict(self, context, model_input, params=None):
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         """Place each row of ``model_input`` in a persona."""
         frame = model_input
         if "customer_id" in frame.columns:
