@@ -103,11 +103,9 @@ def usage(engine: Engine, as_of: pd.Timestamp, params: dict) -> tuple[pd.DataFra
 
 def _spellings(frame: pd.DataFrame, value: str, weight: str) -> dict[str, str]:
     """Return the most used spelling of each slug of ``frame[value]`` (ties: first sorted)."""
-    totals = (
-        frame.assign(_slug=frame[value].map(slug))
-        .groupby(["_slug", value], as_index=False)[weight]
-        .sum()
-        .sort_values(["_slug", weight, value], ascending=[True, False, True])
+    totals = frame.groupby(value, as_index=False)[weight].sum()  # one row per spelling
+    totals = totals.assign(_slug=totals[value].map(slug)).sort_values(
+        ["_slug", weight, value], ascending=[True, False, True]
     )
     return totals.drop_duplicates("_slug").set_index("_slug")[value].astype(str).to_dict()
 
@@ -126,8 +124,13 @@ def usage_mix(engine: Engine, as_of: pd.Timestamp, params: dict):
     if long.empty:
         return pd.DataFrame({"customer_id": []}), []
     labels = _spellings(long, "feature", "q")
-    wide = long.assign(feature=long["feature"].map(slug)).pivot_table(
-        index="customer_id", columns="feature", values="q", aggfunc="sum", fill_value=0.0
+    slugs = {f: slug(f) for f in long["feature"].unique()}  # a few names, millions of rows
+    wide = (
+        long.assign(feature=long["feature"].map(slugs))
+        .groupby(["customer_id", "feature"])["q"]
+        .sum()
+        .unstack(fill_value=0.0)
+        .astype(float)
     )
     wide = wide.reindex(sorted(wide.columns), axis=1)
     shares = wide.div(wide.sum(axis=1).replace(0, np.nan), axis=0).fillna(0.0)
