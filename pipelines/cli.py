@@ -70,6 +70,8 @@ def _friendly(func):
                 raise
             err.print(f"[bold red]error:[/] {error}", soft_wrap=True)
             raise typer.Exit(1) from None
+        except typer.BadParameter:
+            raise  # a usage error: Typer prints it with the usage line, exit status 2
         except KeyboardInterrupt:
             err.print("interrupted")
             raise typer.Exit(130) from None

@@ -182,9 +182,13 @@ def test_debug_shows_traceback(tmp_path, store):
     assert "Traceback" in result.stderr
 
 
-def test_bad_usage_exits_2(store):
+def test_bad_usage_exits_2(store, tmp_path):
     result = run_cli("train", env=store, check=False)
     assert result.returncode == 2
+    result = run_cli("demo", "--out", tmp_path / "d", "--format", "xml", env=store, check=False)
+    assert result.returncode == 2
+    assert "--format must be csv or parquet" in result.stderr
+    assert not (tmp_path / "d").exists()
 
 
 def test_validate_prints_quality_summary(trained, store):
