@@ -261,6 +261,7 @@ def load_data(
     validation: dict | None = None,
     privacy: dict | None = None,
     as_of: str | None = None,
+    names: dict[str, str] | None = None,
 ) -> LoadedData:
     """Load, check and stage the contract tables of a data source.
 
@@ -281,6 +282,11 @@ def load_data(
         Reference time; default the latest timestamp of a known customer's valid row. A
         plain date (``2026-03-31``) means the end of that day, so events later that day
         count; a time with a zone offset is converted to UTC like every timestamp.
+    names : dict of str to str, optional
+        How messages and the quality summary name a table's origin (default its file):
+        ``{"customers": "metastore table sales.customers", "source": "spark:sales"}`` for
+        a snapshot of metastore tables (see `features.metastore`); ``source`` names the
+        whole source.
 
     Returns
     -------
@@ -317,17 +323,17 @@ def load_data(
         )
     con = duckdb.connect()
     try:
-        return _load(con, source, kind, readers, mapping, validation, privacy, as_of)
+        return _load(con, source, kind, readers, mapping, validation, privacy, as_of, names or {})
     except BaseException:
         con.close()
         raise
 
 
-def _load(con, source, kind, readers, mapping, validation, privacy, as_of) -> LoadedData:
+def _load(con, source, kind, readers, mapping, validation, privacy, as_of, names) -> LoadedData:
     con.execute("SET TimeZone = 'UTC'")
     if kind == "duckdb":
         con.execute(f"ATTACH {_literal(str(source))} AS src (READ_ONLY)")
-    quality: dict = {"source": str(source), "tables": {}, "problems": []}
+    quality: dict = {"source": names.get("source", str(source)), "tables": {}, "problems": []}
     quarantine: dict[str, pd.DataFrame] = {}
     available: dict[str, list[str]] = {}
     attributes: list[str] = []
@@ -336,7 +342,8 @@ def _load(con, source, kind, readers, mapping, validation, privacy, as_of) -> Lo
     quarantining = validation["on_error"] == "quarantine"
 
     for name in [t for t in TABLES if t in readers]:
-        table, file = TABLES[name], file_of(source, kind, name)
+        table, path = TABLES[name], file_of(source, kind, name)
+        file = names.get(name, path)
         n_examples = int(validation["examples"])
         with reading(file, n_examples):
             con.execute(f"CREATE VIEW raw_{name} AS SELECT * FROM {readers[name]}")

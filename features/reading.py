@@ -70,9 +70,13 @@ def csv_delimiter(path: Path) -> str:
 
 
 def _reader(path: Path) -> str:
-    """Return the SQL table function that reads a table's file, every CSV value as text."""
+    """Return the SQL table function that reads a table's file, every CSV value as text.
+
+    A ``<table>.parquet`` folder is a Parquet dataset as Spark writes it: its part files.
+    """
     if path.suffix == ".parquet":
-        return f"read_parquet({_literal(str(path))})"
+        files = path / "*.parquet" if path.is_dir() else path
+        return f"read_parquet({_literal(str(files))})"
     return (
         f"read_csv({_literal(str(path))}, header=true, all_varchar=true, "
         f"delim={_literal(csv_delimiter(path))}, quote='\"', escape='\"')"
@@ -85,7 +89,8 @@ def find_sources(source: Path) -> tuple[str, dict[str, str]]:
     Parameters
     ----------
     source : Path
-        A folder of CSV and Parquet files, or a DuckDB database file.
+        A folder of CSV and Parquet files (a ``<table>.parquet`` folder of part files, as
+        Spark writes a table, counts as one Parquet file), or a DuckDB database file.
 
     Returns
     -------
@@ -100,7 +105,13 @@ def find_sources(source: Path) -> tuple[str, dict[str, str]]:
         If the source does not exist, a table is given twice, or a CSV file is empty.
     """
     if not source.exists():
-        raise DataError(f"Data source {source} does not exist.")
+        hint = (
+            " Tables of a Spark metastore (spark:<database>) are read by `personas train "
+            "--engine spark` only."
+            if str(source).startswith("spark:")
+            else ""
+        )
+        raise DataError(f"Data source {source} does not exist.{hint}")
     if source.is_file() and source.suffix in DB_SUFFIXES:
         con = duckdb.connect(str(source), read_only=True)
         try:
@@ -140,10 +151,19 @@ def file_of(source: Path, kind: str, table: str) -> str:
 
 
 def file_digest(source: Path, kind: str, table: str) -> bytes:
-    """Return a cheap content digest: the size and the first and last MiB of the file."""
+    """Return a cheap content digest: the size and the first and last MiB of the file.
+
+    A Parquet dataset folder is digested part file by part file, in name order.
+    """
     if kind == "duckdb":
         return b""
     path = Path(file_of(source, kind, table))
+    if path.is_dir():
+        return b"".join(_digest(part) for part in sorted(path.glob("*.parquet")))
+    return _digest(path)
+
+
+def _digest(path: Path) -> bytes:
     size = path.stat().st_size
     digest = hashlib.sha256(str(size).encode())
     with path.open("rb") as fh:

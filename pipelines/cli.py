@@ -174,7 +174,11 @@ def validate(
 @app.command()
 @_friendly
 def train(
-    data: Path = typer.Option(..., "--data", help="Data folder or DuckDB file."),
+    data: Path = typer.Option(
+        ...,
+        "--data",
+        help="Data folder, DuckDB file, or spark:<database> (metastore tables; --engine spark).",
+    ),
     config: Path | None = typer.Option(None, "--config", help="YAML settings file."),
     output: Path | None = typer.Option(None, "--output", help="Output folder."),
     engine: EngineChoice | None = typer.Option(

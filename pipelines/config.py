@@ -14,6 +14,7 @@ import yaml
 
 from features.accounts import ACCOUNT_NPS
 from features.builders import FAMILIES
+from features.contract import TABLES
 
 __all__ = ["DEFAULT_CONFIG", "ENGINES", "PROJ_ROOT", "ConfigError", "load_config"]
 
@@ -26,7 +27,7 @@ PROJ_ROOT = (
 DEFAULT_CONFIG = Path(__file__).with_name("conf") / "default.yaml"
 
 # Sections whose keys are the user's own (table names, free mappings): not checked.
-_FREE = {"columns", "overrides", "influence", "conf"}
+_FREE = {"columns", "overrides", "influence", "conf", "tables"}
 
 #: The engines that can compute the features (``engine:`` in the config).
 ENGINES = ("duckdb", "spark")
@@ -200,6 +201,16 @@ def _check_engine(cfg: dict, source: str) -> None:
         raise ConfigError(
             f"{source}: spark.conf should map Spark setting names to values "
             f"({{spark.driver.memory: 8g}}), got {spark['conf']!r}."
+        )
+    tables = spark["tables"]
+    if (
+        not isinstance(tables, dict)
+        or set(tables) - set(TABLES)
+        or not all(isinstance(v, str) and v.strip() for v in tables.values())
+    ):
+        raise ConfigError(
+            f"{source}: spark.tables should map contract tables ({', '.join(TABLES)}) to "
+            f"metastore tables ({{transactions: sales.invoices}}), got {tables!r}."
         )
 
 

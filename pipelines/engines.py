@@ -16,6 +16,13 @@ the data. ``engine: spark`` (``personas train --engine spark``) does this:
    the assignments the run writes, and their agreement with the driver's is logged.
 
 The free-text themes (comments, ticket topics) are read from DuckDB on the driver.
+
+A data source may also be tables of the Spark metastore (``--data spark:<database>``,
+``spark.tables`` for other names; `features.metastore`). `data_source` then starts the
+session first, finds the tables (a missing one stops the run before any work) and has
+Spark write each once as Parquet to a staging folder: one extra write of the raw tables.
+Step 1 checks that snapshot exactly as it checks a Parquet folder, so the tables go
+Spark -> Parquet -> DuckDB (checks) -> Parquet -> Spark (features).
 """
 
 from __future__ import annotations
@@ -25,19 +32,22 @@ import logging
 import os
 import shutil
 import sys
+import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from features import LoadedData
+from features import LoadedData, metastore
 from features.engine import Engine
 from pipelines import tracking
 from pipelines.config import ConfigError
 
-__all__ = ["assign_on_cluster", "feature_engine", "require"]
+__all__ = ["assign_on_cluster", "data_source", "feature_engine", "require"]
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +125,69 @@ def _session(settings: dict) -> Iterator:
         yield spark
     finally:
         spark.stop()
+
+
+@contextmanager
+def data_source(data: str | Path, cfg: dict) -> Iterator[tuple[Path, dict[str, str]]]:
+    """Yield the source `features.load_data` reads, snapshotting metastore tables first.
+
+    A folder or DuckDB file is yielded as it is. For ``spark:<database>`` (see
+    `features.metastore`) this starts the Spark session (or uses the running one; it stays
+    up for `feature_engine`, and is stopped on exit if this started it), finds the tables
+    before any work, and has Spark write each once as Parquet to a folder under
+    ``spark.staging_dir`` (a temporary folder by default), removed on exit: DuckDB then
+    checks that snapshot as it checks any Parquet folder.
+
+    Parameters
+    ----------
+    data : str or Path
+        A data folder, a DuckDB file, or ``spark:<database>``.
+    cfg : dict
+        The run configuration (``engine``, ``spark``).
+
+    Yields
+    ------
+    source : Path
+        The folder or file to load.
+    names : dict of str to str
+        How messages name the tables' origin (``load_data(names=...)``): empty for files,
+        ``metastore table <db>.<table>`` per table and ``source`` for metastore tables.
+
+    Raises
+    ------
+    ConfigError
+        When metastore tables are named but the engine is not spark, or Spark cannot start.
+    DataError
+        When the database or a table is missing (naming it, and listing what exists).
+    """
+    if not metastore.is_metastore(data):
+        yield Path(data), {}
+        return
+    if cfg["engine"] != "spark":
+        raise ConfigError(
+            f"The data source {data} names tables of a Spark metastore, which only the Spark "
+            "engine reads: run `personas train --engine spark` (or set engine: spark)."
+        )
+    require(cfg)
+    settings = cfg["spark"]
+    with _session(settings) as spark:
+        tables = metastore.resolve_tables(spark, metastore.database_of(data), settings["tables"])
+        folder = _staging_folder(settings["staging_dir"], "snapshot")
+        try:
+            metastore.snapshot(spark, tables, folder)
+            names = {t: f"metastore table {name}" for t, name in tables.items()}
+            yield folder, {**names, "source": str(data)}
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _staging_folder(staging_dir: str | None, kind: str) -> Path:
+    """Return a new folder for Spark's files: under ``staging_dir``, else a temporary one."""
+    if staging_dir is None:
+        return Path(tempfile.mkdtemp(prefix=f"personas-{kind}-"))
+    folder = Path(staging_dir) / f"personas-{kind}-{uuid.uuid4().hex[:12]}"
+    folder.mkdir(parents=True)
+    return folder
 
 
 @contextmanager

@@ -28,7 +28,7 @@ from models.themes import persona_themes
 from pipelines import b2b, tracking
 from pipelines.compare import apply_identity, describe_changes, gate, load_previous
 from pipelines.config import PROJ_ROOT, ConfigError, load_config
-from pipelines.engines import assign_on_cluster, feature_engine, require
+from pipelines.engines import assign_on_cluster, data_source, feature_engine, require
 from pipelines.report import write_markdown, write_report
 from pipelines.value import add_customer_value, revenue_at_risk
 
@@ -101,14 +101,18 @@ def _salt(cfg: dict) -> str | None:
     return salt
 
 
-def load(data: str | Path, cfg: dict) -> LoadedData:
-    """Load and check the data source with the settings of ``cfg``."""
+def load(data: str | Path, cfg: dict, names: dict[str, str] | None = None) -> LoadedData:
+    """Load and check the data source with the settings of ``cfg``.
+
+    ``names`` says how messages name the tables' origin (see `features.load_data`).
+    """
     return load_data(
         data,
         columns=cfg["columns"],
         validation=cfg["validation"],
         privacy=cfg["privacy"],
         as_of=cfg["as_of"],
+        names=names,
     )
 
 
@@ -296,7 +300,9 @@ def train(
     Parameters
     ----------
     data : str or Path
-        The data folder (or DuckDB file).
+        The data folder (or DuckDB file), or ``spark:<database>`` for tables of the Spark
+        metastore (``engine: spark`` only; see `pipelines.engines.data_source`: Spark
+        writes them once as Parquet, before the run starts, and DuckDB checks that).
     config : str or Path, optional
         A YAML file of settings that differ from the defaults.
     output : str or Path, optional
@@ -316,10 +322,14 @@ def train(
     cfg = cfg or load_config(config)
     _salt(cfg)  # fail before any work when the salt is missing
     require(cfg)  # ... or the engine cannot start
-    with tracking.run(cfg, run_name="train") as run_id:
+    # metastore tables: a missing one stops here; the others are snapshot to Parquet
+    with (
+        data_source(data, cfg) as (source, names),
+        tracking.run(cfg, run_name="train") as run_id,
+    ):
         tracking.log_params(cfg)
         with _stage("Load and validate"):
-            loaded = load(data, cfg)
+            loaded = load(source, cfg, names)
         try:
             with feature_engine(loaded, cfg) as engine:
                 return _train(loaded, engine, cfg, run_id, output)

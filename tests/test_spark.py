@@ -8,6 +8,7 @@ installs PySpark (and Java, as root). The settings and error tests run everywher
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import sys
@@ -18,7 +19,7 @@ import pytest
 from conftest import records, write_csv_tables
 from sklearn.metrics import adjusted_rand_score
 
-from features import build_features, load_data
+from features import DataError, build_features, load_data
 from features.engine import Engine
 from features.rfm import clv_summary
 from pipelines import engines
@@ -97,6 +98,21 @@ def test_engine_is_duckdb_by_default_and_validated(tmp_path) -> None:
     free = tmp_path / "free.yaml"
     free.write_text("spark:\n  conf: {spark.driver.memory: 8g}\n")
     assert load_config(free)["spark"]["conf"] == {"spark.driver.memory": "8g"}
+
+
+def test_metastore_sources_need_the_spark_engine_and_valid_names(tmp_path) -> None:
+    with (
+        pytest.raises(ConfigError, match="only the Spark engine reads") as caught,
+        engines.data_source("spark:sales", load_config()),
+    ):
+        pass
+    assert "\n" not in str(caught.value)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("spark:\n  tables: {invoices: sales.invoices}\n")
+    with pytest.raises(ConfigError, match="spark.tables should map contract tables"):
+        load_config(bad)
+    with pytest.raises(DataError, match="read by `personas train --engine spark` only"):
+        load_data("spark:sales")
 
 
 def test_cli_engine_choices_are_the_configs() -> None:
@@ -260,3 +276,97 @@ def test_spark_udf_assignments_equal_the_driver(trained) -> None:
     assert (merged["persona_id"] == merged["persona_id_driver"]).mean() >= 0.99
     assert (merged["persona_name"] == merged["persona_name_driver"]).all()
     np.testing.assert_allclose(merged["confidence"], merged["confidence_driver"], atol=1e-4)
+
+
+# -- the same run from tables of the metastore -----------------------------------------
+
+METASTORE_DB = "personas_demo"
+
+
+@pytest.fixture(scope="module")
+def metastore_db(spark, demo):
+    """The demo's tables in a metastore database; transactions as ``invoices``, whose
+    ``amount`` is ``invoice_amount`` (names ``spark.tables`` and ``columns`` must map)."""
+    spark.sql(f"CREATE DATABASE IF NOT EXISTS {METASTORE_DB}")
+    for path in sorted(demo.glob("*.parquet")):
+        frame, name = spark.read.parquet(str(path)), path.stem
+        if name == "transactions":
+            frame, name = frame.withColumnRenamed("amount", "invoice_amount"), "invoices"
+        frame.write.mode("overwrite").saveAsTable(f"{METASTORE_DB}.{name}")
+    yield METASTORE_DB
+    spark.sql(f"DROP DATABASE {METASTORE_DB} CASCADE")
+
+
+def metastore_config(tmp_path, tables: dict) -> dict:
+    cfg = fast_config(tmp_path, "spark")
+    cfg["spark"]["tables"] = tables
+    cfg["spark"]["staging_dir"] = str(tmp_path / "staging")
+    cfg["columns"] = {"transactions": {"amount": "invoice_amount"}}
+    return cfg
+
+
+def test_train_from_metastore_tables_equals_the_parquet_folder(
+    trained, metastore_db, tmp_path
+) -> None:
+    from pipelines.train import train
+
+    cfg = metastore_config(tmp_path, {"transactions": "invoices"})
+    result = train(f"spark:{metastore_db}", cfg=cfg, output=tmp_path / "out")
+    folder, _ = trained["spark"]
+    a = pd.read_parquet(folder.output / "features.parquet").set_index("customer_id")
+    b = pd.read_parquet(result.output / "features.parquet").set_index("customer_id")
+    clv = [c for c in a if c.startswith("clv_")]
+    assert len(b) == DEMO_CUSTOMERS and clv
+    assert_same_features(a.drop(columns=clv), b.drop(columns=clv))
+    np.testing.assert_allclose(b[clv].to_numpy(float), a[clv].to_numpy(float), rtol=1e-6)
+    x = pd.read_csv(folder.output / "assignments.csv", dtype={"customer_id": str})
+    y = pd.read_csv(result.output / "assignments.csv", dtype={"customer_id": str})
+    merged = x.merge(y, on="customer_id", suffixes=("_folder", "_metastore"), validate="1:1")
+    assert len(merged) == DEMO_CUSTOMERS
+    assert (merged["persona_id_folder"] == merged["persona_id_metastore"]).all()
+    assert list((tmp_path / "staging").iterdir()) == []  # the snapshot went with the run
+    quality = json.loads((result.output / "data_quality.json").read_text())
+    assert quality["source"] == f"spark:{metastore_db}"
+    assert quality["tables"]["transactions"]["file"] == f"metastore table {metastore_db}.invoices"
+
+
+def test_a_missing_metastore_table_is_one_paragraph_before_any_work(metastore_db, tmp_path) -> None:
+    from pipelines.train import train
+
+    cfg = metastore_config(tmp_path, {"transactions": "payments"})
+    with pytest.raises(DataError, match=f"no table {metastore_db}.payments") as caught:
+        train(f"spark:{metastore_db}", cfg=cfg, output=tmp_path / "out")
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "customers, engagement_events, feedback, invoices, support_tickets" in message
+    assert not (tmp_path / "staging").exists() and not (tmp_path / "mlflow.db").exists()
+    with pytest.raises(DataError, match="no database 'nowhere'"):
+        train("spark:nowhere", cfg=cfg, output=tmp_path / "out")
+
+
+def test_bad_values_in_metastore_tables_are_named_as_for_files(spark, tmp_path) -> None:
+    from features.spark import pandas_warnings_silenced
+    from pipelines.train import load
+
+    spark.sql("CREATE DATABASE IF NOT EXISTS personas_bad")
+    try:
+        tables = edge_tables()
+        tables["transactions"][1]["amount"] = "ten"
+        for name in ("customers", "transactions"):
+            frame = pd.DataFrame(tables[name]).astype(str)
+            with pandas_warnings_silenced():
+                table = spark.createDataFrame(frame)
+            table.write.saveAsTable(f"personas_bad.{name}")
+        cfg = metastore_config(tmp_path, {})
+        cfg["columns"] = {}
+        with (
+            pytest.raises(DataError) as caught,
+            engines.data_source("spark:personas_bad", cfg) as (source, names),
+        ):
+            load(source, cfg, names).con.close()
+    finally:
+        spark.sql("DROP DATABASE personas_bad CASCADE")
+    assert str(caught.value).startswith(
+        "The data breaks the contract: metastore table personas_bad.transactions: column "
+        "'amount' is not a number in 1 of 8 rows (e.g. 'ten')"
+    )
