@@ -7,8 +7,9 @@ feature arrives as a metadata table.
 from models.clustering import AutoKMeans, order_by_size
 from models.clv import BetaGeoModel, GammaGammaModel, customer_value
 from models.density import DensityClusterer
+from models.nps import nps_summary
 from models.preprocessing import Preprocessor
-from models.profiler import nps_summary, profile_personas
+from models.profiler import profile_personas
 from models.reducers import IdentityReducer, PCAReducer, UMAPReducer
 from models.selection import Segmentation, select_segmentation
 from models.stability import clusterboot

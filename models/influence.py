@@ -4,7 +4,7 @@ In B2B the people who decide (C-level, decision makers) and the people who use t
 (end users) often score it very differently: a persona whose buyers are happy while its
 users are not is at risk at renewal in a way its average NPS hides. For each persona of
 accounts, `influence_nps` counts the NPS of every influence level with its adjusted Wald
-interval (`models.profiler.nps_interval`), and tests the gap between the two configured
+interval (`models.nps.nps_interval`), and tests the gap between the two configured
 sides (by default decision makers vs end users).
 
 People of one account answer alike, so the test treats accounts, not people, as the
@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import t as student
 
-from models.profiler import _holm, nps_summary
+from models.nps import _holm, nps_summary
 
 __all__ = ["gap_test", "gap_rule_text", "influence_nps"]
 
@@ -162,7 +162,7 @@ def influence_nps(
     -------
     dict of int to dict
         Per persona id: ``people`` (how many people its accounts hold), ``people_nps``
-        (`models.profiler.nps_summary` of all its people, with ``reliable``),
+        (`models.nps.nps_summary` of all its people, with ``reliable``),
         ``nps_by_influence`` (a list of one dict per level: ``level``, ``people`` and the
         NPS fields, ``reliable`` and ``shown``) and ``influence_gap`` (``between``, the two
         sides and their NPS and respondents, ``gap`` with ``gap_ci_low`` and

@@ -1,206 +1,56 @@
 """The analyst report: one self-contained HTML file that opens offline, and a Markdown summary.
 
-Figures are drawn with matplotlib in the Okabe-Ito palette and embedded as base64 PNG; the
-page has no scripts, fonts or links to fetch, so it makes no network request. Its size
-depends on the number of personas, not of customers (the persona map is sampled).
+Figures are drawn with matplotlib in the Okabe-Ito palette (`pipelines.figures`) and
+embedded as base64 PNG; the page has no scripts, fonts or links to fetch, so it makes no
+network request. Its size depends on the number of personas, not of customers (the persona
+map is sampled).
 """
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 from pathlib import Path
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from models.actions import DEFAULT_FOCUS_RULE, focus_rule_text
 from models.profiler import format_value
+from pipelines.figures import (
+    PALETTE,
+    bubble_figure,
+    drivers_figure,
+    map_figure,
+    nps_figure,
+    nps_is_reliable,
+    percent,
+    persona_color,
+    persona_name,
+    size_figure,
+    trait_figure,
+)
 from pipelines.report_influence import influence_card, influence_markdown, units
 
+# PALETTE lives in `pipelines.figures`; it is re-exported here, where it was first.
 __all__ = ["PALETTE", "write_markdown", "write_report"]
 
-#: Okabe-Ito, readable with the common colour-vision deficiencies; grey for unassigned.
-PALETTE = [
-    "#0072B2",
-    "#E69F00",
-    "#009E73",
-    "#CC79A7",
-    "#56B4E9",
-    "#D55E00",
-    "#F0E442",
-    "#000000",
-    "#8C564B",
-    "#7F7F7F",
-    "#BCBD22",
-    "#17BECF",
-]
-_GREY = "#BBBBBB"
-_NOTE = {"textcoords": "offset points", "ha": "center", "fontsize": 8, "color": "#333333"}
-_BUBBLE = {"alpha": 0.55, "edgecolor": "#333333", "linewidth": 0.6}
 _DIRECTION = {1: " (higher: better score)", -1: " (higher: worse score)"}
-
-
-def _color(pid: int) -> str:
-    return _GREY if pid < 0 else PALETTE[pid % len(PALETTE)]
-
-
-def _name(p: dict) -> str:
-    return p.get("custom_name") or p["name"]
-
-
-def _reliable(p: dict) -> bool:
-    return p.get("nps") is not None and p.get("nps_reliable", True) and p["persona_id"] != -1
-
-
-def _pct(value) -> str:
-    return "—" if value is None else f"{100 * value:.0f}%"
 
 
 def _times(value) -> str:
     return "—" if value is None else f"{value:.1f}× avg"
 
 
-def _subplots(figsize) -> tuple[Figure, object]:
-    """Make a figure and its axes without pyplot, so importing this module sets no backend."""
-    fig = Figure(figsize=figsize)
-    return fig, fig.subplots()
-
-
-def _png(fig) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    return base64.b64encode(buf.getvalue()).decode()
-
-
-def _nps_figure(personas: list[dict]) -> str:
-    shown = sorted(
-        (p for p in personas if p.get("nps") is not None),
-        key=lambda p: (not _reliable(p), -p["nps"]),
-    )
-    fig, ax = _subplots(figsize=(9, 0.45 * len(shown) + 1.5))
-    y = np.arange(len(shown))[::-1]
-    for yi, p in zip(y, shown, strict=True):
-        color = _color(p["persona_id"]) if _reliable(p) else _GREY
-        err = [[p["nps"] - p["nps_ci_low"]], [p["nps_ci_high"] - p["nps"]]]
-        ax.errorbar(p["nps"], yi, xerr=err, fmt="o", color=color, capsize=4, ms=7)
-        ax.annotate(f"{p['nps']:+.0f}", (p["nps"], yi), xytext=(0, 7), **_NOTE)
-    labels = [_name(p) + ("" if _reliable(p) else " (too few respondents)") for p in shown]
-    ax.set_yticks(y, labels, fontsize=9)
-    ax.axvline(0, color="#999999", lw=0.8)
-    ax.set_xlim(-100, 100)
-    ax.set_xlabel("NPS (points, from -100 to +100), with its 95% interval")
-    ax.set_title("NPS per persona, highest first")
-    return _png(fig)
-
-
-def _bubble_figure(personas: list[dict]) -> str:
-    shown = [p for p in personas if p.get("nps") is not None and p["persona_id"] != -1]
-    use_mean = all(p.get("revenue_mean") is not None for p in shown)
-    fig, ax = _subplots(figsize=(8.5, 5.5))
-    biggest = max([p["size"] for p in shown] or [1])
-    for p in shown:
-        x = p["revenue_mean"] if use_mean else (p.get("value_index") or 0.0)
-        color = _color(p["persona_id"]) if _reliable(p) else _GREY
-        ax.scatter(x, p["nps"], s=2500 * p["size"] / biggest, color=color, **_BUBBLE)
-        ax.annotate(_name(p), (x, p["nps"]), fontsize=8, ha="center", va="center")
-    ax.axhline(0, color="#999999", lw=0.8)
-    ax.set_ylim(-110, 110)
-    if use_mean:
-        ax.set_xscale("log")
-        ax.set_xlabel("average net revenue to date per customer (currency of the data, log scale)")
-    else:
-        ax.set_xlabel("value per customer (× the average)")
-    ax.set_ylabel("NPS (points)")
-    ax.set_title("Value vs NPS (bubble area = customers; grey = too few respondents)")
-    return _png(fig)
-
-
-def _size_figure(personas: list[dict]) -> str:
-    fig, ax = _subplots(figsize=(8, 0.45 * len(personas) + 1.2))
-    y = np.arange(len(personas))[::-1]
-    sizes = [p["size"] for p in personas]
-    ax.barh(y, sizes, color=[_color(p["persona_id"]) for p in personas])
-    for yi, p in zip(y, personas, strict=True):
-        ax.annotate(
-            f" {p['size']:,} ({_pct(p['share'])})", (p["size"], yi), va="center", fontsize=8
-        )
-    ax.set_yticks(y, [_name(p) for p in personas], fontsize=9)
-    ax.set_xlim(0, max(sizes) * 1.25)
-    ax.set_xlabel("customers")
-    ax.set_title("Persona sizes (customers, share of all)")
-    return _png(fig)
-
-
-def _map_figure(embedding, labels, personas: list[dict], map_sample: int, seed: int = 0) -> str:
-    embedding, labels = np.asarray(embedding), np.asarray(labels)
-    if len(labels) > map_sample:
-        keep = np.sort(np.random.default_rng(seed).choice(len(labels), map_sample, replace=False))
-        embedding, labels = embedding[keep], labels[keep]
-    fig, ax = _subplots(figsize=(8, 5.8))
-    names = {p["persona_id"]: _name(p) for p in personas}
-    for pid in sorted(set(labels.tolist())):
-        pts = embedding[labels == pid]
-        ax.scatter(
-            pts[:, 0], pts[:, 1], s=6, alpha=0.6, color=_color(pid), label=names.get(pid, str(pid))
-        )
-    ax.set_xlabel("component 1 (no unit)")
-    ax.set_ylabel("component 2 (no unit)")
-    ax.set_title(f"Persona map: a 2-D projection of the scaled features, {len(labels):,} customers")
-    ax.legend(markerscale=3, fontsize=8, loc="best", frameon=False)
-    return _png(fig)
-
-
-def _trait_figure(personas: list[dict]) -> str:
-    shown = [p for p in personas if p["persona_id"] != -1]
-    effects = [
-        p.get("effects") or {t["feature"]: t["std_diff"] for t in p["traits"]} for p in shown
-    ]
-    features = list(dict.fromkeys(f for e in effects for f in e))[:20]
-    grid = np.array([[e.get(f, 0.0) for f in features] for e in effects])
-    labels = {t["feature"]: t["label"] for p in personas for t in p.get("traits", [])}
-    fig, ax = _subplots(figsize=(2 + 0.6 * len(features), 0.5 * len(shown) + 2.4))
-    lim = max(1.0, float(np.abs(grid).max()) if grid.size else 1.0)
-    im = ax.imshow(grid, cmap="PuOr_r", vmin=-lim, vmax=lim, aspect="auto")
-    for (i, j), v in np.ndenumerate(grid):
-        if abs(v) >= 0.5:
-            color = "white" if abs(v) > 0.6 * lim else "black"
-            ax.text(j, i, f"{v:+.1f}", ha="center", va="center", fontsize=7, color=color)
-    ticks = [labels.get(f, f) for f in features]
-    ax.set_xticks(range(len(features)), ticks, rotation=60, ha="right", fontsize=8)
-    ax.set_yticks(range(len(shown)), [_name(p) for p in shown], fontsize=8)
-    fig.colorbar(im, ax=ax, label="standardized difference vs all customers (sd)")
-    ax.set_title("What sets each persona apart (orange: higher, purple: lower)")
-    return _png(fig)
-
-
-def _drivers_figure(drivers: dict) -> str:
-    rows = drivers["overall"][:10][::-1]
-    fig, ax = _subplots(figsize=(8, 0.4 * len(rows) + 1.4))
-    y = np.arange(len(rows))
-    imp = np.array([r["importance"] for r in rows])
-    err = [imp - [r["ci_low"] for r in rows], [r["ci_high"] for r in rows] - imp]
-    colors = [PALETTE[0] if r["clear"] else _GREY for r in rows]
-    ax.barh(y, imp, xerr=err, color=colors, capsize=3)
-    ax.set_yticks(y, [r["label"] for r in rows], fontsize=9)
-    ax.axvline(0, color="#999999", lw=0.8)
-    ax.set_xlabel(f"{drivers['metric']} when shuffled ({drivers['unit']}, 95% interval)")
-    ax.set_title("Key drivers of NPS, all respondents (grey: not clear)")
-    return _png(fig)
-
-
 def _nps_cell(p: dict) -> str:
     if p.get("nps") is None:
         return "<span class='muted'>no respondents</span>"
     text = f"{p['nps']:+.0f} <small>[{p['nps_ci_low']:+.0f}, {p['nps_ci_high']:+.0f}]</small>"
-    if not _reliable(p):
+    if not nps_is_reliable(p):
         return f"<span class='muted' title='too few respondents'>{text} too few respondents</span>"
     return text
 
 
 def _vs_rest(p: dict) -> str:
-    if not _reliable(p) or p.get("nps_vs_rest") is None:
+    if not nps_is_reliable(p) or p.get("nps_vs_rest") is None:
         return "<span class='muted'>not tested</span>"
     mark = "significant" if p["nps_significant"] else "not significant"
     return f"{p['nps_vs_rest']:+.0f} <small>(p={p['nps_p_value']:.2g}, {mark})</small>"
@@ -242,8 +92,8 @@ def _card(p: dict) -> str:
     original = f" <small>(model's name: {e(p['name'])})</small>" if p.get("custom_name") else ""
     desc = p.get("custom_description") or p["description"]
     facts = [
-        ("customers", f"{p['size']:,} ({_pct(p['share'])})"),
-        ("revenue share", _pct(p.get("revenue_share"))),
+        ("customers", f"{p['size']:,} ({percent(p['share'])})"),
+        ("revenue share", percent(p.get("revenue_share"))),
         ("value per customer", _times(p.get("value_index"))),
         ("NPS [95%]", _nps_cell(p)),
         ("vs the rest", _vs_rest(p)),
@@ -272,12 +122,12 @@ def _card(p: dict) -> str:
         drivers.append("<li class='muted'>No clear driver inside this persona.</li>")
     themes = p.get("themes") or {}
     needs = [
-        f"<li>“{e(k['term'])}”: {_pct(k['share'])} of their comments vs {_pct(k['rest_share'])}"
-        " of others'</li>"
+        f"<li>“{e(k['term'])}”: {percent(k['share'])} of their comments"
+        f" vs {percent(k['rest_share'])} of others'</li>"
         for k in themes.get("keywords", [])
     ] + [
-        f"<li>tickets on <b>{e(t['topic'])}</b>: {_pct(t['share'])} vs {_pct(t['rest_share'])}"
-        " for others</li>"
+        f"<li>tickets on <b>{e(t['topic'])}</b>: {percent(t['share'])}"
+        f" vs {percent(t['rest_share'])} for others</li>"
         for t in themes.get("topics", [])
     ]
     quotes = "".join(f"<blockquote>{e(q)}</blockquote>" for q in themes.get("examples", []))
@@ -289,8 +139,8 @@ def _card(p: dict) -> str:
     )
     return (
         f"<section class='card' data-persona='{p['persona_id']}'>"
-        f"<h3><span class='dot' style='background:{_color(p['persona_id'])}'></span>"
-        f"{e(_name(p))}{original} {badges}</h3><p>{e(desc)}</p>{reasons}"
+        f"<h3><span class='dot' style='background:{persona_color(p['persona_id'])}'></span>"
+        f"{e(persona_name(p))}{original} {badges}</h3><p>{e(desc)}</p>{reasons}"
         f"<div class='facts'>{table}</div>{_ppd_bar(p)}{influence_card(p)}"
         f"<div class='cols'><div>{_list('What sets them apart', traits)}"
         f"{_list('What moves their score', drivers)}</div>"
@@ -301,9 +151,9 @@ def _card(p: dict) -> str:
 
 def _overview(personas: list[dict]) -> str:
     rows = "".join(
-        f"<tr><td><span class='dot' style='background:{_color(p['persona_id'])}'></span>"
-        f"{html.escape(_name(p))}</td><td>{p['size']:,}</td><td>{_pct(p['share'])}</td>"
-        f"<td>{_pct(p.get('revenue_share'))}</td><td>{_nps_cell(p)}</td><td>{_vs_rest(p)}</td>"
+        f"<tr><td><span class='dot' style='background:{persona_color(p['persona_id'])}'></span>"
+        f"{html.escape(persona_name(p))}</td><td>{p['size']:,}</td><td>{percent(p['share'])}</td>"
+        f"<td>{percent(p.get('revenue_share'))}</td><td>{_nps_cell(p)}</td><td>{_vs_rest(p)}</td>"
         f"<td>{p.get('nps_rank') or '—'}</td></tr>"
         for p in personas
     )
@@ -319,7 +169,8 @@ def _focus_block(personas: list[dict], rule: str) -> str:
         if not picked:
             return "<li class='muted'>none meets the rule</li>"
         return "".join(
-            f"<li><b>{html.escape(_name(p))}</b>: {html.escape(p[reason])}</li>" for p in picked
+            f"<li><b>{html.escape(persona_name(p))}</b>: {html.escape(p[reason])}</li>"
+            for p in picked
         )
 
     return (
@@ -477,25 +328,25 @@ def write_report(
     """
     rule = _rule(focus_rule, min_respondents, alpha)
     figures = [
-        ("NPS per persona", "Grey: too few respondents to rank.", _nps_figure(personas)),
-        ("Value vs NPS", "High value and low NPS is where to act first.", _bubble_figure(personas)),
-        ("Persona sizes", "", _size_figure(personas)),
+        ("NPS per persona", "Grey: too few respondents to rank.", nps_figure(personas)),
+        ("Value vs NPS", "High value and low NPS is where to act first.", bubble_figure(personas)),
+        ("Persona sizes", "", size_figure(personas)),
         (
             "Persona map",
             f"{min(len(labels), map_sample):,} customers drawn.",
-            _map_figure(embedding, labels, personas, map_sample),
+            map_figure(embedding, labels, personas, map_sample),
         ),
     ]
     if any(p.get("effects") or p.get("traits") for p in personas):
         figures.append(
-            ("Traits", "Standardized differences; |d| >= 0.5 printed.", _trait_figure(personas))
+            ("Traits", "Standardized differences; |d| >= 0.5 printed.", trait_figure(personas))
         )
     if drivers and drivers.get("overall"):
         figures.append(
             (
                 "Key drivers",
                 "Permutation importance on held-out respondents.",
-                _drivers_figure(drivers),
+                drivers_figure(drivers),
             )
         )
     figs = "".join(
@@ -602,19 +453,19 @@ def write_markdown(
             nps = "no respondents"
         else:
             nps = f"{p['nps']:+.0f} [{p['nps_ci_low']:+.0f}, {p['nps_ci_high']:+.0f}]"
-            nps += "" if _reliable(p) else f" (too few respondents: {p['respondents']})"
+            nps += "" if nps_is_reliable(p) else f" (too few respondents: {p['respondents']})"
         vs = "—"
-        if _reliable(p) and p.get("nps_vs_rest") is not None:
+        if nps_is_reliable(p) and p.get("nps_vs_rest") is not None:
             vs = f"{p['nps_vs_rest']:+.0f}{' (significant)' if p['nps_significant'] else ''}"
         lines.append(
-            f"| {_name(p)} | {p['size']:,} ({_pct(p['share'])}) | {_pct(p.get('revenue_share'))} "
-            f"| {nps} | {vs} |"
+            f"| {persona_name(p)} | {p['size']:,} ({percent(p['share'])}) "
+            f"| {percent(p.get('revenue_share'))} | {nps} | {vs} |"
         )
     for title, key, reason in [
         ("Focus", "is_focus", "focus_reason"),
         ("At risk", "is_at_risk", "risk_reason"),
     ]:
-        picked = [f"**{_name(p)}** ({p[reason]})" for p in shown if p.get(key)]
+        picked = [f"**{persona_name(p)}** ({p[reason]})" for p in shown if p.get(key)]
         lines += ["", f"**{title}:** " + ("; ".join(picked) if picked else "none meets the rule.")]
     lines += ["", f"_Rule: {_rule(focus_rule, min_respondents, alpha)}_"]
     lines += ["", f"_{model['gap_rule']}_"] if model.get("gap_rule") else []
@@ -628,7 +479,7 @@ def write_markdown(
         )
         action = (p.get("actions") or [{}])[0].get("action")
         lines.append(
-            f"- **{_name(p)}**: {p.get('custom_description') or p['description']}"
+            f"- **{persona_name(p)}**: {p.get('custom_description') or p['description']}"
             + influence_markdown(p)
             + (f" Needs: {needs}." if needs else "")
             + (f" Do: {action}" if action else "")

@@ -13,7 +13,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from sklearn.metrics import adjusted_rand_score
 
-from models.profiler import nps_summary
+from models.nps import nps_summary
 
 PERSONAS = [sys.executable, "-m", "pipelines"]
 

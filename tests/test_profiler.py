@@ -1,4 +1,4 @@
-"""Tests for ``models.profiler``: NPS with its interval, persona profiles and names.
+"""Tests for ``models.nps`` and ``models.profiler``: NPS with its interval, personas, names.
 
 Expected values are computed by hand; comments show the arithmetic.
 """
@@ -15,7 +15,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from models.profiler import name_personas, nps_summary, profile_personas
+from models.nps import nps_summary
+from models.profiler import name_personas, profile_personas
 
 CONF = yaml.safe_load((Path(__file__).parents[1] / "pipelines/conf/default.yaml").read_text())
 NAMING = CONF["naming"]

@@ -24,7 +24,8 @@ from scipy.stats import norm, spearmanr
 
 from models.actions import FALLBACK_ACTION, focus_rule_text, pick_focus, suggest_actions
 from models.drivers import key_drivers
-from models.profiler import nps_interval, nps_summary, nps_vs_rest, profile_personas
+from models.nps import nps_interval, nps_summary, nps_vs_rest
+from models.profiler import profile_personas
 from models.themes import persona_themes
 from pipelines.config import load_config
 from pipelines.demo import PERSONAS, write_demo
