@@ -77,7 +77,7 @@ def _list(title: str, items: list[str]) -> str:
     return f"<h4>{title}</h4><ul>{''.join(items)}</ul>" if items else ""
 
 
-def _card(p: dict) -> str:
+def _card(p: dict, who: str = "customers") -> str:
     e = html.escape
     badges = "".join(
         f"<span class='badge {cls}'>{text}</span>"
@@ -92,9 +92,9 @@ def _card(p: dict) -> str:
     original = f" <small>(model's name: {e(p['name'])})</small>" if p.get("custom_name") else ""
     desc = p.get("custom_description") or p["description"]
     facts = [
-        ("customers", f"{p['size']:,} ({percent(p['share'])})"),
+        (who, f"{p['size']:,} ({percent(p['share'])})"),
         ("revenue share", percent(p.get("revenue_share"))),
-        ("value per customer", _times(p.get("value_index"))),
+        (f"value per {who.rstrip('s')}", _times(p.get("value_index"))),
         ("NPS [95%]", _nps_cell(p)),
         ("vs the rest", _vs_rest(p)),
         ("NPS rank", str(p["nps_rank"]) if p.get("nps_rank") else "—"),
@@ -149,7 +149,7 @@ def _card(p: dict) -> str:
     )
 
 
-def _overview(personas: list[dict]) -> str:
+def _overview(personas: list[dict], who: str = "customers") -> str:
     rows = "".join(
         f"<tr><td><span class='dot' style='background:{persona_color(p['persona_id'])}'></span>"
         f"{html.escape(persona_name(p))}</td><td>{p['size']:,}</td><td>{percent(p['share'])}</td>"
@@ -158,7 +158,7 @@ def _overview(personas: list[dict]) -> str:
         for p in personas
     )
     return (
-        "<table><tr><th>persona</th><th>customers</th><th>share</th><th>revenue share</th>"
+        f"<table><tr><th>persona</th><th>{who}</th><th>share</th><th>revenue share</th>"
         f"<th>NPS [95%]</th><th>vs the rest</th><th>rank</th></tr>{rows}</table>"
     )
 
@@ -378,9 +378,9 @@ def write_report(
 <h2>Where to act</h2>
 {_focus_block(personas, rule)}
 <h2>Overview</h2>
-{_overview(personas)}
+{_overview(personas, model.get("unit", "customers"))}
 <h2>Personas</h2>
-{"".join(_card(p) for p in personas)}
+{"".join(_card(p, model.get("unit", "customers")) for p in personas)}
 {_changes_section(changes, promotion)}
 <h2>Figures</h2>
 {figs}
@@ -445,7 +445,7 @@ def write_markdown(
         "",
         f"{len(shown)} personas · MLflow run `{run_id}`",
         "",
-        "| persona | customers | revenue | NPS [95%] | vs the rest |",
+        f"| persona | {model.get('unit', 'customers')} | revenue | NPS [95%] | vs the rest |",
         "|---|---:|---:|---|---|",
     ]
     for p in personas:

@@ -191,6 +191,8 @@ def test_gap_shows_in_the_reports(trained):
     markdown = (out / "report.md").read_text()
     page = (out / "report.html").read_text()
     assert f"{ACCOUNTS} accounts" in markdown
+    assert "| persona | accounts | revenue |" in markdown  # sizes count accounts, not people
+    assert "<th>persona</th><th>accounts</th>" in page and "value per account" in page
     assert "A gap between decision makers and end users is called out when" in markdown
     for p in called:
         assert p["influence_gap"]["text"] in markdown
