@@ -166,6 +166,16 @@ def validate(
                 out.print(f"{table}: personal-data columns ignored: {dropped}")
         for problem in loaded.quality["problems"]:
             out.print(f"quarantined: {problem}")
+        if cfg["level"] == "account":  # every person in an account, as train will need
+            from features.accounts import people
+            from features.engine import Engine
+
+            members = people(Engine(loaded), cfg["b2b"]["role_column"])
+            n_roles = int(members["role"].notna().sum())
+            out.print(
+                f"level account: {members['account_id'].nunique():,} accounts; "
+                f"{n_roles:,} of {len(members):,} people have a role"
+            )
         out.print(f"OK: {loaded.n_customers:,} customers; tables: {', '.join(loaded.tables)}")
     finally:
         loaded.con.close()

@@ -243,3 +243,24 @@ def test_an_account_level_champion_is_read_by_account(trained):
     assignments = pd.read_csv(out / "assignments.csv", dtype={"account_id": str})
     assert previous.assignments["customer_id"].tolist() == assignments["account_id"].tolist()
     assert previous.features.index.tolist() == sorted(assignments["account_id"])
+
+
+def test_validate_checks_every_person_has_an_account(trained, store, tmp_path):
+    data, _, _, _ = trained
+    config = tmp_path / "b2b.yaml"
+    config.write_text("level: account\n")
+    result = run_cli("validate", "--data", data, "--config", config, env=store)
+    assert f"level account: {ACCOUNTS:,} accounts" in result.stdout
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for f in data.glob("*.csv"):
+        (broken / f.name).write_bytes(f.read_bytes())
+    customers = pd.read_csv(broken / "customers.csv", dtype=str)
+    customers.loc[:1, "account_id"] = None
+    customers.to_csv(broken / "customers.csv", index=False)
+    result = subprocess.run(
+        [*PERSONAS, "validate", "--data", str(broken), "--config", str(config)],
+        capture_output=True, text=True, env=store, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "2 of" in result.stderr and "people have no account_id" in result.stderr
