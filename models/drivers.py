@@ -25,6 +25,8 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import KFold, StratifiedKFold
 from threadpoolctl import threadpool_limits
 
+from models.nps import holm
+
 __all__ = ["key_drivers"]
 
 logger = logging.getLogger(__name__)
@@ -104,7 +106,7 @@ def _summaries(delta, X, y, rows, names, meta, categorical, z, alpha) -> list[di
     se = d.std(axis=0, ddof=1) / np.sqrt(n) if n > 1 else np.zeros(len(names))
     with np.errstate(divide="ignore", invalid="ignore"):
         p_one_sided = np.where(se > 0, norm.sf(mean / se), np.where(mean > 0, 0.0, 1.0))
-    p_adjusted = _holm(p_one_sided)
+    p_adjusted = holm(p_one_sided)
     for j, f in enumerate(names):
         direction = None
         x = X[rows, j]
@@ -127,14 +129,6 @@ def _summaries(delta, X, y, rows, names, meta, categorical, z, alpha) -> list[di
             }
         )
     return sorted(out, key=lambda r: -r["importance"])
-
-
-def _holm(p: np.ndarray) -> np.ndarray:
-    order = np.argsort(p)
-    adjusted = np.maximum.accumulate((p.size - np.arange(p.size)) * p[order])
-    out = np.empty(p.size)
-    out[order] = np.minimum(adjusted, 1.0)
-    return out
 
 
 def _cross_fit(X, y, groups, cat_mask, kind, *, n_splits, n_repeats, rng, seed):

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import t as student
 
-from models.nps import _holm, nps_summary
+from models.nps import holm, nps_summary
 
 __all__ = ["gap_test", "gap_rule_text", "influence_nps"]
 
@@ -216,7 +216,7 @@ def influence_nps(
             "influence_gap": gap,
         }
     if tests:
-        adjusted = _holm(np.array(list(tests.values())))
+        adjusted = holm(np.array(list(tests.values())))
         for pid, p in zip(tests, adjusted, strict=True):
             gap = out[pid]["influence_gap"]
             gap["p_value"] = float(f"{p:.4g}")

@@ -14,7 +14,7 @@ import math
 import numpy as np
 from scipy.stats import norm
 
-__all__ = ["nps_interval", "nps_summary", "nps_vs_rest"]
+__all__ = ["holm", "nps_interval", "nps_summary", "nps_vs_rest"]
 
 #: Pseudo-counts of the adjusted Wald interval (Rocks 2016): 3/4 added to promoters and
 #: to detractors, 3 to the respondents (so 3/2 to the passives).
@@ -121,8 +121,19 @@ def nps_summary(scores, *, ci_level: float = 0.95) -> dict:
     return out
 
 
-def _holm(p_values: np.ndarray) -> np.ndarray:
-    """Holm-adjusted p-values (step-down, monotone, capped at 1)."""
+def holm(p_values: np.ndarray) -> np.ndarray:
+    """Return Holm-adjusted p-values (step-down, monotone, capped at 1).
+
+    Parameters
+    ----------
+    p_values : ndarray of shape (n_tests,)
+        Raw p-values of a family of tests.
+
+    Returns
+    -------
+    ndarray of shape (n_tests,)
+        Adjusted p-values: reject where below the family-wise error rate.
+    """
     m = p_values.size
     order = np.argsort(p_values)
     adjusted = np.maximum.accumulate((m - np.arange(m)) * p_values[order])
@@ -184,7 +195,7 @@ def nps_vs_rest(scores, labels, *, min_respondents: int = 30, alpha: float = 0.0
         nps[pid] = (inside[0] - inside[1]) / inside[2]
         out[pid].update(nps_reliable=True, nps_vs_rest=round(diff, 2))
     if tested:
-        adjusted = _holm(np.array(p_raw))
+        adjusted = holm(np.array(p_raw))
         ranked = sorted(nps.values(), reverse=True)
         for pid, p in zip(tested, adjusted, strict=True):
             out[pid].update(
