@@ -141,7 +141,9 @@ def _cross_fit(X, y, groups, cat_mask, kind, *, n_splits, n_repeats, rng, seed):
     overall = np.zeros(X.shape)
     inside = np.zeros(X.shape)
     for fold, (train, test) in enumerate(_folds(groups, n_splits, seed)):
-        model = _model(kind, cat_mask, seed + fold).fit(X[train], y[train])
+        # small fits run faster on one thread; the big batched predictions below use them all
+        with threadpool_limits(limits=1 if train.size < 50_000 else None, user_api="openmp"):
+            model = _model(kind, cat_mask, seed + fold).fit(X[train], y[train])
         Xt, yt, m = X[test], y[test], len(test)
         pred[test] = _predict(model, Xt, kind)
         base = _error(yt, pred[test], kind)
@@ -254,18 +256,17 @@ def key_drivers(
         return empty | {"respondents": int(rows.size)}
     X, cat_mask = _design(frame.iloc[rows], features, categorical, max_categories)
     groups = labels[rows]
-    with threadpool_limits(limits=1 if rows.size < 50_000 else None, user_api="openmp"):
-        pred, overall, inside = _cross_fit(
-            X,
-            y,
-            groups,
-            cat_mask,
-            kind,
-            n_splits=n_splits,
-            n_repeats=n_repeats,
-            rng=rng,
-            seed=random_state,
-        )
+    pred, overall, inside = _cross_fit(
+        X,
+        y,
+        groups,
+        cat_mask,
+        kind,
+        n_splits=n_splits,
+        n_repeats=n_repeats,
+        rng=rng,
+        seed=random_state,
+    )
     if kind == "score":
         quality = 1 - np.sum((y - pred) ** 2) / np.sum((y - y.mean()) ** 2)
     else:
