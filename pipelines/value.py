@@ -86,7 +86,13 @@ def add_customer_value(
         history = billing_history(engine, loaded.as_of).set_index("customer_id")
         cycle = billing_cycle(history.dropna(subset=["gap_cv"]))
         if c["model"] == "subscription" and cycle is None:
-            cycle = float(history["gap_mean"].median())
+            cycle = float(history["gap_mean"].median())  # NaN when nobody paid three times
+            if not cycle > 0:
+                logger.warning(
+                    "Customer lifetime value is off for this run: clv.model is subscription, "
+                    "but no customer has two gaps between purchases to tell the billing cycle."
+                )
+                return None
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")

@@ -159,3 +159,22 @@ def test_lens_and_clv_settings_are_checked(tmp_path, override, message) -> None:
     path.write_text(yaml.safe_dump(override))
     with pytest.raises(ConfigError, match=message):
         load_config(path)
+
+
+def test_forced_subscription_without_a_cycle_turns_clv_off(write_tables, caplog) -> None:
+    folder = write_tables(
+        {
+            "customers": [{"customer_id": c, "signup_date": "2025-01-01"} for c in "abc"],
+            "transactions": [
+                {"customer_id": c, "timestamp": "2025-02-01 10:00:00", "amount": 10.0}
+                for c in "abc"
+            ],
+        }
+    )
+    cfg = load_config()
+    cfg["clv"]["model"] = "subscription"
+    loaded = load(folder, cfg)
+    table = build_features(loaded, {**cfg["features"], "seed": cfg["seed"]})
+    assert add_customer_value(loaded, table, cfg) is None
+    assert "no customer has two gaps" in caplog.text
+    assert not any(c.startswith("clv_") for c in table.frame.columns)
