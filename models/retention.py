@@ -1,6 +1,6 @@
 """Subscription customers: the shifted-beta-geometric (sBG) retention model.
 
-BG/NBD (`models.clv`) is a model of *non-contractual* buying: nobody tells the firm they
+BG/NBD (`models.bgnbd`) is a model of *non-contractual* buying: nobody tells the firm they
 left, so dropout is inferred from silence. A subscription business bills on a cycle and
 sees a churn when the invoices stop. Fitting BG/NBD on such data is a misfit (the gaps are
 far more regular than Poisson, so it explains every silence as chance and finds no

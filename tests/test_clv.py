@@ -1,4 +1,4 @@
-"""Tests for the CLV models (``models.clv``).
+"""Tests for the CLV models (``models.bgnbd``, ``models.gamma_gamma``, ``models.clv``).
 
 The published check fits the CDNOW 1/10 sample (2,357 customers) calibrated to 1997-09-30
 and compares with Fader, Hardie and Lee (2005): BG/NBD r = 0.2426, alpha = 4.4136,
@@ -28,14 +28,9 @@ from sklearn.utils._param_validation import InvalidParameterError
 from features import load_data
 from features.engine import Engine
 from features.rfm import clv_summary
-from models.clv import (
-    BetaGeoModel,
-    GammaGammaModel,
-    _alive_purchases,
-    _bgnbd_loglik,
-    _gg_loglik,
-    customer_value,
-)
+from models.bgnbd import BetaGeoModel, _alive_purchases, _bgnbd_loglik
+from models.clv import customer_value
+from models.gamma_gamma import GammaGammaModel, _gg_loglik
 
 ROOT = Path(__file__).resolve().parents[1]
 TRUE_BGNBD = (0.25, 4.0, 0.8, 2.5)  # r, alpha, a, b: close to CDNOW's
