@@ -217,8 +217,12 @@ class PersonaPyfunc(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context):
         """Load the pickled persona model."""
-        with open(context.artifacts["persona_model"], "rb") as fh:
-            self.model = pickle.load(fh)  # our own artifact, written by log_served_model
+        data = Path(context.artifacts["persona_model"]).read_bytes()
+        if b"umap" in data:  # a density model: numba's cache on before unpickling imports umap
+            from models.reducers import import_umap
+
+            import_umap()
+        self.model = pickle.loads(data)  # our own artifact, written by log_served_model
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         """Place each row of ``model_input`` in a persona."""
