@@ -594,9 +594,8 @@ def _stage(con, tables, available, attributes, as_of, quality, validation, now):
     cover the valid rows of known customers, after ``as_of`` included. The profile of the
     rows used (`features.quality.TableProfile`) comes from the same scan.
     """
-    kind = "VIEW"
     ratio, n_examples = float(validation["extreme_ratio"]), int(validation["examples"])
-    con.execute(f"CREATE {kind} customers AS SELECT * FROM valid_customers")
+    con.execute("CREATE VIEW customers AS SELECT * FROM valid_customers")
     profile = TableProfile.of("customers", TABLES["customers"], available["customers"], attributes)
     values = con.execute(f"SELECT {', '.join(profile.aggregates())} FROM customers").fetchone()
     quality["tables"]["customers"]["rows_used"] = values[0]
@@ -670,7 +669,7 @@ def _stage(con, tables, available, attributes, as_of, quality, validation, now):
             )
         cols = ", ".join(_quote(c) for c in available[name])
         con.execute(
-            f"CREATE {kind} {name} AS SELECT {cols} FROM valid_{name} "
+            f"CREATE VIEW {name} AS SELECT {cols} FROM valid_{name} "
             f"WHERE {known} AND {time_col} <= {stamp}"
         )
         info["rows_used"] = int(n_valid - n_unknown - n_later)

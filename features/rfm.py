@@ -44,6 +44,27 @@ VALUE_TIERS = {"high": 12, "mid": 8}
 _SCORES = 5  # quintiles
 
 
+def _require_transactions(engine: Engine) -> None:
+    """Stop with a clear message when the data has no transactions table."""
+    if not engine.has("transactions"):
+        raise DataError(
+            "The value lens (CLV summary, RFM scores) needs a transactions table "
+            f"(customer_id, timestamp, amount); the data has {', '.join(engine.data.tables)}."
+        )
+
+
+def _purchase_days_sql(as_of: pd.Timestamp) -> str:
+    """Return the SQL of the purchase days: one row per customer and day with a purchase.
+
+    A purchase is a transaction of amount >= 0 up to ``as_of``; ``spend`` sums the day's.
+    """
+    return f"""
+          SELECT customer_id, date_trunc('day', timestamp) AS day, ROUND(SUM(amount), 6) AS spend
+          FROM transactions
+          WHERE amount >= 0 AND timestamp <= {sql_time(as_of)}
+          GROUP BY customer_id, date_trunc('day', timestamp)"""
+
+
 def _purchases_sql(engine: Engine, as_of: pd.Timestamp) -> str:
     """Return the SQL of one row per customer who bought: CLV summary and RFM inputs.
 
@@ -51,20 +72,11 @@ def _purchases_sql(engine: Engine, as_of: pd.Timestamp) -> str:
     ``days_since`` (days from the last purchase day to the day of ``as_of``) and
     ``day_spend`` (mean amount per purchase day, the first included).
     """
-    if not engine.has("transactions"):
-        raise DataError(
-            "The value lens (CLV summary, RFM scores) needs a transactions table "
-            f"(customer_id, timestamp, amount); the data has {', '.join(engine.data.tables)}."
-        )
+    _require_transactions(engine)
     today = f"date_trunc('day', {sql_time(as_of)})"
     days = engine.dialect.days
     return f"""
-        WITH purchase_days AS (
-          SELECT customer_id, date_trunc('day', timestamp) AS day, ROUND(SUM(amount), 6) AS spend
-          FROM transactions
-          WHERE amount >= 0 AND timestamp <= {sql_time(as_of)}
-          GROUP BY customer_id, date_trunc('day', timestamp)
-        ), numbered AS (
+        WITH purchase_days AS ({_purchase_days_sql(as_of)}), numbered AS (
           SELECT *, ROW_NUMBER() OVER (PARTITION BY customer_id ORDER BY day) AS n
           FROM purchase_days
         )
@@ -137,9 +149,9 @@ def billing_history(engine: Engine, as_of: pd.Timestamp) -> pd.DataFrame:
     """
     days = engine.dialect.days
     today = f"date_trunc('day', {sql_time(as_of)})"
-    inner = _purchases_sql(engine, as_of).split("), numbered AS")[0] + ")"
+    _require_transactions(engine)
     frame = engine.query(
-        f"""{inner}, gaps AS (
+        f"""WITH purchase_days AS ({_purchase_days_sql(as_of)}), gaps AS (
           SELECT customer_id, day, spend,
             {days("LAG(day) OVER (PARTITION BY customer_id ORDER BY day)", "day")} AS gap
           FROM purchase_days
