@@ -1,7 +1,7 @@
 """Per-customer features: run every feature family whose table is present.
 
-Each family is a builder ``(engine, as_of, params) -> (frame, features)`` (see
-`features.families`): it describes its aggregation in SQL, the engine runs it where the
+Each family is a builder ``(engine, as_of, params, fitted) -> (frame, features, fitted)``
+(see `features.families`): it describes its aggregation in SQL, the engine runs it where the
 data lives (DuckDB here, Spark at scale), and only the per-customer result comes back. We
 chose plain SQL over an expression layer such as Ibis: the queries read like what a data
 scientist would write, the engines differ in a handful of date functions (the `Dialect`),
@@ -13,15 +13,17 @@ describing.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import pandas as pd
 
+from features.contract import DataError
 from features.engine import Dialect, Engine
 from features.families import FAMILIES
 from features.loading import LoadedData
 from features.table import Feature, FeatureTable
 
-__all__ = ["FAMILIES", "Dialect", "Engine", "build_features"]
+__all__ = ["FAMILIES", "Dialect", "Engine", "FeatureSpec", "build_features"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,17 +38,49 @@ def _fill(frame: pd.DataFrame, feats: list[Feature], span_days: float) -> pd.Dat
     return frame
 
 
-def build_features(data: LoadedData, params: dict, *, engine: Engine | None = None) -> FeatureTable:
-    """Build every feature family whose table is present.
+@dataclass
+class FeatureSpec:
+    """What the feature table learnt from the training data, to apply to any later batch.
+
+    Attributes
+    ----------
+    params : dict
+        The ``features`` settings (window, trend, limits) plus ``seed``.
+    first : pandas.Timestamp
+        The first timestamp of the training data: a customer without events gets a
+        recency of ``as_of - first`` ("longer ago than we can see").
+    families : dict of str to dict
+        Each built family's fitted state (see `features.families`).
+    features : list of Feature
+        The table's columns, in order.
+    """
+
+    params: dict
+    first: pd.Timestamp
+    families: dict[str, dict]
+    features: list[Feature]
+
+
+def build_features(
+    data: LoadedData,
+    params: dict,
+    *,
+    engine: Engine | None = None,
+    spec: FeatureSpec | None = None,
+) -> FeatureTable:
+    """Build every feature family whose table is present (or that ``spec`` was fitted with).
 
     Parameters
     ----------
     data : LoadedData
         The checked tables (see `features.load_data`).
     params : dict
-        The ``features`` section of the config, plus ``seed``.
+        The ``features`` section of the config, plus ``seed`` (unused with ``spec``,
+        which carries its own).
     engine : Engine, optional
         Where the SQL runs; default DuckDB on ``data``.
+    spec : FeatureSpec, optional
+        A fitted definition to apply unchanged (scoring); default: fit one on ``data``.
 
     Returns
     -------
@@ -55,22 +89,38 @@ def build_features(data: LoadedData, params: dict, *, engine: Engine | None = No
         order the engine reads rows in); customers without events get zero counts, a
         recency equal to the data's span (from the first valid row of a known customer to
         ``as_of``), and NaN where a value is undefined (no purchase, so no average order).
+        Its ``spec`` is the fitted definition (``spec`` itself when one was given).
+
+    Raises
+    ------
+    DataError
+        With ``spec``, when a table the definition was fitted with is missing.
     """
     engine = engine or Engine(data)
     as_of = data.as_of
     ids = engine.query("SELECT customer_id FROM customers ORDER BY customer_id")["customer_id"]
     frame = pd.DataFrame(index=pd.Index(ids.astype("string"), name="customer_id"))
-    first = min(
-        (pd.Timestamp(t["first"]) for t in data.quality["tables"].values() if t.get("first")),
-        default=as_of,
-    )
+    if spec is None:
+        first = min(
+            (pd.Timestamp(t["first"]) for t in data.quality["tables"].values() if t.get("first")),
+            default=as_of,
+        )
+        params, families = {**params}, None
+    else:
+        first, params, families = spec.first, spec.params, spec.families
+        _require_tables(engine, spec)
     span_days = max((as_of - first).total_seconds() / 86400.0, 1.0)
     features: list[Feature] = []
+    fitted: dict[str, dict] = {}
     for family, (table, builder) in FAMILIES.items():
+        if families is not None and family not in families:
+            continue
         if not engine.has(table):
             logger.info("Feature family %s is off: no %s table.", family, table)
             continue
-        part, feats = builder(engine, as_of, params)
+        part, feats, state = builder(
+            engine, as_of, params, None if families is None else families[family]
+        )
         if not feats:
             continue
         part = part.assign(customer_id=part["customer_id"].astype("string")).set_index(
@@ -78,10 +128,30 @@ def build_features(data: LoadedData, params: dict, *, engine: Engine | None = No
         )
         frame = frame.join(part, how="left")
         features += feats
+        fitted[family] = state
         logger.info("Features: %s (%d columns)", family, len(feats))
     names = pd.Index([f.name for f in features])
     if names.has_duplicates:  # a builder bug, never the user's data
         raise RuntimeError(f"Feature names built twice: {sorted(set(names[names.duplicated()]))}")
+    if spec is not None:  # a column the batch cannot make (an absent optional column) is empty
+        frame, features = frame.reindex(columns=[f.name for f in spec.features]), spec.features
     frame = _fill(frame, features, span_days)
     frame = frame[[f.name for f in features]]
-    return FeatureTable(frame=frame, features=features, as_of=as_of)
+    spec = spec or FeatureSpec(params=params, first=first, families=fitted, features=features)
+    return FeatureTable(frame=frame, features=features, as_of=as_of, spec=spec)
+
+
+def _require_tables(engine: Engine, spec: FeatureSpec) -> None:
+    """Stop when the data lacks a table the definition was fitted with."""
+    missing = {}
+    for family in spec.families:
+        table = FAMILIES[family][0]
+        if not engine.has(table):
+            missing.setdefault(table, []).append(family)
+    if missing:
+        found = ", ".join(engine.data.tables)
+        lacking = "; ".join(f"{t} (feature families {', '.join(f)})" for t, f in missing.items())
+        raise DataError(
+            f"The model was trained with tables this data lacks: {lacking}. The data has "
+            f"{found}; score data with the same tables as training."
+        )

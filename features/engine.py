@@ -12,6 +12,7 @@ import re
 import pandas as pd
 
 from features.loading import LoadedData
+from features.sql import sql_name, sql_text, sql_time
 
 __all__ = ["Dialect", "Engine", "slug", "sql_text", "sql_time", "window_start"]
 
@@ -30,7 +31,7 @@ class Dialect:
 
     def quote(self, name: str) -> str:
         """Quote a column name as an identifier (an attribute column may hold spaces)."""
-        return '"' + name.replace('"', '""') + '"'
+        return sql_name(name)
 
     def double(self, expr: str) -> str:
         """Return a decimal expression (``1.0``, ``5.0 * n``) as one that averages in floats.
@@ -58,16 +59,6 @@ class Engine:
     def query(self, sql: str) -> pd.DataFrame:
         """Run a query and return its result as a DataFrame."""
         return self.data.con.execute(sql).df()
-
-
-def sql_time(value: pd.Timestamp) -> str:
-    """Return the SQL literal of a timestamp, to the microsecond (as_of may end at .999999)."""
-    return f"TIMESTAMP '{value:%Y-%m-%d %H:%M:%S.%f}'"
-
-
-def sql_text(value) -> str:
-    """Return the SQL string literal of ``value``."""
-    return "'" + str(value).replace("'", "''") + "'"
 
 
 def window_start(as_of: pd.Timestamp, days: int) -> str:

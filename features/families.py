@@ -1,9 +1,16 @@
 """The feature families: one builder per family, and the table each one needs.
 
-Each builder is a pure function ``(engine, as_of, params) -> (frame, features)``: it
-describes its aggregation in SQL, the `Engine` runs it where the data lives, and only the
-per-customer result comes back. Every feature carries its description, unit, lens (value
-or needs) and transform, so the profiler knows what it is describing.
+Each builder is a pure function ``(engine, as_of, params, fitted) -> (frame, features,
+fitted)``: it describes its aggregation in SQL, the `Engine` runs it where the data lives,
+and only the per-customer result comes back. Every feature carries its description, unit,
+lens (value or needs) and transform, so the profiler knows what it is describing.
+
+Fitted once, applied everywhere: what a family learns from the data (the product features
+and usage themes, the channels kept, the attribute categories and transforms, the RFM
+quintile edges) is its ``fitted`` state. Training calls a builder with ``fitted=None``: it
+learns the state from the batch and returns it. Scoring passes the state back, and the
+builder applies it unchanged, so a customer's features never depend on who else is in the
+batch. Training applies the state it has just learnt through the same code.
 
 Column names are built from the data's own values (product features, channels) through
 `slug`; values that slug alike (``Reports``, ``reports``) are one feature, and a name
@@ -22,13 +29,16 @@ from features.engine import Engine, slug, sql_text, sql_time, window_start
 from features.rfm import rfm
 from features.table import Feature
 
-__all__ = ["FAMILIES", "Builder"]
+__all__ = ["FAMILIES", "Built", "Builder", "theme_weights"]
+
+#: What a builder returns: the per-customer frame, its features and the fitted state.
+Built = tuple[pd.DataFrame, list[Feature], dict]
 
 logger = logging.getLogger(__name__)
 
 
-def usage(engine: Engine, as_of: pd.Timestamp, params: dict) -> tuple[pd.DataFrame, list[Feature]]:
-    """Intensity, activity, breadth, recency and trend of product usage."""
+def usage(engine: Engine, as_of: pd.Timestamp, params: dict, fitted=None) -> Built:
+    """Intensity, activity, breadth, recency and trend of product usage (nothing fitted)."""
     w, t = params["window_days"], params["trend_days"]
     qty = "COALESCE(quantity, 1)" if engine.has("usage_events", "quantity") else "1"
     start, recent, before = (
@@ -51,54 +61,58 @@ def usage(engine: Engine, as_of: pd.Timestamp, params: dict) -> tuple[pd.DataFra
     total = frame["_last"] + frame["_prev"]
     frame["usage_trend"] = np.where(total > 0, (frame["_last"] - frame["_prev"]) / total, 0.0)
     frame = frame.drop(columns=["_last", "_prev"])
-    return frame, [
-        Feature(
-            "usage_events",
-            "usage",
-            "needs",
-            f"product usage in the last {w} days",
-            "events",
-            "log",
-            "usage",
-        ),
-        Feature(
-            "usage_active_days",
-            "usage",
-            "needs",
-            f"days with any usage in the last {w}",
-            "days",
-            "none",
-            "active days",
-        ),
-        Feature(
-            "usage_breadth",
-            "usage",
-            "needs",
-            f"distinct product features used in {w} days",
-            "features",
-            "none",
-            "breadth",
-        ),
-        Feature(
-            "usage_recency_days",
-            "usage",
-            "needs",
-            "days since the last product use",
-            "days",
-            "log",
-            "usage recency",
-            fill="span",
-        ),
-        Feature(
-            "usage_trend",
-            "usage",
-            "needs",
-            f"usage in the last {t} days vs the {t} before (-1 fading, +1 growing)",
-            "ratio",
-            "none",
-            "usage trend",
-        ),
-    ]
+    return (
+        frame,
+        [
+            Feature(
+                "usage_events",
+                "usage",
+                "needs",
+                f"product usage in the last {w} days",
+                "events",
+                "log",
+                "usage",
+            ),
+            Feature(
+                "usage_active_days",
+                "usage",
+                "needs",
+                f"days with any usage in the last {w}",
+                "days",
+                "none",
+                "active days",
+            ),
+            Feature(
+                "usage_breadth",
+                "usage",
+                "needs",
+                f"distinct product features used in {w} days",
+                "features",
+                "none",
+                "breadth",
+            ),
+            Feature(
+                "usage_recency_days",
+                "usage",
+                "needs",
+                "days since the last product use",
+                "days",
+                "log",
+                "usage recency",
+                fill="span",
+            ),
+            Feature(
+                "usage_trend",
+                "usage",
+                "needs",
+                f"usage in the last {t} days vs the {t} before (-1 fading, +1 growing)",
+                "ratio",
+                "none",
+                "usage trend",
+            ),
+        ],
+        {},
+    )
 
 
 def _spellings(frame: pd.DataFrame, value: str, weight: str) -> dict[str, str]:
@@ -110,20 +124,40 @@ def _spellings(frame: pd.DataFrame, value: str, weight: str) -> dict[str, str]:
     return totals.drop_duplicates("_slug").set_index("_slug")[value].astype(str).to_dict()
 
 
-def usage_mix(engine: Engine, as_of: pd.Timestamp, params: dict):
+def usage_mix(engine: Engine, as_of: pd.Timestamp, params: dict, fitted=None) -> Built:
     """Share of each customer's usage that goes to each product feature (or usage theme).
 
     Product features whose names slug alike (``Reports``, ``reports``) are one feature,
-    ``mix_reports``, labelled with the spelling that has the most usage.
+    ``mix_reports``, labelled with the spelling that has the most usage. Fitted: the
+    product features (and, beyond ``mix_max_features`` of them, the NMF basis of the usage
+    themes). A product feature the fit never saw still counts in a customer's total usage.
     """
     qty = "COALESCE(quantity, 1)" if engine.has("usage_events", "quantity") else "1"
     long = engine.query(f"""
         SELECT customer_id, feature, SUM({qty}) AS q FROM usage_events
         WHERE timestamp > {window_start(as_of, params["window_days"])} AND feature IS NOT NULL
         GROUP BY customer_id, feature""")
-    if long.empty:
-        return pd.DataFrame({"customer_id": []}), []
-    labels = _spellings(long, "feature", "q")
+    if fitted is None:
+        if long.empty:
+            return pd.DataFrame({"customer_id": []}), [], {}
+        fitted = _fit_mix(long, params)
+    labels = fitted["labels"]
+    if "themes" in fitted:
+        columns = [c for c, _ in fitted["themes"]]
+        feats = [
+            Feature(column, "usage_mix", "needs", f"weight of the usage theme led by {label}",
+                    "share", "none", label)
+            for column, label in fitted["themes"]
+        ]  # fmt: skip
+    else:
+        columns = [f"mix_{s}" for s in fitted["slugs"]]
+        feats = [
+            Feature(f"mix_{s}", "usage_mix", "needs", f"share of usage that goes to {labels[s]}",
+                    "share", "none", labels[s].replace("_", " "))
+            for s in fitted["slugs"]
+        ]  # fmt: skip
+    if long.empty:  # nobody used the product in the window: every share is 0
+        return pd.DataFrame({"customer_id": []}), feats, fitted
     slugs = {f: slug(f) for f in long["feature"].unique()}  # a few names, millions of rows
     wide = (
         long.assign(feature=long["feature"].map(slugs))
@@ -132,68 +166,71 @@ def usage_mix(engine: Engine, as_of: pd.Timestamp, params: dict):
         .unstack(fill_value=0.0)
         .astype(float)
     )
-    wide = wide.reindex(sorted(wide.columns), axis=1)
-    shares = wide.div(wide.sum(axis=1).replace(0, np.nan), axis=0).fillna(0.0)
-    if shares.shape[1] <= params["mix_max_features"]:
-        feats = [
-            Feature(
-                f"mix_{s}",
-                "usage_mix",
-                "needs",
-                f"share of usage that goes to {labels[s]}",
-                "share",
-                "none",
-                labels[s].replace("_", " "),
-            )
-            for s in shares.columns
-        ]
-        return shares.rename(columns=lambda s: f"mix_{s}").reset_index(), feats
+    total = wide.sum(axis=1).replace(0, np.nan)
+    shares = wide.reindex(columns=fitted["slugs"], fill_value=0.0).div(total, axis=0).fillna(0.0)
+    if "themes" in fitted:
+        values = theme_weights(shares.to_numpy(), fitted["basis"])
+    else:
+        values = shares.to_numpy()
+    frame = pd.DataFrame(values, columns=columns, index=shares.index)
+    return frame.reset_index(), feats, fitted
+
+
+def _fit_mix(long: pd.DataFrame, params: dict) -> dict:
+    """Learn the product features (and the usage themes when there are too many)."""
+    labels = _spellings(long, "feature", "q")
+    fitted = {"slugs": sorted(labels), "labels": labels}
+    if len(labels) <= params["mix_max_features"]:
+        return fitted
     from sklearn.decomposition import NMF  # here: importing sklearn costs a second per process
 
+    wide = long.assign(feature=long["feature"].map(slug)).pivot_table(
+        index="customer_id", columns="feature", values="q", aggfunc="sum", fill_value=0.0
+    )[fitted["slugs"]]
+    shares = wide.div(wide.sum(axis=1).replace(0, np.nan), axis=0).fillna(0.0)
     k = min(params["mix_themes"], shares.shape[1])
     nmf = NMF(n_components=k, init="nndsvda", random_state=params["seed"], max_iter=400)
-    weights = nmf.fit_transform(shares.to_numpy())
-    weights = weights / np.maximum(weights.sum(axis=1, keepdims=True), 1e-12)
-    feats, cols = [], []
+    nmf.fit(shares.to_numpy())
+    themes = []
     for i, comp in enumerate(nmf.components_):
-        top = [shares.columns[j] for j in np.argsort(comp)[::-1][:2]]
+        top = [fitted["slugs"][j] for j in np.argsort(comp)[::-1][:2]]
         label = " & ".join(labels[t].replace("_", " ") for t in top)
-        cols.append(f"theme_{i + 1}_{top[0]}")
-        feats.append(
-            Feature(
-                cols[-1],
-                "usage_mix",
-                "needs",
-                f"weight of the usage theme led by {label}",
-                "share",
-                "none",
-                label,
-            )
-        )
-    frame = pd.DataFrame(weights, columns=cols, index=shares.index).reset_index()
-    return frame, feats
+        themes.append((f"theme_{i + 1}_{top[0]}", label))
+    return {**fitted, "basis": nmf.components_.copy(), "themes": themes}
+
+
+def theme_weights(shares: np.ndarray, basis: np.ndarray, sweeps: int = 100) -> np.ndarray:
+    """Return each customer's usage-theme weights (rows summing to 1) for a fitted basis.
+
+    The non-negative least squares fit of ``shares ~ weights @ basis``, row by row, by a
+    fixed number of coordinate sweeps (hierarchical ALS) from zero: each customer's weights
+    depend on their own shares only, never on the batch (scikit-learn's ``NMF.transform``
+    stops on a tolerance summed over the whole batch).
+    """
+    gram, target = basis @ basis.T, shares @ basis.T
+    weights = np.zeros_like(target)
+    for _ in range(sweeps):
+        for j in range(len(basis)):
+            step = (target[:, j] - (weights * gram[j]).sum(axis=1)) / max(gram[j, j], 1e-12)
+            weights[:, j] = np.maximum(weights[:, j] + step, 0.0)
+    return weights / np.maximum(weights.sum(axis=1, keepdims=True), 1e-12)
 
 
 #: The engagement columns that are not per channel; a channel never takes one of these names.
 _ENGAGEMENT_TOTALS = ("engagement_events", "engagement_recency_days", "engagement_silent")
 
 
-def _channel_columns(engine: Engine, limit: int) -> tuple[dict[str, str], dict, dict]:
+def _fit_channels(engine: Engine, limit: int) -> dict:
     """Pick the most used channels and name their columns.
 
     Channels whose names slug alike (``Email``, ``email``) are one channel. Returns, per
     slug in order of use, its column name (``engagement_<slug>``, with ``_channel``
     appended while that would clash with a total such as ``engagement_events`` or with an
-    earlier channel), the raw channel values it groups, and its label (the most used
-    spelling).
+    earlier channel) and its label (the most used spelling).
     """
-    counts = engine.query(
-        "SELECT channel, COUNT(*) AS n FROM engagement_events WHERE channel IS NOT NULL "
-        "GROUP BY channel"
-    )
+    counts = _channel_counts(engine)
     if counts.empty:
-        return {}, {}, {}
-    counts["slug"] = counts["channel"].map(slug)
+        return {"columns": {}, "labels": {}}
     totals = counts.groupby("slug", as_index=False)["n"].sum()
     top = totals.sort_values(["n", "slug"], ascending=[False, True])["slug"].head(limit)
     taken, columns = set(_ENGAGEMENT_TOTALS), {}
@@ -203,21 +240,33 @@ def _channel_columns(engine: Engine, limit: int) -> tuple[dict[str, str], dict, 
             name += "_channel"
         taken.add(name)
         columns[s] = name
-    members = {s: sorted(g) for s, g in counts.groupby("slug")["channel"] if s in columns}
-    return columns, members, _spellings(counts, "channel", "n")
+    labels = _spellings(counts, "channel", "n")
+    return {"columns": columns, "labels": {s: labels[s] for s in columns}}
 
 
-def engagement(engine: Engine, as_of: pd.Timestamp, params: dict):
+def _channel_counts(engine: Engine) -> pd.DataFrame:
+    counts = engine.query(
+        "SELECT channel, COUNT(*) AS n FROM engagement_events WHERE channel IS NOT NULL "
+        "GROUP BY channel"
+    )
+    return counts.assign(slug=counts["channel"].map(slug))
+
+
+def engagement(engine: Engine, as_of: pd.Timestamp, params: dict, fitted=None) -> Built:
     """Engagement per channel, recency and silence.
 
-    Channels whose names slug alike are counted together; see `_channel_columns` for how
-    their columns are named.
+    Channels whose names slug alike are counted together; see `_fit_channels` for which
+    channels get a column and how it is named (fitted: the channels kept).
     """
     w, start = params["window_days"], window_start(as_of, params["window_days"])
-    columns, members, labels = _channel_columns(engine, int(params["max_categories"]))
+    fitted = fitted or _fit_channels(engine, int(params["max_categories"]))
+    columns, labels = fitted["columns"], fitted["labels"]
+    members = _channel_counts(engine).groupby("slug")["channel"].agg(sorted).to_dict()
     per = "".join(
         f",\n SUM(CASE WHEN timestamp > {start} AND channel IN "
         f"({', '.join(sql_text(c) for c in members[s])}) THEN 1 ELSE 0 END) AS {name}"
+        if s in members
+        else f",\n 0 AS {name}"
         for s, name in columns.items()
     )
     events, recency, silent = _ENGAGEMENT_TOTALS
@@ -272,7 +321,7 @@ def engagement(engine: Engine, as_of: pd.Timestamp, params: dict):
             "silent",
         )
     )
-    return frame, feats
+    return frame, feats, fitted
 
 
 def tenure(engine: Engine, as_of: pd.Timestamp, family: str) -> tuple[pd.DataFrame, list[Feature]]:
@@ -312,7 +361,7 @@ def tenure(engine: Engine, as_of: pd.Timestamp, family: str) -> tuple[pd.DataFra
     ]
 
 
-def revenue(engine: Engine, as_of: pd.Timestamp, params: dict):
+def revenue(engine: Engine, as_of: pd.Timestamp, params: dict, fitted=None) -> Built:
     """Recency, frequency, monetary value, order size, discounts, refunds, lateness, tenure.
 
     Tenure (see `tenure`) covers every customer, also those without a transaction.
@@ -362,57 +411,73 @@ def revenue(engine: Engine, as_of: pd.Timestamp, params: dict):
         FROM transactions GROUP BY customer_id""")
     since, feats_tenure = tenure(engine, as_of, "revenue")
     frame = frame.merge(since, on="customer_id", how="outer")
-    return frame, [
-        Feature(
-            "revenue_monetary", "revenue", "value", "net revenue to date", "money", "log", "revenue"
-        ),
-        Feature(
-            "revenue_12m",
-            "revenue",
-            "value",
-            "net revenue in the last 12 months",
-            "money",
-            "log",
-            "recent revenue",
-        ),
-        Feature(
-            "revenue_frequency",
-            "revenue",
-            "value",
-            "purchases and invoices to date",
-            "purchases",
-            "log",
-            "purchases",
-        ),
-        Feature(
-            "revenue_avg_order",
-            "revenue",
-            "value",
-            "average purchase or invoice",
-            "money",
-            "log",
-            "order size",
-            fill="nan",
-        ),
-        Feature(
-            "revenue_recency_days",
-            "revenue",
-            "value",
-            "days since the last purchase",
-            "days",
-            "log",
-            "purchase recency",
-            fill="span",
-        ),
-        Feature(
-            "revenue_refunds", "revenue", "value", "refunds to date", "refunds", "log", "refunds"
-        ),
-        *feats,
-        *feats_tenure,
-    ]
+    return (
+        frame,
+        [
+            Feature(
+                "revenue_monetary",
+                "revenue",
+                "value",
+                "net revenue to date",
+                "money",
+                "log",
+                "revenue",
+            ),
+            Feature(
+                "revenue_12m",
+                "revenue",
+                "value",
+                "net revenue in the last 12 months",
+                "money",
+                "log",
+                "recent revenue",
+            ),
+            Feature(
+                "revenue_frequency",
+                "revenue",
+                "value",
+                "purchases and invoices to date",
+                "purchases",
+                "log",
+                "purchases",
+            ),
+            Feature(
+                "revenue_avg_order",
+                "revenue",
+                "value",
+                "average purchase or invoice",
+                "money",
+                "log",
+                "order size",
+                fill="nan",
+            ),
+            Feature(
+                "revenue_recency_days",
+                "revenue",
+                "value",
+                "days since the last purchase",
+                "days",
+                "log",
+                "purchase recency",
+                fill="span",
+            ),
+            Feature(
+                "revenue_refunds",
+                "revenue",
+                "value",
+                "refunds to date",
+                "refunds",
+                "log",
+                "refunds",
+            ),
+            *feats,
+            *feats_tenure,
+        ],
+        {},
+    )
 
 
-def feedback(engine: Engine, as_of: pd.Timestamp, params: dict):
+def feedback(engine: Engine, as_of: pd.Timestamp, params: dict, fitted=None) -> Built:
     """Latest NPS and its category, responses, CSAT and comments."""
     cols, feats = (
         ["COUNT(*) AS feedback_responses"],
@@ -494,10 +559,10 @@ def feedback(engine: Engine, as_of: pd.Timestamp, params: dict):
         frame["nps_category"] = pd.cut(
             frame["nps_latest"], [-1, 6, 8, 10], labels=["detractor", "passive", "promoter"]
         ).astype("string")
-    return frame, feats
+    return frame, feats, {}
 
 
-def support(engine: Engine, as_of: pd.Timestamp, params: dict):
+def support(engine: Engine, as_of: pd.Timestamp, params: dict, fitted=None) -> Built:
     """Ticket load, time to close, open tickets and the share of urgent tickets."""
     w, start, stamp = (
         params["window_days"],
@@ -568,70 +633,71 @@ def support(engine: Engine, as_of: pd.Timestamp, params: dict):
     frame = engine.query(
         f"SELECT customer_id, {', '.join(cols)} FROM support_tickets GROUP BY customer_id"
     )
-    return frame, feats
+    return frame, feats, {}
 
 
-def attributes(engine: Engine, as_of: pd.Timestamp, params: dict):
+def attributes(engine: Engine, as_of: pd.Timestamp, params: dict, fitted=None) -> Built:
     """Use the customers' own attribute columns: numeric as they are, categorical by level.
 
     A column that is the same for every customer (or empty for all) tells the personas
     apart in nothing and is left out, as is one that looks like an identifier or free
     text. Without a transactions table (so no revenue family), tenure from
-    ``customers.signup_date`` is an attribute too.
+    ``customers.signup_date`` is an attribute too. Fitted: which columns, numeric (with
+    a log transform when heavy-tailed) or categorical (with the levels kept; others are
+    ``other``). A fitted column missing from the data is empty (imputed by the model).
     """
     names = engine.data.attributes
     quoted = "".join(", " + engine.dialect.quote(n) for n in names)
     raw = engine.query(f"SELECT customer_id{quoted} FROM customers")
+    if fitted is None:
+        fitted = {"columns": _fit_attributes(raw, names, params), "tenure": None}
+        if not engine.has("transactions"):  # tenure from signup_date joins the attributes
+            fitted["tenure"] = engine.has("customers", "signup_date")
     frame, feats = raw[["customer_id"]].copy(), []
+    for a in fitted["columns"]:
+        col = raw[a["name"]] if a["name"] in raw else pd.Series(pd.NA, index=raw.index)
+        if a["levels"] is None:
+            frame[a["column"]] = pd.to_numeric(col, errors="coerce")
+        else:
+            kept = col.isin(a["levels"]) | col.isna()
+            frame[a["column"]] = col.where(kept, "other").astype("string")
+        unit, transform = (a["name"], a["transform"]) if a["levels"] is None else ("category",) * 2
+        feats.append(
+            Feature(a["column"], "attributes", "value", f"{a['name']} (customer attribute)",
+                    unit, transform, a["name"].replace("_", " "), fill="nan")
+        )  # fmt: skip
+    if fitted["tenure"]:
+        since, extra = tenure(engine, as_of, "attributes")
+        frame, feats = frame.merge(since, on="customer_id", how="left"), feats + extra
+    return frame, feats, fitted
+
+
+def _fit_attributes(raw: pd.DataFrame, names: list[str], params: dict) -> list[dict]:
+    """Decide how each attribute column becomes a feature (see `attributes`)."""
+    fitted: list[dict] = []
     for name in names:
         col = raw[name]
         values = pd.to_numeric(col, errors="coerce")
         present = col.notna().sum()
         column = f"attr_{slug(name)}"
-        if column in frame:
+        if any(a["column"] == column for a in fitted):
             logger.warning("Attribute %r is named like another one (%s); not used.", name, column)
         elif col.nunique(dropna=False) <= 1:
             logger.info("Attribute %r is the same for every customer (or empty); not used.", name)
         elif present and values.notna().sum() >= 0.95 * present:
             heavy = values.min() >= 0 and values.quantile(0.99) > 20 * max(values.median(), 1)
-            frame[column] = values
-            feats.append(
-                Feature(
-                    column,
-                    "attributes",
-                    "value",
-                    f"{name} (customer attribute)",
-                    name,
-                    "log" if heavy else "none",
-                    name.replace("_", " "),
-                    fill="nan",
-                )
-            )
+            transform = "log" if heavy else "none"
+            fitted.append({"name": name, "column": column, "transform": transform, "levels": None})
         elif present and col.nunique() <= max(0.5 * present, params["max_categories"]):
-            top = col.value_counts().index[: params["max_categories"]]
-            frame[column] = col.where(col.isin(top) | col.isna(), "other").astype("string")
-            feats.append(
-                Feature(
-                    column,
-                    "attributes",
-                    "value",
-                    f"{name} (customer attribute)",
-                    "category",
-                    "category",
-                    name.replace("_", " "),
-                    fill="nan",
-                )
-            )
+            levels = list(col.value_counts().index[: params["max_categories"]])
+            fitted.append({"name": name, "column": column, "transform": "category",
+                           "levels": levels})  # fmt: skip
         else:
             logger.info("Attribute %r looks like an identifier or free text; not used.", name)
-    if not engine.has("transactions"):
-        since, extra = tenure(engine, as_of, "attributes")
-        if extra:
-            frame, feats = frame.merge(since, on="customer_id", how="left"), feats + extra
-    return frame, feats
+    return fitted
 
 
-Builder = Callable[[Engine, pd.Timestamp, dict], tuple[pd.DataFrame, list[Feature]]]
+Builder = Callable[[Engine, pd.Timestamp, dict, dict | None], Built]
 
 #: Feature families, in order, with the table each one needs.
 FAMILIES: dict[str, tuple[str, Builder]] = {

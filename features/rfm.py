@@ -16,19 +16,24 @@ conventions of ``lifetimes``' ``summary_data_from_transaction_data`` (pymc-marke
 Customers who never bought are not in the summary: the models describe customers from
 their first purchase on.
 
-`rfm` is a feature family builder (``(engine, as_of, params) -> (frame, features)``, see
-`features.families`): recency, frequency and monetary quintile scores and a value tier.
+`rfm` is a feature family builder (``(engine, as_of, params, fitted) -> (frame, features,
+fitted)``, see `features.families`): recency, frequency and monetary quintile scores and a
+value tier.
 """
 
 from __future__ import annotations
 
 import logging
 
+import numpy as np
 import pandas as pd
+from scipy.stats import rankdata
 
 from features.contract import DataError
 from features.engine import Engine, sql_time
 from features.table import Feature
+
+Built = tuple[pd.DataFrame, list[Feature], dict]
 
 __all__ = ["CLV_COLUMNS", "VALUE_TIERS", "billing_history", "clv_summary", "rfm"]
 
@@ -170,6 +175,18 @@ def billing_history(engine: Engine, as_of: pd.Timestamp) -> pd.DataFrame:
     return frame
 
 
+def _edges(values: np.ndarray) -> list[float]:
+    """Return the worst value that earned each score from 2 to 5 (inf when none did).
+
+    ``values`` are oriented so that higher is better; the scores are those of `rfm`.
+    """
+    n = len(values)
+    rank = rankdata(values, method="min")
+    score = np.minimum(_SCORES, 1 + np.floor(_SCORES * (rank - 1.0) / max(n - 1, 1)))
+    return [float(values[score >= s].min()) if (score >= s).any() else np.inf
+            for s in range(2, _SCORES + 1)]  # fmt: skip
+
+
 def _check_tiers(tiers: dict) -> tuple[int, int]:
     high, mid = tiers.get("high"), tiers.get("mid")
     lowest, highest = 3, 3 * _SCORES
@@ -182,17 +199,19 @@ def _check_tiers(tiers: dict) -> tuple[int, int]:
     return high, mid
 
 
-def rfm(engine: Engine, as_of: pd.Timestamp, params: dict) -> tuple[pd.DataFrame, list[Feature]]:
+def rfm(engine: Engine, as_of: pd.Timestamp, params: dict, fitted=None) -> Built:
     """RFM quintile scores and a value tier, for every customer.
 
     Each score ranks the customers who bought: recency by the days since their last
     purchase day (fewer is better), frequency by their purchase days, monetary by their
     mean spend per purchase day. A score is ``1 + floor(5 * (rank - 1) / (n - 1))``, capped
-    at 5, with ``rank`` the lowest rank of the customer's ties (SQL ``RANK``) from the worst
-    (1) up to the best: 5 is the best fifth, ties share a score, and row order never
-    matters. The value tier compares the total ``rfm_r + rfm_f + rfm_m`` with
-    ``params["value_tiers"]`` (default `VALUE_TIERS`). Customers who never bought get
-    scores of 0 and the tier ``none``.
+    at 5, with ``rank`` the lowest rank of the customer's ties from the worst (1) up to the
+    best: 5 is the best fifth, ties share a score, and row order never matters. What is
+    fitted are the quintile edges (the worst value that earned each score); a customer
+    scored later gets the score of the edges they reach, so the training customers keep
+    their scores exactly and nobody's score depends on the batch. The value tier compares
+    the total ``rfm_r + rfm_f + rfm_m`` with ``params["value_tiers"]`` (default
+    `VALUE_TIERS`). Customers who never bought get scores of 0 and the tier ``none``.
 
     Parameters
     ----------
@@ -203,6 +222,9 @@ def rfm(engine: Engine, as_of: pd.Timestamp, params: dict) -> tuple[pd.DataFrame
     params : dict
         The ``features`` section of the config; reads ``value_tiers`` (``{high: 12,
         mid: 8}``).
+    fitted : dict, optional
+        The edges of an earlier fit (``{"r": [...], "f": [...], "m": [...]}``); default:
+        learn them from these customers.
 
     Returns
     -------
@@ -210,6 +232,8 @@ def rfm(engine: Engine, as_of: pd.Timestamp, params: dict) -> tuple[pd.DataFrame
         ``customer_id``, ``rfm_r``, ``rfm_f``, ``rfm_m`` and ``value_tier``.
     features : list of Feature
         Their metadata (lens ``value``, family ``rfm``).
+    fitted : dict
+        The quintile edges.
 
     Raises
     ------
@@ -217,70 +241,65 @@ def rfm(engine: Engine, as_of: pd.Timestamp, params: dict) -> tuple[pd.DataFrame
         When ``value_tiers`` is not two totals with ``3 <= mid <= high <= 15``.
     """
     high, mid = _check_tiers(params.get("value_tiers", VALUE_TIERS))
-
-    def score(order: str) -> str:
-        rank = f"RANK() OVER (ORDER BY {order})"
-        scaled = engine.dialect.double(f"{_SCORES}.0 * ({rank} - 1)")
-        step = f"{scaled} / GREATEST(COUNT(*) OVER () - 1, 1)"
-        return f"LEAST({_SCORES}, 1 + CAST(FLOOR({step}) AS INTEGER))"
-
-    frame = engine.query(f"""
-        WITH scored AS (
-          SELECT customer_id,
-            {score("days_since DESC")} AS rfm_r,
-            {score("frequency")} AS rfm_f,
-            {score("day_spend")} AS rfm_m
-          FROM ({_purchases_sql(engine, as_of)})
-        )
-        SELECT customer_id,
-          COALESCE(rfm_r, 0) AS rfm_r, COALESCE(rfm_f, 0) AS rfm_f, COALESCE(rfm_m, 0) AS rfm_m,
-          CASE WHEN rfm_r IS NULL THEN 'none'
-               WHEN rfm_r + rfm_f + rfm_m >= {high} THEN 'high'
-               WHEN rfm_r + rfm_f + rfm_m >= {mid} THEN 'mid'
-               ELSE 'low' END AS value_tier
-        FROM customers LEFT JOIN scored USING (customer_id)""")
-    for c in ("rfm_r", "rfm_f", "rfm_m"):
-        frame[c] = frame[c].astype(float)
-    frame["value_tier"] = frame["value_tier"].astype("string")
+    bought = engine.query(f"""
+        SELECT customer_id, -days_since AS r, frequency AS f, day_spend AS m
+        FROM ({_purchases_sql(engine, as_of)})""")
+    values = {c: bought[c].to_numpy(float) for c in "rfm"}
+    if fitted is None:
+        fitted = {c: _edges(v) for c, v in values.items()}
+    scores = pd.DataFrame(
+        {f"rfm_{c}": 1.0 + (v[:, None] >= np.asarray(fitted[c])[None, :]).sum(axis=1)
+         for c, v in values.items()},
+        index=bought["customer_id"],
+    )  # fmt: skip
+    ids = engine.query("SELECT customer_id FROM customers")["customer_id"]
+    frame = scores.reindex(ids).fillna(0.0).reset_index()
+    total = frame["rfm_r"] + frame["rfm_f"] + frame["rfm_m"]
+    tier = np.select([total == 0, total >= high, total >= mid], ["none", "high", "mid"], "low")
+    frame["value_tier"] = pd.Series(tier, index=frame.index, dtype="string")
     tiers = f"high: total >= {high}, mid: >= {mid}, else low; none: never bought"
-    return frame, [
-        Feature(
-            "rfm_r",
-            "rfm",
-            "value",
-            "recency score: quintile of days since the last purchase (5 = most recent, "
-            "0 = never bought)",
-            "score",
-            "none",
-            "recency score",
-        ),
-        Feature(
-            "rfm_f",
-            "rfm",
-            "value",
-            "frequency score: quintile of purchase days (5 = most frequent, 0 = never bought)",
-            "score",
-            "none",
-            "frequency score",
-        ),
-        Feature(
-            "rfm_m",
-            "rfm",
-            "value",
-            "monetary score: quintile of the mean spend per purchase day (5 = highest, "
-            "0 = never bought)",
-            "score",
-            "none",
-            "monetary score",
-        ),
-        Feature(
-            "value_tier",
-            "rfm",
-            "value",
-            f"value tier from the RFM total score ({tiers})",
-            "category",
-            "category",
-            "value tier",
-            fill="nan",
-        ),
-    ]
+    return (
+        frame,
+        [
+            Feature(
+                "rfm_r",
+                "rfm",
+                "value",
+                "recency score: quintile of days since the last purchase (5 = most recent, "
+                "0 = never bought)",
+                "score",
+                "none",
+                "recency score",
+            ),
+            Feature(
+                "rfm_f",
+                "rfm",
+                "value",
+                "frequency score: quintile of purchase days (5 = most frequent, 0 = never bought)",
+                "score",
+                "none",
+                "frequency score",
+            ),
+            Feature(
+                "rfm_m",
+                "rfm",
+                "value",
+                "monetary score: quintile of the mean spend per purchase day (5 = highest, "
+                "0 = never bought)",
+                "score",
+                "none",
+                "monetary score",
+            ),
+            Feature(
+                "value_tier",
+                "rfm",
+                "value",
+                f"value tier from the RFM total score ({tiers})",
+                "category",
+                "category",
+                "value tier",
+                fill="nan",
+            ),
+        ],
+        fitted,
+    )

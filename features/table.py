@@ -65,11 +65,14 @@ class FeatureTable:
         Metadata for each column of ``frame``, in the same order.
     as_of : pandas.Timestamp
         The reference date the features were computed at.
+    spec : features.builders.FeatureSpec or None
+        The fitted definition the table was built with (None for derived tables).
     """
 
     frame: pd.DataFrame
     features: list[Feature]
     as_of: pd.Timestamp
+    spec: object = None
 
     @property
     def meta(self) -> pd.DataFrame:

@@ -1,8 +1,10 @@
 """The served persona model: features in, persona out, for one customer or a million.
 
-It holds only fitted parameters (scalers, centres or the density model, persona names),
-never a customer's data, so it can be logged and shared. Every customer is placed on
-their own, so a customer's persona does not depend on who else is in the batch.
+It holds fitted parameters (the table's fitted definition, scalers, centres or the density
+model, persona names) and, for a density model, only what its prediction needs (see
+`models.density` and `models.reducers`); for k-means no customer's data at all, so it can
+be logged and shared. Every customer is placed on their own, so a customer's persona does
+not depend on who else is in the batch.
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ class PersonaModel:
         Below this confidence a customer is flagged ``is_outlier``.
     outlier_score : float
         Density models: GLOSH score above which a customer is flagged ``is_outlier``.
+    definition : object, optional
+        The fitted definition of the feature table (`pipelines.table.TableDefinition`):
+        what scoring needs to build the same features from raw tables, with no config.
     """
 
     def __init__(
@@ -50,6 +55,7 @@ class PersonaModel:
         noise,
         outlier_confidence,
         outlier_score,
+        definition=None,
     ):
         self.preprocessor = preprocessor
         self.columns = list(columns)
@@ -60,6 +66,7 @@ class PersonaModel:
         self.noise = noise
         self.outlier_confidence = outlier_confidence
         self.outlier_score = outlier_score
+        self.definition = definition
 
     def predict(self, features: pd.DataFrame) -> pd.DataFrame:
         """Assign each row of a customer feature table to a persona.

@@ -12,14 +12,26 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from models.matching import match_personas, nps_change, population_stability
+from pipelines import tracking
+from pipelines.run import stage
 
-__all__ = ["Previous", "apply_identity", "describe_changes", "gate", "load_previous"]
+__all__ = [
+    "Identity",
+    "Previous",
+    "apply_identity",
+    "describe_changes",
+    "gate",
+    "load_previous",
+    "reidentify",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -245,3 +257,86 @@ def gate(
             f"(< {gates['min_match_quality']:.0%})"
         )
     return not failed, failed
+
+
+@dataclass
+class Identity:
+    """What the re-identify stage hands on.
+
+    Attributes
+    ----------
+    ids : dict of int to int
+        This run's persona id -> final id (the champion's where a persona is matched).
+    previous : Previous or None
+        The champion's outputs (None on a first run or another level).
+    changes : dict or None
+        ``changes.json`` (None without a champion).
+    migration : pandas.DataFrame or None
+        ``migration.csv``, in final ids.
+    promotion : dict
+        ``promoted``, ``failed_gates`` and ``previous_run``.
+    """
+
+    ids: dict[int, int]
+    previous: Previous | None
+    changes: dict | None
+    migration: pd.DataFrame | None
+    promotion: dict
+
+
+def reidentify(
+    personas: list[dict],
+    assignments: pd.DataFrame,
+    table,
+    stability: float,
+    cfg: dict,
+) -> Identity:
+    """Match this run's personas to the champion's, say what changed, gate promotion.
+
+    ``personas`` and ``assignments`` take their final ids and names, in place.
+
+    Parameters
+    ----------
+    personas : list of dict
+        This run's persona table.
+    assignments : pandas.DataFrame
+        This run's assignments (``customer_id``, ``persona_id``, ``persona_name``, ...).
+    table : features.FeatureTable
+        The feature table (its drift is described).
+    stability : float
+        The model's stability (mean ARI over resamples), for the gates.
+    cfg : dict
+        The run configuration (``tracking``, ``level``, ``resegment``, ``profile``).
+
+    Returns
+    -------
+    Identity
+        The final ids, the champion, the changes and the promotion decision.
+    """
+    with stage("Compare with the champion"), tempfile.TemporaryDirectory() as tmp:
+        previous = load_previous(*tracking.champion_outputs(cfg, Path(tmp)))
+        if previous is not None and previous.level != cfg["level"]:
+            logger.info("The champion has personas of another level; no comparison.")
+            previous = None
+        ids, migration, match_quality = apply_identity(
+            previous, personas, assignments, cfg["resegment"]["min_similarity"]
+        )
+    changes = None
+    if previous is not None:
+        numeric = [f.name for f in table.features if f.transform != "category"]
+        changes = describe_changes(
+            previous, personas, migration, table.frame, numeric, alpha=cfg["profile"]["alpha"]
+        )
+        changes["match_quality"] = match_quality
+    promoted, failed = gate(
+        stability=stability,
+        outlier_share=float(assignments["is_outlier"].mean()),
+        match_quality=match_quality,
+        gates=cfg["resegment"]["gates"],
+    )
+    promotion = {
+        "promoted": promoted,
+        "failed_gates": failed,
+        "previous_run": previous.run_id if previous else None,
+    }
+    return Identity(ids, previous, changes, migration, promotion)

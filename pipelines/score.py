@@ -1,22 +1,49 @@
-"""The score recipe: place the customers of a data source in a trained model's personas."""
+"""The score recipe: place the customers of any batch in a trained model's personas.
+
+The served model carries its table's fitted definition (`pipelines.table`): the
+settings that shaped the features (window, column mapping, level), the product features,
+themes, channels, categories and quintile edges, and the value model. Score loads the
+batch with the same checks as train and applies that definition unchanged, so one
+customer, one region or next month is placed exactly as training would have placed them
+at the same ``as_of``. No config is needed; ``--config`` sets only ``as_of``, how the data
+is read and checked (``validation``, ``spark``), and where the model lives (``tracking``).
+"""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
-from features import build_features
-from pipelines import b2b, tracking
+import pandas as pd
+
+from features import DataError
+from features.engine import Engine
+from pipelines import tracking
 from pipelines.config import load_config
-from pipelines.train import load
+from pipelines.run import load, stage
+from pipelines.table import SETTINGS, build_table
 
 __all__ = ["score"]
 
 logger = logging.getLogger(__name__)
 
 
-def score(data: str | Path, *, model: str | None, output: str | Path, config=None):
-    """Build the same features as training and assign every customer a persona.
+def _settings(cfg: dict, definition) -> dict:
+    """Return ``cfg`` with the model's own settings (a differing one is ignored, said once)."""
+    defaults = load_config(None)
+    for key in SETTINGS:
+        if cfg[key] != defaults[key] and cfg[key] != definition.settings[key]:
+            logger.warning(
+                "The config's %s is not used: the served model carries the %s it was "
+                "trained with, so the features are built as in training.",
+                key,
+                key,
+            )
+    return {**cfg, **definition.settings}
+
+
+def score(data: str | Path, *, model: str | None, output: str | Path, config=None) -> pd.DataFrame:
+    """Build the training features of a batch and assign every customer a persona.
 
     Parameters
     ----------
@@ -27,10 +54,11 @@ def score(data: str | Path, *, model: str | None, output: str | Path, config=Non
         ``runs:/<run id>/persona_model``); default the champion of ``tracking.model_name``.
     output : str or Path
         The CSV to write (``customer_id``, ``persona_id``, ``persona_name``,
-        ``confidence``, ``is_outlier``); written to a temporary file first, then moved.
+        ``confidence``, ``is_outlier``; ``account_id`` first for a model of accounts);
+        written to a temporary file first, then moved.
     config : str or Path, optional
-        Settings file; must match training for the features (window, columns) and the
-        level: with ``level: account`` each account is placed (rows keyed by ``account_id``).
+        Settings file: ``as_of`` (default: the batch's latest timestamp, and never
+        before the model's own ``as_of``), ``validation``, ``tracking``.
 
     Returns
     -------
@@ -39,15 +67,29 @@ def score(data: str | Path, *, model: str | None, output: str | Path, config=Non
     """
     cfg = load_config(config)
     uri = model or f"models:/{cfg['tracking']['model_name']}@champion"
-    persona_model = tracking.load_served_model(uri, cfg)
+    with stage("Load the served model"):
+        persona_model = tracking.load_served_model(uri, cfg)
+    definition = persona_model.definition
+    if definition is None:
+        raise DataError(
+            f"The model {uri} was trained by an earlier version of personas that did not "
+            "keep its feature definition; train it again to score with it."
+        )
+    cfg = _settings(cfg, definition)
     loaded = load(data, cfg)
     try:
-        table = build_features(loaded, {**cfg["features"], "seed": cfg["seed"]})
-        if cfg["level"] == "account":
-            table = b2b.to_accounts(loaded, table, cfg).table
+        if cfg["as_of"] is None and loaded.as_of < definition.as_of:
+            logger.info(
+                "as_of is the model's, %s: the batch's latest event (%s) is earlier.",
+                definition.as_of,
+                loaded.as_of,
+            )
+            loaded.as_of = definition.as_of
+        built = build_table(loaded, Engine(loaded), cfg, definition)
     finally:
         loaded.con.close()
-    result = persona_model.predict(table.frame).reset_index()
+    with stage("Assign"):
+        result = persona_model.predict(built.table.frame).reset_index()
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_name(f".{output.name}.partial")

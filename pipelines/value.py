@@ -52,9 +52,14 @@ CLV_FEATURES = [
 
 
 def add_customer_value(
-    loaded: LoadedData, table: FeatureTable, cfg: dict, *, engine: Engine | None = None
-) -> dict | None:
-    """Fit the CLV models and add their features to ``table`` (in place).
+    loaded: LoadedData,
+    table: FeatureTable,
+    cfg: dict,
+    *,
+    engine: Engine | None = None,
+    fitted: dict | None = None,
+) -> tuple[dict | None, dict | None]:
+    """Fit the CLV models (or apply fitted ones) and add their features to ``table``.
 
     Parameters
     ----------
@@ -62,28 +67,53 @@ def add_customer_value(
         The checked tables (a transactions table is needed).
     table : FeatureTable
         The feature table; gains the columns of `CLV_FEATURES` (NaN for customers who
-        never bought).
+        never bought), in place.
     cfg : dict
         The run configuration (``clv`` section).
     engine : Engine, optional
         Where the purchase history (`features.rfm.clv_summary`) is computed; default
         DuckDB on ``loaded``.
+    fitted : dict, optional
+        The models of an earlier fit (the second value this function returned), applied
+        unchanged to these customers: the billing cycle and the parameters are not
+        re-estimated, so a customer's value does not depend on the batch.
 
     Returns
     -------
-    dict or None
-        The fitted parameters, or None when CLV is off or cannot be fitted. ``kind`` says
-        which: ``bgnbd`` (``r``, ``alpha``, ``a``, ``b``, ``log_likelihood``,
-        ``time_unit`` weeks, Gamma-Gamma ``p``, ``q``, ``v``) or ``subscription`` (sBG
-        ``a``, ``b``, ``log_likelihood``, ``time_unit`` cycles, ``cycle_days``).
+    params : dict or None
+        The fitted parameters (``clv_model.json``), or None when CLV is off or cannot be
+        fitted. ``kind`` says which: ``bgnbd`` (``r``, ``alpha``, ``a``, ``b``,
+        ``log_likelihood``, ``time_unit`` weeks, Gamma-Gamma ``p``, ``q``, ``v``) or
+        ``subscription`` (sBG ``a``, ``b``, ``log_likelihood``, ``time_unit`` cycles,
+        ``cycle_days``).
+    fitted : dict or None
+        The fitted models themselves (parameters only), to apply to a later batch.
     """
     c = cfg["clv"]
-    if not c["enabled"] or "transactions" not in loaded.tables:
-        return None
+    if fitted is None and (not c["enabled"] or "transactions" not in loaded.tables):
+        return None, None
     engine = engine or Engine(loaded)
+    if fitted is not None:
+        value = _apply(engine, loaded.as_of, fitted, c)
+        params = fitted["params"]
+    else:
+        fitted = _fit(engine, loaded.as_of, cfg)
+        if fitted is None:
+            return None, None
+        value, params = fitted.pop("value"), fitted["params"]
+    value.columns = [f.name for f in CLV_FEATURES]
+    value.index = value.index.astype("string")
+    table.frame = table.frame.join(value, how="left")
+    table.features = [*table.features, *CLV_FEATURES]
+    return params, fitted
+
+
+def _fit(engine: Engine, as_of, cfg: dict) -> dict | None:
+    """Fit the value model the data calls for; None (with a warning) when it cannot be."""
+    c = cfg["clv"]
     cycle = None
     if c["model"] != "bgnbd":
-        history = billing_history(engine, loaded.as_of).set_index("customer_id")
+        history = billing_history(engine, as_of).set_index("customer_id")
         cycle = billing_cycle(history.dropna(subset=["gap_cv"]))
         if c["model"] == "subscription" and cycle is None:
             cycle = float(history["gap_mean"].median())  # NaN when nobody paid three times
@@ -97,49 +127,33 @@ def add_customer_value(
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             if cycle:
-                value, params = _subscription(history, cycle, c)
+                fitted = _fit_subscription(history, cycle, c)
             else:
-                value, params = _buying(engine, loaded.as_of, cfg)
+                fitted = _fit_buying(clv_summary(engine, as_of).set_index("customer_id"), c)
+            fitted["value"] = _apply(engine, as_of, fitted, c, history if cycle else None)
     except ValueError as error:  # e.g. fewer than two repeat buyers
         logger.warning("Customer lifetime value is off for this run: %s", error)
         return None
     for w in caught:
         logger.warning("CLV: %s", w.message)
-    value.columns = [f.name for f in CLV_FEATURES]
-    value.index = value.index.astype("string")
-    table.frame = table.frame.join(value, how="left")
-    table.features = [*table.features, *CLV_FEATURES]
-    return {
-        **params, "horizon_weeks": c["horizon_weeks"], "n_periods": c["n_periods"],
-        "discount_rate": c["discount_rate"], "customers_fitted": int(len(value)),
+    fitted["params"] = {
+        **fitted["params"], "horizon_weeks": c["horizon_weeks"], "n_periods": c["n_periods"],
+        "discount_rate": c["discount_rate"], "customers_fitted": int(len(fitted["value"])),
     }  # fmt: skip
+    return fitted
 
 
-def _buying(engine: Engine, as_of, cfg: dict) -> tuple[pd.DataFrame, dict]:
-    """BG/NBD + Gamma-Gamma: customers who buy when they like (non-contractual)."""
-    c = cfg["clv"]
-    summary = clv_summary(engine, as_of, cfg["features"]).set_index("customer_id")
-    purchases = BetaGeoModel(horizon=c["horizon_weeks"], penalizer=c["penalizer"]).fit(summary)
-    spend = GammaGammaModel(penalizer=c["penalizer"]).fit(summary)
-    value = customer_value(
-        purchases, spend, summary, horizon=c["horizon_weeks"], n_periods=c["n_periods"],
-        discount_rate=c["discount_rate"],
-    )  # fmt: skip
-    return value, {
-        "kind": "bgnbd", "r": purchases.r_, "alpha": purchases.alpha_, "a": purchases.a_,
-        "b": purchases.b_, "log_likelihood": purchases.log_likelihood_, "time_unit": "weeks",
-        "p": spend.p_, "q": spend.q_, "v": spend.v_,
-        "gamma_gamma_log_likelihood": spend.log_likelihood_,
-    }  # fmt: skip
-
-
-def _subscription(history: pd.DataFrame, cycle: float, c: dict) -> tuple[pd.DataFrame, dict]:
-    """SBG retention: customers billed every ``cycle`` days (contractual).
-
-    A customer has paid ``round(span / cycle) + 1`` cycles, and has churned when the last
-    purchase is more than ``grace_cycles`` cycles before ``as_of`` (the next invoice is
-    overdue). Revenue per cycle is the customer's spend over the cycles paid.
-    """
+def _apply(engine: Engine, as_of, fitted: dict, c: dict, history=None) -> pd.DataFrame:
+    """Each buyer's expected purchases, P(alive), order value and CLV under fitted models."""
+    if fitted["kind"] == "bgnbd":
+        summary = clv_summary(engine, as_of).set_index("customer_id")
+        return customer_value(
+            fitted["purchases"], fitted["spend"], summary, horizon=c["horizon_weeks"],
+            n_periods=c["n_periods"], discount_rate=c["discount_rate"],
+        )  # fmt: skip
+    if history is None:
+        history = billing_history(engine, as_of).set_index("customer_id")
+    cycle = fitted["cycle_days"]
     periods = np.maximum(np.round(history["span_days"] / cycle) + 1, 1)
     frame = pd.DataFrame(
         {
@@ -149,18 +163,41 @@ def _subscription(history: pd.DataFrame, cycle: float, c: dict) -> tuple[pd.Data
         },
         index=history.index,
     )
-    model = ShiftedBetaGeometric().fit(frame["periods"], frame["churned"])
     horizon = 7.0 * c["horizon_weeks"]
-    value = subscription_value(
-        model, frame, cycle_days=cycle, horizon_days=horizon,
+    return subscription_value(
+        fitted["model"], frame, cycle_days=cycle, horizon_days=horizon,
         period_days=horizon / c["n_periods"], discount_rate=c["discount_rate"],
     )  # fmt: skip
-    return value, {
+
+
+def _fit_buying(summary: pd.DataFrame, c: dict) -> dict:
+    """BG/NBD + Gamma-Gamma: customers who buy when they like (non-contractual)."""
+    purchases = BetaGeoModel(horizon=c["horizon_weeks"], penalizer=c["penalizer"]).fit(summary)
+    spend = GammaGammaModel(penalizer=c["penalizer"]).fit(summary)
+    return {"kind": "bgnbd", "purchases": purchases, "spend": spend, "params": {
+        "kind": "bgnbd", "r": purchases.r_, "alpha": purchases.alpha_, "a": purchases.a_,
+        "b": purchases.b_, "log_likelihood": purchases.log_likelihood_, "time_unit": "weeks",
+        "p": spend.p_, "q": spend.q_, "v": spend.v_,
+        "gamma_gamma_log_likelihood": spend.log_likelihood_,
+    }}  # fmt: skip
+
+
+def _fit_subscription(history: pd.DataFrame, cycle: float, c: dict) -> dict:
+    """SBG retention: customers billed every ``cycle`` days (contractual).
+
+    A customer has paid ``round(span / cycle) + 1`` cycles, and has churned when the last
+    purchase is more than ``grace_cycles`` cycles before ``as_of`` (the next invoice is
+    overdue). Revenue per cycle is the customer's spend over the cycles paid.
+    """
+    periods = np.maximum(np.round(history["span_days"] / cycle) + 1, 1)
+    churned = history["days_since"] > c["grace_cycles"] * cycle
+    model = ShiftedBetaGeometric().fit(periods, churned)
+    return {"kind": "subscription", "model": model, "cycle_days": cycle, "params": {
         "kind": "subscription", "a": model.a_, "b": model.b_,
         "log_likelihood": model.log_likelihood_, "time_unit": "cycles",
         "cycle_days": round(cycle, 3), "grace_cycles": c["grace_cycles"],
-        "churned_share": round(float(frame["churned"].mean()), 4),
-    }  # fmt: skip
+        "churned_share": round(float(churned.mean()), 4),
+    }}  # fmt: skip
 
 
 def revenue_at_risk(frame: pd.DataFrame, labels: np.ndarray, revenue_column: str) -> dict:

@@ -16,7 +16,8 @@ from mlflow.tracking import MlflowClient
 from features.privacy import pseudonymize
 from pipelines.config import load_config
 from pipelines.demo import write_demo
-from pipelines.train import _merge_small, train
+from pipelines.segment import merge_small
+from pipelines.train import train
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +79,6 @@ def test_pseudonymize_without_salt_fails_before_work(demo, tmp_path, monkeypatch
 def test_small_personas_are_merged_into_the_nearest():
     X = np.array([[0.0], [0.1], [0.2], [5.0], [5.1], [5.2], [0.3]])
     labels = np.array([0, 0, 0, 1, 1, 1, 2])
-    merged = _merge_small(X, labels, min_size=2)
+    merged = merge_small(X, labels, min_size=2)
     assert merged.tolist() == [0, 0, 0, 1, 1, 1, 0]
-    assert _merge_small(X, labels, min_size=0).tolist() == labels.tolist()
+    assert merge_small(X, labels, min_size=0).tolist() == labels.tolist()

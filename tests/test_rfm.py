@@ -111,7 +111,7 @@ def test_clv_summary_uses_only_transactions_up_to_as_of(engine) -> None:
 
 def test_rfm_scores_and_tiers(engine) -> None:
     e = engine()
-    frame, feats = rfm(e, e.data.as_of, {})
+    frame, feats, _ = rfm(e, e.data.as_of, {})
     assert sorted(frame["customer_id"]) == ["A", "B", "C", "D", "E", "F"]
     # (rfm_r, rfm_f, rfm_m, value_tier); totals A 11, B 7, C 7, F 9.
     assert _rows(frame[["customer_id", "rfm_r", "rfm_f", "rfm_m", "value_tier"]]) == {
@@ -129,7 +129,7 @@ def test_rfm_scores_and_tiers(engine) -> None:
 
 def test_value_tiers_come_from_the_params(engine) -> None:
     e = engine()
-    frame, _ = rfm(e, e.data.as_of, {"value_tiers": {"high": 11, "mid": 9}})
+    frame, _, _ = rfm(e, e.data.as_of, {"value_tiers": {"high": 11, "mid": 9}})
     tiers = dict(zip(frame["customer_id"], frame["value_tier"], strict=True))
     assert tiers == {"A": "high", "B": "low", "C": "low", "D": "none", "E": "none", "F": "mid"}
 

@@ -110,7 +110,7 @@ def demo_value(tmp_path_factory):
     cfg = load_config()
     loaded = load(folder, cfg)
     table = build_features(loaded, {**cfg["features"], "seed": cfg["seed"]})
-    params = add_customer_value(loaded, table, cfg)
+    params, _ = add_customer_value(loaded, table, cfg)
     planted = pd.read_csv(folder / "planted_personas.csv", dtype={"customer_id": "string"})
     frame = table.frame.join(planted.set_index("customer_id"))
     return params, frame.groupby("persona")[["clv_p_alive", "clv_value"]].mean(), table, cfg
@@ -175,6 +175,6 @@ def test_forced_subscription_without_a_cycle_turns_clv_off(write_tables, caplog)
     cfg["clv"]["model"] = "subscription"
     loaded = load(folder, cfg)
     table = build_features(loaded, {**cfg["features"], "seed": cfg["seed"]})
-    assert add_customer_value(loaded, table, cfg) is None
+    assert add_customer_value(loaded, table, cfg) == (None, None)
     assert "no customer has two gaps" in caplog.text
     assert not any(c.startswith("clv_") for c in table.frame.columns)

@@ -1,0 +1,160 @@
+"""Stage: write the outputs — the contract's files, the report, and nothing half-written.
+
+Everything goes to a staging folder that replaces the output folder whole when the last
+file is written (`pipelines.run.staged_folder`). With ``privacy.pseudonymize_ids`` every
+id leaves the run as its salted hash (`features.privacy.pseudonymize`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.decomposition import PCA
+
+from features import FeatureTable, LoadedData
+from features.privacy import pseudonymize
+from pipelines import b2b
+from pipelines.compare import Identity
+from pipelines.profile import Profile
+from pipelines.report import write_markdown, write_report
+from pipelines.run import salt, stage, staged_folder
+from pipelines.segment import Segments
+from pipelines.table import Table
+
+__all__ = ["Assignments", "assign", "write_outputs"]
+
+
+@dataclass
+class Assignments:
+    """Where every customer (or account, and its people) went.
+
+    Attributes
+    ----------
+    units : pandas.DataFrame
+        ``assignments.csv``: ``customer_id`` (``account_id`` at account level),
+        ``persona_id``, ``persona_name``, ``confidence``, ``is_outlier``.
+    people : pandas.DataFrame or None
+        At account level, ``people_assignments.csv``.
+    """
+
+    units: pd.DataFrame
+    people: pd.DataFrame | None = None
+
+
+def assign(table: FeatureTable, segments: Segments, personas: list[dict]) -> pd.DataFrame:
+    """Return one row per customer of ``table``: their persona, confidence and outlier flag."""
+    names = {p["persona_id"]: p.get("custom_name") or p["name"] for p in personas}
+    return pd.DataFrame(
+        {
+            "customer_id": table.frame.index.astype(str),
+            "persona_id": segments.labels,
+            "persona_name": [names[x] for x in segments.labels],
+            "confidence": np.round(segments.confidence, 4),
+            "is_outlier": segments.outlier,
+        }
+    )
+
+
+def _model_summary(built: Table, loaded: LoadedData, cfg: dict, n: int) -> dict:
+    """Return what the report says about the run: its size, date and level."""
+    summary = {"n_customers": n, "as_of": str(loaded.as_of.date())}
+    if built.accounts is not None:
+        summary.update(
+            unit="accounts", people=len(built.accounts.members), gap_rule=b2b.gap_rule(cfg)
+        )
+    return summary
+
+
+def _pseudonymized(frame: pd.DataFrame, columns: list[str], key: str | None) -> pd.DataFrame:
+    """Return ``frame`` with its id columns replaced by salted hashes (as is without a key)."""
+    if key is None:
+        return frame
+    present = [c for c in columns if c in frame]
+    return frame.assign(**{c: pseudonymize(frame[c].astype(str), key) for c in present})
+
+
+def write_outputs(
+    output: Path,
+    *,
+    run_id: str,
+    cfg: dict,
+    loaded: LoadedData,
+    built: Table,
+    segments: Segments,
+    profile: Profile,
+    identity: Identity,
+    assignments: Assignments,
+) -> Path:
+    """Write every output of a train run to ``output`` at once; return the folder."""
+    key, table, personas = salt(cfg), built.table, profile.personas
+    ids = ["customer_id", "account_id"]
+    with stage("Write outputs and report"), staged_folder(output) as folder:
+        _pseudonymized(assignments.units, ids, key).to_csv(folder / "assignments.csv", index=False)
+        if assignments.people is not None:
+            b2b.write_people(folder, assignments.people, key)
+        (folder / "personas.json").write_text(json.dumps(personas, indent=2))
+        (folder / "data_quality.json").write_text(json.dumps(loaded.quality, indent=2, default=str))
+        frame = table.frame
+        if key is not None:
+            index = pseudonymize(frame.index.to_series().astype(str), key)
+            frame = frame.set_axis(pd.Index(index, name=frame.index.name), axis=0)
+        FeatureTable(frame=frame, features=table.features, as_of=table.as_of).to_parquet(
+            folder / "features.parquet"
+        )
+        if loaded.quarantine:
+            (folder / "quarantine").mkdir()
+            for name, rows in loaded.quarantine.items():
+                rows = _pseudonymized(rows, ["customer_id"], key)
+                rows.to_csv(folder / "quarantine" / f"{name}.csv", index=False)
+        if built.clv:
+            (folder / "clv_model.json").write_text(json.dumps(built.clv, indent=2))
+        if identity.changes is not None:
+            changes = json.dumps(identity.changes, indent=2, default=str)
+            (folder / "changes.json").write_text(changes)
+            identity.migration.to_csv(folder / "migration.csv", index=False)
+        n = len(assignments.units)
+        _write_reports(folder, run_id, cfg, loaded, built, segments, profile, identity, n)
+    return output
+
+
+def _write_reports(folder, run_id, cfg, loaded, built, segments, profile, identity, n) -> None:
+    """Write ``report.html`` (with a PCA map of a sample of customers) and ``report.md``."""
+    X, seed = segments.X, cfg["seed"]
+    rng = np.random.default_rng(seed)
+    sample = np.sort(rng.choice(len(X), min(cfg["report"]["map_sample"], len(X)), replace=False))
+    embedding = PCA(n_components=2, random_state=seed).fit_transform(X[sample])
+    model = _model_summary(built, loaded, cfg, n)
+    seg = segments.selection
+    write_report(
+        folder / "report.html",
+        personas=profile.personas,
+        quality=loaded.quality,
+        model={
+            **model,
+            "silhouette": float(seg.candidates.loc[seg.name, "silhouette"]),
+            "families": cfg["model"]["families"],
+        },
+        embedding=embedding,
+        labels=np.array([identity.ids[x] for x in segments.labels])[sample],
+        run_id=run_id,
+        drivers=profile.drivers,
+        focus_rule=cfg["focus"],
+        min_respondents=cfg["profile"]["min_respondents"],
+        alpha=cfg["profile"]["alpha"],
+        map_sample=cfg["report"]["map_sample"],
+        changes=identity.changes,
+        promotion=identity.promotion,
+    )
+    write_markdown(
+        folder / "report.md",
+        personas=profile.personas,
+        model=model,
+        run_id=run_id,
+        focus_rule=cfg["focus"],
+        min_respondents=cfg["profile"]["min_respondents"],
+        alpha=cfg["profile"]["alpha"],
+    )

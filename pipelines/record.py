@@ -1,0 +1,105 @@
+"""Stage: record the run in MLflow — its metrics and outputs, and the served model.
+
+`log_run` logs what the run found (sizes, NPS, stability, every candidate model as a
+child run, the output folder); `serve` logs the served model (the whole recipe a later
+batch needs: the table's fitted definition, the scaling, the model, the persona names),
+registers it and, when the gates passed, makes it the champion.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+from models.served import PersonaModel
+from pipelines import b2b, tracking
+from pipelines.compare import Identity
+from pipelines.outputs import Assignments
+from pipelines.profile import Profile
+from pipelines.run import stage
+from pipelines.segment import Segments
+from pipelines.table import Table
+
+__all__ = ["log_model", "log_run", "persona_model", "serve"]
+
+logger = logging.getLogger(__name__)
+
+
+def persona_model(
+    built: Table, segments: Segments, personas: list[dict], identity: Identity, cfg: dict
+) -> PersonaModel:
+    """Return the served model, complete: final persona ids and names, and the recipe."""
+    seg, m = segments.selection, cfg["model"]
+    return PersonaModel(
+        preprocessor=segments.preprocessor,
+        columns=segments.columns,
+        clusterer=seg.model,
+        reducer=seg.reducer,
+        renumber={raw: identity.ids[new] for raw, new in segments.renumber.items()},
+        names={p["persona_id"]: p.get("custom_name") or p["name"] for p in personas},
+        noise=m["noise"],
+        outlier_confidence=m["outlier_confidence"],
+        outlier_score=m["outlier_score"],
+        definition=built.definition,
+    )
+
+
+def log_run(
+    output: Path,
+    segments: Segments,
+    profile: Profile,
+    assignments: Assignments,
+    built: Table,
+    cfg: dict,
+) -> None:
+    """Log the run's metrics, tags, candidate models and output folder."""
+    seg, personas = segments.selection, profile.personas
+    with stage("Log to MLflow"):
+        metrics = {
+            "n_personas": len(personas),
+            "silhouette": float(seg.candidates.loc[seg.name, "silhouette"]),
+            "outlier_share": float(assignments.units["is_outlier"].mean()),
+            "stability_ari": seg.stability["ari"],
+            "noise_share": float((seg.labels < 0).mean()),
+        }
+        for p in personas:
+            metrics[f"persona.{p['persona_id']}.size"] = p["size"]
+            metrics[f"persona.{p['persona_id']}.nps"] = p["nps"]
+        if built.accounts is not None:
+            metrics.update(b2b.metrics(personas, built.accounts))
+        tracking.log_metrics(metrics)
+        tracking.set_tags({"model": seg.name, "model_reason": seg.reason, "level": cfg["level"]})
+        tracking.log_candidates(seg.candidates)
+        tracking.log_artifacts(output)
+
+
+def log_model(model: PersonaModel, registered_name: str | None = None) -> str:
+    """Log (and register, when named) the served model; return its URI."""
+    with stage("Log the served model"), tempfile.TemporaryDirectory() as tmp:
+        return tracking.log_served_model(model, registered_name=registered_name, workdir=Path(tmp))
+
+
+def serve(model: PersonaModel, promotion: dict, cfg: dict, uri: str | None = None) -> str:
+    """Log the served model (unless ``uri`` says it already is), register and promote it.
+
+    Returns
+    -------
+    str
+        The model's URI (a registry version when ``tracking.model_name`` is set).
+    """
+    name = cfg["tracking"]["model_name"]
+    if uri is None:
+        uri = log_model(model, name)
+    elif name:
+        uri = tracking.register_served_model(uri, name)
+    promoted, failed = promotion["promoted"], promotion["failed_gates"]
+    with stage("Promote the served model"):
+        if name:
+            tracking.set_alias(name, uri, "champion" if promoted else "candidate")
+        tracking.set_tags(
+            {"model_uri": uri, "promoted": promoted, "failed_gates": "; ".join(failed) or "none"}
+        )
+        if not promoted:
+            logger.warning("Not promoted to champion: %s.", "; ".join(failed))
+    return uri

@@ -1,0 +1,108 @@
+"""What every recipe's run needs: its stages shown as they go, the data loaded, a safe output.
+
+- `stage`: logs a stage's start and duration; on a terminal, a spinner with a timer;
+- `load`: loads and checks the data source with a run's settings;
+- `salt`: the secret behind pseudonymized ids, checked before any work;
+- `staged_folder`: an output folder that appears whole, or not at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from features import LoadedData, load_data
+from pipelines.config import PROJ_ROOT, ConfigError
+
+__all__ = ["load", "output_folder", "salt", "stage", "staged_folder"]
+
+logger = logging.getLogger(__name__)
+
+
+@contextmanager
+def stage(name: str) -> Iterator[None]:
+    """Log a stage's start and duration; on a terminal, show it running with a timer."""
+    start = time.perf_counter()
+    logger.info("%s ...", name)
+    console = Console(stderr=True)
+    if console.is_terminal:
+        columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+        with Progress(*columns, console=console, transient=True) as bar:
+            bar.add_task(name, total=None)
+            yield
+    else:
+        yield
+    logger.info("%s done in %.1fs", name, time.perf_counter() - start)
+
+
+def salt(cfg: dict) -> str | None:
+    """Return the salt for pseudonymized ids, from $PERSONAS_ID_SALT (None when off).
+
+    Raises
+    ------
+    ConfigError
+        When ``privacy.pseudonymize_ids`` is on and the variable is empty.
+    """
+    if not cfg["privacy"]["pseudonymize_ids"]:
+        return None
+    value = os.environ.get("PERSONAS_ID_SALT")
+    if not value:
+        raise ConfigError(
+            "privacy.pseudonymize_ids is on but the environment variable PERSONAS_ID_SALT is "
+            "empty; set it to a secret string (the same one on every run keeps ids comparable)."
+        )
+    return value
+
+
+def load(data: str | Path, cfg: dict, names: dict[str, str] | None = None) -> LoadedData:
+    """Load and check the data source with the settings of ``cfg``.
+
+    ``names`` says how messages name the tables' origin (see `features.load_data`).
+    """
+    with stage("Load and validate"):
+        return load_data(
+            data,
+            columns=cfg["columns"],
+            validation=cfg["validation"],
+            privacy=cfg["privacy"],
+            as_of=cfg["as_of"],
+            names=names,
+        )
+
+
+def output_folder(output: str | Path | None, cfg: dict, run_id: str) -> Path:
+    """Return the output folder: ``output``, else ``<output.root>/<timestamp>-<run id>``."""
+    if output:
+        return Path(output)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return PROJ_ROOT / cfg["output"]["root"] / f"{stamp}-{run_id[:8]}"
+
+
+@contextmanager
+def staged_folder(output: Path) -> Iterator[Path]:
+    """Yield a staging folder that replaces ``output`` whole when the block succeeds.
+
+    On any error (or Ctrl-C) the staging folder is removed and ``output`` is untouched,
+    so nothing half-written is ever in place.
+    """
+    staging = output.with_name(f".{output.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+        old = output.with_name(output.name + ".old")
+        if output.exists():
+            output.rename(old)
+        staging.rename(output)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
