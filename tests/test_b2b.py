@@ -236,6 +236,26 @@ def test_score_places_accounts_like_training(trained, store, tmp_path):
     assert (scored["persona_id"] == trained_["persona_id"]).all()
 
 
+def test_score_needs_no_config_and_places_any_accounts_like_training(trained, store, tmp_path):
+    data, out, _, _ = trained
+    customers = pd.read_csv(data / "customers.csv", dtype=str)
+    accounts = sorted(customers["account_id"].unique())[::3]  # a third of the accounts
+    ids = set(customers.loc[customers["account_id"].isin(accounts), "customer_id"])
+    batch = tmp_path / "batch"
+    batch.mkdir()
+    for path in data.glob("*.csv"):
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        if "customer_id" in frame and not path.name.startswith("planted"):
+            frame[frame["customer_id"].isin(ids)].to_csv(batch / path.name, index=False)
+    run_cli("score", "--data", batch, "--output", tmp_path / "s.csv", env=store)
+    scored = pd.read_csv(tmp_path / "s.csv", dtype={"account_id": str}).set_index("account_id")
+    trained_ = pd.read_csv(out / "assignments.csv", dtype={"account_id": str})
+    assert sorted(scored.index) == accounts
+    assert (
+        scored["persona_id"] == trained_.set_index("account_id").loc[scored.index, "persona_id"]
+    ).all()
+
+
 def test_an_account_level_champion_is_read_by_account(trained):
     _, out, _, _ = trained
     previous = Previous("run", out)
