@@ -88,7 +88,7 @@ def generate(n: int, folder: Path) -> dict[str, int]:
     holds every event in memory, so bigger bases are written as independent chunks (seeds
     0, 1, ...) whose customer ids are prefixed with the chunk number.
     """
-    from pipelines.demo import TABLES, _to_arrow, make_demo, write_demo
+    from pipelines.demo.customers import TABLES, _to_arrow, make_demo, write_demo
 
     if n <= CHUNK:
         return write_demo(folder, n_customers=n, seed=0, file_format="parquet")

@@ -22,6 +22,7 @@ import pandas as pd
 from features.contract import PII_PATTERNS, TABLES, ColumnSpec, DataError, TableSpec, is_pii
 from features.quality import EXTREME_RATIO, MISSING_MARKERS, TableProfile, id_key
 from features.reading import file_digest, file_of, find_sources, reading
+from features.sql import sql_name, sql_text
 
 __all__ = ["LoadedData", "load_data"]
 
@@ -69,14 +70,6 @@ class LoadedData:
         return self.quality["tables"]["customers"]["rows_used"]
 
 
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _literal(value: str) -> str:
-    return "'" + str(value).replace("'", "''") + "'"
-
-
 _FLOATS = ("FLOAT", "DOUBLE")
 _INTEGERS = (
     "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT",
@@ -94,7 +87,7 @@ def _raw(spec: ColumnSpec, col: str, dtype: str) -> str:
     """
     if spec.kind == "id":
         return _parse(spec, col, dtype)
-    q = _quote(col)
+    q = sql_name(col)
     # typed columns (Parquet, DuckDB) need no text round trip: only NaN means "no value"
     if spec.kind == "timestamp" and dtype.startswith(("TIMESTAMP", "DATE")):
         return q
@@ -105,7 +98,7 @@ def _raw(spec: ColumnSpec, col: str, dtype: str) -> str:
     text = f"TRIM(CAST({q} AS VARCHAR))"
     if spec.kind == "text":
         return f"NULLIF({text}, '')"
-    markers = ", ".join(_literal(m) for m in MISSING_MARKERS)
+    markers = ", ".join(sql_text(m) for m in MISSING_MARKERS)
     return f"CASE WHEN lower({text}) IN ({markers}) THEN NULL ELSE {text} END"
 
 
@@ -117,7 +110,7 @@ def _parse(spec: ColumnSpec, col: str, dtype: str) -> str:
     written without decimals, so they match the ``7`` of a CSV file. Numbers must be
     finite: ``inf`` and ``NaN`` are not numbers.
     """
-    q = _quote(col)
+    q = sql_name(col)
     if spec.kind == "id":
         if dtype in ("FLOAT", "DOUBLE"):
             return (
@@ -208,7 +201,7 @@ def _checks(table: TableSpec, found: dict[str, str]) -> list[_Check]:
     checks = []
     for name in found:
         spec = table.column(name)
-        raw, v = _quote(f"__raw_{name}"), _quote(name)
+        raw, v = sql_name(f"__raw_{name}"), sql_name(name)
         if spec.required:
             checks.append(_Check(name, "is empty", f"{raw} IS NULL", "NULL"))
         if spec.kind in ("timestamp", "number", "integer"):
@@ -332,7 +325,7 @@ def load_data(
 def _load(con, source, kind, readers, mapping, validation, privacy, as_of, names) -> LoadedData:
     con.execute("SET TimeZone = 'UTC'")
     if kind == "duckdb":
-        con.execute(f"ATTACH {_literal(str(source))} AS src (READ_ONLY)")
+        con.execute(f"ATTACH {sql_text(str(source))} AS src (READ_ONLY)")
     quality: dict = {"source": names.get("source", str(source)), "tables": {}, "problems": []}
     quarantine: dict[str, pd.DataFrame] = {}
     available: dict[str, list[str]] = {}
@@ -353,13 +346,13 @@ def _load(con, source, kind, readers, mapping, validation, privacy, as_of, names
         if name == "customers":
             attributes = attrs
         select = [
-            f"{_parse(table.column(c), s, dtypes[s])} AS {_quote(c)}" for c, s in found.items()
+            f"{_parse(table.column(c), s, dtypes[s])} AS {sql_name(c)}" for c, s in found.items()
         ]
         select += [
-            f"{_raw(table.column(c), s, dtypes[s])} AS {_quote('__raw_' + c)}"
+            f"{_raw(table.column(c), s, dtypes[s])} AS {sql_name('__raw_' + c)}"
             for c, s in found.items()
         ]
-        select += [_quote(a) for a in attrs]
+        select += [sql_name(a) for a in attrs]
         dup = name == "customers"
         if dup:  # the first row of each id wins; later ones are duplicates
             select.insert(0, "row_number() OVER () AS __row")
@@ -382,7 +375,7 @@ def _load(con, source, kind, readers, mapping, validation, privacy, as_of, names
                 f"(e.g. {', '.join(repr(e) for e in st['examples'])}){_hint(reason, st)}"
             )
         drop = ", ".join(
-            [_quote("__raw_" + c) for c in found] + (["__row", "__dup"] if dup else [])
+            [sql_name("__raw_" + c) for c in found] + (["__row", "__dup"] if dup else [])
         )
         if failed and quarantining:
             quarantine[name] = _quarantined(con, name, found, attrs, checks)
@@ -461,10 +454,12 @@ def _quarantined(
     """
     bad = " OR ".join(f"({c.bad})" for c in checks)
     reasons = " || ".join(
-        f"CASE WHEN {c.bad} THEN {_literal(c.column + ' ' + c.reason + '; ')} ELSE '' END"
+        f"CASE WHEN {c.bad} THEN {sql_text(c.column + ' ' + c.reason + '; ')} ELSE '' END"
         for c in checks
     )
-    cols = [f"{_quote('__raw_' + c)} AS {_quote(c)}" for c in found] + [_quote(a) for a in attrs]
+    cols = [f"{sql_name('__raw_' + c)} AS {sql_name(c)}" for c in found] + [
+        sql_name(a) for a in attrs
+    ]
     return con.execute(
         f"SELECT {', '.join(cols)}, rtrim({reasons}, '; ') AS reason FROM staged_{name} WHERE {bad}"
     ).df()
@@ -527,7 +522,7 @@ def _resolve_as_of(
         return _parse_as_of(as_of)
     known = "customer_id IN (SELECT customer_id FROM valid_customers)"
     times = [
-        f"SELECT {_quote(TABLES[t].time_column)} AS t FROM valid_{t} WHERE {known}"
+        f"SELECT {sql_name(TABLES[t].time_column)} AS t FROM valid_{t} WHERE {known}"
         for t in tables
         if TABLES[t].time_column
     ]
@@ -602,7 +597,7 @@ def _stage(con, tables, available, attributes, as_of, quality, validation, now):
     quality["tables"]["customers"].update(profile.summary(values, con, ratio, n_examples))
     stamp, future = _stamp(as_of), _stamp(now)
     for name in [t for t in tables if t != "customers"]:
-        time_col = _quote(TABLES[name].time_column)
+        time_col = sql_name(TABLES[name].time_column)
         info = quality["tables"][name]
         known = "customer_id IN (SELECT customer_id FROM customers)"
         profile = TableProfile.of(name, TABLES[name], available[name], [])
@@ -667,7 +662,7 @@ def _stage(con, tables, available, attributes, as_of, quality, validation, now):
                 100 * share,
                 hint,
             )
-        cols = ", ".join(_quote(c) for c in available[name])
+        cols = ", ".join(sql_name(c) for c in available[name])
         con.execute(
             f"CREATE VIEW {name} AS SELECT {cols} FROM valid_{name} "
             f"WHERE {known} AND {time_col} <= {stamp}"

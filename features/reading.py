@@ -21,6 +21,7 @@ from pathlib import Path
 import duckdb
 
 from features.contract import TABLES, DataError
+from features.sql import sql_name, sql_text
 
 __all__ = [
     "DB_SUFFIXES",
@@ -39,14 +40,6 @@ SUFFIXES = (".parquet", ".csv", ".csv.gz")
 DB_SUFFIXES = (".duckdb", ".db", ".ddb")
 _DELIMITERS = (",", ";", "\t", "|")
 _BOMS = {b"\xff\xfe": "UTF-16 (little-endian)", b"\xfe\xff": "UTF-16 (big-endian)"}
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _literal(value: str) -> str:
-    return "'" + str(value).replace("'", "''") + "'"
 
 
 def csv_delimiter(path: Path) -> str:
@@ -76,10 +69,10 @@ def _reader(path: Path) -> str:
     """
     if path.suffix == ".parquet":
         files = path / "*.parquet" if path.is_dir() else path
-        return f"read_parquet({_literal(str(files))})"
+        return f"read_parquet({sql_text(str(files))})"
     return (
-        f"read_csv({_literal(str(path))}, header=true, all_varchar=true, "
-        f"delim={_literal(csv_delimiter(path))}, quote='\"', escape='\"')"
+        f"read_csv({sql_text(str(path))}, header=true, all_varchar=true, "
+        f"delim={sql_text(csv_delimiter(path))}, quote='\"', escape='\"')"
     )
 
 
@@ -121,7 +114,7 @@ def find_sources(source: Path) -> tuple[str, dict[str, str]]:
             }
         finally:
             con.close()
-        return "duckdb", {t: f"src.main.{_quote(t)}" for t in TABLES if t in names}
+        return "duckdb", {t: f"src.main.{sql_name(t)}" for t in TABLES if t in names}
     if not source.is_dir():
         raise DataError(
             f"Data source {source} is neither a folder of CSV/Parquet files nor a DuckDB file "

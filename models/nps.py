@@ -14,7 +14,7 @@ import math
 import numpy as np
 from scipy.stats import norm
 
-__all__ = ["holm", "nps_interval", "nps_summary", "nps_vs_rest"]
+__all__ = ["format_nps", "holm", "nps_interval", "nps_summary", "nps_vs_rest"]
 
 #: Pseudo-counts of the adjusted Wald interval (Rocks 2016): 3/4 added to promoters and
 #: to detractors, 3 to the respondents (so 3/2 to the passives).
@@ -22,6 +22,17 @@ _PSEUDO, _PSEUDO_N = 0.75, 3.0
 
 #: What `nps_vs_rest` gives each persona.
 _NPS_TEST_KEYS = ("nps_reliable", "nps_vs_rest", "nps_p_value", "nps_significant", "nps_rank")
+
+
+def format_nps(nps: float | None, low: float | None = None, high: float | None = None) -> str:
+    """Write an NPS the one way every output does: ``+36``, ``+36 [+30, +42]``, ``—``.
+
+    With only ``low`` and ``high`` (``nps`` None) it writes the interval alone.
+    """
+    interval = "" if low is None or high is None else f"[{low:+.0f}, {high:+.0f}]"
+    if nps is None:
+        return interval or "—"
+    return f"{nps:+.0f} {interval}".rstrip()
 
 
 def _adjusted(promoters, detractors, n):

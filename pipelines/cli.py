@@ -110,7 +110,7 @@ def demo(
 ) -> None:
     """Write a realistic demo data folder with planted personas."""
     from pipelines.demo import write_demo
-    from pipelines.demo_b2b import write_b2b_demo
+    from pipelines.demo.accounts import write_b2b_demo
 
     if file_format not in ("csv", "parquet"):
         raise typer.BadParameter("--format must be csv or parquet")
@@ -198,6 +198,7 @@ def train(
     ),
 ) -> None:
     """Features -> model -> personas -> report, tracked as one MLflow run."""
+    from models.nps import format_nps
     from pipelines.config import load_config
     from pipelines.train import train as run_train
 
@@ -226,8 +227,8 @@ def train(
             if on
         ]
         name = (p.get("custom_name") or p["name"]) + (f" ({', '.join(flags)})" if flags else "")
-        nps = "—" if p["nps"] is None else f"{p['nps']:+.0f}"
-        ci = "" if p["nps"] is None else f"[{p['nps_ci_low']:+.0f}, {p['nps_ci_high']:+.0f}]"
+        nps = format_nps(p["nps"])
+        ci = "" if p["nps"] is None else format_nps(None, p["nps_ci_low"], p["nps_ci_high"])
         revenue = "—" if p["revenue_share"] is None else f"{100 * p['revenue_share']:.0f}%"
         table.add_row(
             str(p["persona_id"]),

@@ -20,7 +20,7 @@ from sklearn.metrics import adjusted_rand_score
 from features.influence import influence_levels
 from pipelines.compare import Previous
 from pipelines.config import load_config
-from pipelines.demo_b2b import ACCOUNT_PERSONAS, LEVELS, ROLE_TITLES
+from pipelines.demo.accounts import ACCOUNT_PERSONAS, LEVELS, ROLE_TITLES
 
 PERSONAS = [sys.executable, "-m", "pipelines"]
 ACCOUNTS, SEED = 300, 5

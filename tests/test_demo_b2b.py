@@ -1,11 +1,11 @@
-"""Tests for the B2B demo generator (``pipelines.demo_b2b``)."""
+"""Tests for the B2B demo generator (``pipelines.demo.accounts``)."""
 
 from __future__ import annotations
 
 import pandas as pd
 import pytest
 
-from pipelines.demo_b2b import ACCOUNT_PERSONAS, ROLE_TITLES, make_b2b_demo, write_b2b_demo
+from pipelines.demo.accounts import ACCOUNT_PERSONAS, ROLE_TITLES, make_b2b_demo, write_b2b_demo
 
 N = 120
 

@@ -1,6 +1,6 @@
 """The analyst report: one self-contained HTML file that opens offline, and a Markdown summary.
 
-Figures are drawn with matplotlib in the Okabe-Ito palette (`pipelines.figures`) and
+Figures are drawn with matplotlib in the Okabe-Ito palette (`pipelines.report.figures`) and
 embedded as base64 PNG; the page has no scripts, fonts or links to fetch, so it makes no
 network request. Its size depends on the number of personas, not of customers (the persona
 map is sampled).
@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from models.actions import DEFAULT_FOCUS_RULE, focus_rule_text
+from models.nps import format_nps
 from models.profiler import format_value
-from pipelines.figures import (
+from pipelines.report.figures import (
     PALETTE,
     bubble_figure,
     drivers_figure,
@@ -28,9 +29,9 @@ from pipelines.figures import (
     size_figure,
     trait_figure,
 )
-from pipelines.report_influence import influence_card, influence_markdown, units
+from pipelines.report.influence import influence_card, influence_markdown, units
 
-# PALETTE lives in `pipelines.figures`; it is re-exported here, where it was first.
+# PALETTE lives in `pipelines.report.figures`; it is re-exported here, where it was first.
 __all__ = ["PALETTE", "write_markdown", "write_report"]
 
 _DIRECTION = {1: " (higher: better score)", -1: " (higher: worse score)"}
@@ -43,7 +44,8 @@ def _times(value) -> str:
 def _nps_cell(p: dict) -> str:
     if p.get("nps") is None:
         return "<span class='muted'>no respondents</span>"
-    text = f"{p['nps']:+.0f} <small>[{p['nps_ci_low']:+.0f}, {p['nps_ci_high']:+.0f}]</small>"
+    interval = format_nps(None, p["nps_ci_low"], p["nps_ci_high"])
+    text = f"{format_nps(p['nps'])} <small>{interval}</small>"
     if not nps_is_reliable(p):
         return f"<span class='muted' title='too few respondents'>{text} too few respondents</span>"
     return text
@@ -452,7 +454,7 @@ def write_markdown(
         if p.get("nps") is None:
             nps = "no respondents"
         else:
-            nps = f"{p['nps']:+.0f} [{p['nps_ci_low']:+.0f}, {p['nps_ci_high']:+.0f}]"
+            nps = format_nps(p["nps"], p["nps_ci_low"], p["nps_ci_high"])
             nps += "" if nps_is_reliable(p) else f" (too few respondents: {p['respondents']})"
         vs = "—"
         if nps_is_reliable(p) and p.get("nps_vs_rest") is not None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import html
 
+from models.nps import format_nps
+
 __all__ = ["ACCOUNT_NPS_WORDS", "influence_card", "influence_markdown", "units"]
 
 #: How the accounts' NPS was counted, in words (``b2b.account_nps``).
@@ -29,7 +31,7 @@ def units(model: dict) -> str:
 def _nps(row: dict) -> str:
     if row.get("nps") is None:
         return "—"
-    return f"{row['nps']:+.0f} [{row['nps_ci_low']:+.0f}, {row['nps_ci_high']:+.0f}]"
+    return format_nps(row["nps"], row["nps_ci_low"], row["nps_ci_high"])
 
 
 def _level_row(label: str, row: dict, people: int) -> str:

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from pipelines.demo import (
+from pipelines.demo.customers import (
     CHANNELS,
     DAY,
     DEMO_END,
