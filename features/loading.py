@@ -20,6 +20,7 @@ import duckdb
 import pandas as pd
 
 from features.contract import PII_PATTERNS, TABLES, ColumnSpec, DataError, TableSpec, is_pii
+from features.privacy import id_salt, pseudonymize, pseudonymize_values
 from features.quality import EXTREME_RATIO, MISSING_MARKERS, TableProfile, id_key
 from features.reading import file_digest, file_of, find_sources, reading
 from features.sql import sql_name, sql_text
@@ -47,10 +48,13 @@ class LoadedData:
         Reference time (UTC, without zone); later events are ignored.
     quality : dict
         The data-quality summary (rows, rejects, unknown customers, ranges per table).
+        With ``privacy.pseudonymize_ids`` on, the ids it quotes are pseudonyms.
     quarantine : dict of str to pandas.DataFrame
         Rows set aside per table (quarantine mode only): the contract columns as the raw
         text the file holds (so a bad value reads ``ten``, not NaN), the attribute columns
-        as they are, and a ``reason`` column.
+        as they are, and a ``reason`` column. With ``privacy.pseudonymize_ids`` on, id
+        columns other than ``customer_id`` are pseudonyms (the writer of the outputs
+        pseudonymizes ``customer_id``, as in every output).
     fingerprint : str
         Short hash identifying the input data.
     """
@@ -225,9 +229,18 @@ def _checks(table: TableSpec, found: dict[str, str]) -> list[_Check]:
 
 
 def _check_table(
-    con: duckdb.DuckDBPyConnection, name: str, checks: list[_Check], n_examples: int
+    con: duckdb.DuckDBPyConnection,
+    table: TableSpec,
+    checks: list[_Check],
+    n_examples: int,
+    salt: str | None,
 ) -> tuple[int, int, dict[tuple[str, str], dict]]:
-    """Count rows, bad rows and rows breaking each check in one scan; quote a few examples."""
+    """Count rows, bad rows and rows breaking each check in one scan; quote a few examples.
+
+    Examples of an id column (a duplicated ``customer_id``) are pseudonyms when ``salt``
+    is given.
+    """
+    name = table.name
     any_bad = " OR ".join(f"({c.bad})" for c in checks) or "false"
     counts = "".join(f", count(*) FILTER (WHERE {c.bad})" for c in checks)
     row = con.execute(
@@ -240,10 +253,10 @@ def _check_table(
                 f"SELECT DISTINCT CAST({check.shown} AS VARCHAR) FROM staged_{name} "
                 f"WHERE {check.bad} LIMIT {n_examples}"
             ).fetchall()
-            failed[(check.column, check.reason)] = {
-                "rows": int(n_bad),
-                "examples": [e[0] for e in examples],
-            }
+            shown = [e[0] for e in examples]
+            if table.column(check.column).kind == "id":
+                shown = pseudonymize_values(shown, salt)
+            failed[(check.column, check.reason)] = {"rows": int(n_bad), "examples": shown}
     return int(row[0]), int(row[1]), failed
 
 
@@ -270,7 +283,9 @@ def load_data(
         counted in the summary, default `features.quality.EXTREME_RATIO`).
     privacy : dict, optional
         ``pii_patterns`` (default `features.contract.PII_PATTERNS`) and ``pii_columns``;
-        matching columns are dropped at the door.
+        matching columns are dropped at the door. With ``pseudonymize_ids`` on, the ids
+        that messages, the quality summary and the quarantine quote are pseudonyms keyed
+        with ``$PERSONAS_ID_SALT`` (see `features.privacy.id_salt`).
     as_of : str, optional
         Reference time; default the latest timestamp of a known customer's valid row. A
         plain date (``2026-03-31``) means the end of that day, so events later that day
@@ -290,7 +305,8 @@ def load_data(
     ------
     DataError
         When a table breaks the contract: a missing column, bad values (in fail mode), too
-        many rows naming unknown customers, or no customers at all.
+        many rows naming unknown customers, or no customers at all; or when
+        ``pseudonymize_ids`` is on without a salt.
     """
     source = Path(source)
     mapping = columns or {}
@@ -314,6 +330,7 @@ def load_data(
             f"{source} has only the customers table; add at least one of "
             f"{', '.join(t for t in TABLES if t != 'customers')}."
         )
+    privacy["salt"] = id_salt(privacy)
     con = duckdb.connect()
     try:
         return _load(con, source, kind, readers, mapping, validation, privacy, as_of, names or {})
@@ -367,18 +384,20 @@ def _load(con, source, kind, readers, mapping, validation, privacy, as_of, names
         )
         checks = _checks(table, found)
         with reading(file, n_examples):
-            n_rows, n_bad, failed = _check_table(con, name, checks, n_examples)
+            n_rows, n_bad, failed = _check_table(con, table, checks, n_examples, privacy["salt"])
         bad = " OR ".join(f"({c.bad})" for c in checks) or "false"
         for (col, reason), st in failed.items():
+            ids = _as_pseudonyms(privacy["salt"]) if table.column(col).kind == "id" else ""
             problems.append(
                 f"{file}: column {col!r} {reason} in {st['rows']:,} of {n_rows:,} rows "
-                f"(e.g. {', '.join(repr(e) for e in st['examples'])}){_hint(reason, st)}"
+                f"(e.g. {', '.join(repr(e) for e in st['examples'])}{ids}){_hint(reason, st)}"
             )
         drop = ", ".join(
             [sql_name("__raw_" + c) for c in found] + (["__row", "__dup"] if dup else [])
         )
         if failed and quarantining:
-            quarantine[name] = _quarantined(con, name, found, attrs, checks)
+            rows = _quarantined(con, name, found, attrs, checks)
+            quarantine[name] = _pseudonymized(rows, table, privacy["salt"])
         # Text sources (CSV) are parsed once: their valid rows, typed, are kept in memory and
         # every later step (as_of, unknown ids, staging, features) reads them. Typed sources
         # (Parquet, DuckDB) stay views: reading them again is cheaper than holding 100M
@@ -413,7 +432,8 @@ def _load(con, source, kind, readers, mapping, validation, privacy, as_of, names
     _require_customers(con, quality["tables"]["customers"])
     now = _now()
     as_of_ts = _resolve_as_of(con, list(readers), as_of, quality, now)
-    _stage(con, list(readers), available, attributes, as_of_ts, quality, validation, now)
+    salt = privacy["salt"]
+    _stage(con, list(readers), available, attributes, as_of_ts, quality, validation, now, salt)
     quality["as_of"] = str(as_of_ts)
     return LoadedData(
         con=con,
@@ -425,6 +445,11 @@ def _load(con, source, kind, readers, mapping, validation, privacy, as_of, names
         quarantine=quarantine,
         fingerprint=digest.hexdigest()[:16],
     )
+
+
+def _as_pseudonyms(salt: str | None) -> str:
+    """Return the note that follows quoted ids when they are pseudonyms, else nothing."""
+    return ", as pseudonyms: privacy.pseudonymize_ids is on" if salt else ""
 
 
 def _hint(reason: str, failed: dict) -> str:
@@ -463,6 +488,18 @@ def _quarantined(
     return con.execute(
         f"SELECT {', '.join(cols)}, rtrim({reasons}, '; ') AS reason FROM staged_{name} WHERE {bad}"
     ).df()
+
+
+def _pseudonymized(rows: pd.DataFrame, table: TableSpec, salt: str | None) -> pd.DataFrame:
+    """Return quarantined rows with their id columns, but ``customer_id``, as pseudonyms.
+
+    ``customer_id`` stays as read: whoever writes the outputs pseudonymizes it with every
+    other output, so hashing it here too would hash it twice.
+    """
+    if salt is None:
+        return rows
+    ids = [c.name for c in table.columns if c.kind == "id" and c.name != "customer_id"]
+    return rows.assign(**{c: pseudonymize(rows[c], salt) for c in ids if c in rows})
 
 
 def _is_plain_date(value) -> bool:
@@ -580,14 +617,16 @@ def _near_matches(con: duckdb.DuckDBPyConnection, name: str, known: str) -> tupl
     return len(pairs), pairs[:3]
 
 
-def _stage(con, tables, available, attributes, as_of, quality, validation, now):
+def _stage(con, tables, available, attributes, as_of, quality, validation, now, salt):
     """Create the final views over the valid rows: known customers only, nothing after ``as_of``.
 
     The quality summary of each event table counts the rows of unknown customers (and
     how many of their ids would match a customer once written alike), the rows after
     ``as_of`` and the rows dated after ``now``; its ``first`` and ``last`` (the data span)
     cover the valid rows of known customers, after ``as_of`` included. The profile of the
-    rows used (`features.quality.TableProfile`) comes from the same scan.
+    rows used (`features.quality.TableProfile`) comes from the same scan. With a ``salt``
+    (``privacy.pseudonymize_ids``), the unknown ids that the summary, the warning and the
+    error quote are pseudonyms.
     """
     ratio, n_examples = float(validation["extreme_ratio"]), int(validation["examples"])
     con.execute("CREATE VIEW customers AS SELECT * FROM valid_customers")
@@ -629,20 +668,29 @@ def _stage(con, tables, available, attributes, as_of, quality, validation, now):
             )
         share = n_unknown / n_valid if n_valid else 0.0
         if n_unknown:
-            examples = [
-                r[0]
-                for r in con.execute(
-                    f"SELECT DISTINCT customer_id FROM valid_{name} WHERE NOT {known} "
-                    f"LIMIT {int(validation['examples'])}"
-                ).fetchall()
-            ]
+            examples = pseudonymize_values(
+                (
+                    r[0]
+                    for r in con.execute(
+                        f"SELECT DISTINCT customer_id FROM valid_{name} WHERE NOT {known} "
+                        f"LIMIT {int(validation['examples'])}"
+                    ).fetchall()
+                ),
+                salt,
+            )
             info["unknown_customer_examples"] = examples
             n_near, pairs = _near_matches(con, name, known)
+            pairs = zip(
+                pseudonymize_values([u for u, _ in pairs], salt),
+                pseudonymize_values([c for _, c in pairs], salt),
+                strict=True,
+            )
             info["unknown_customer_near_matches"] = n_near
             hint = (
                 f" {n_near:,} of these ids match a customer id once case, leading zeros and a "
                 f"trailing '.0' are ignored (e.g. "
-                f"{', '.join(f'{u!r} vs {c!r}' for u, c in pairs)}): ids are compared as "
+                f"{', '.join(f'{u!r} vs {c!r}' for u, c in pairs)}{_as_pseudonyms(salt)}): "
+                "ids are compared as "
                 "text, exactly, so every file must write them alike."
                 if n_near
                 else ""
@@ -651,7 +699,7 @@ def _stage(con, tables, available, attributes, as_of, quality, validation, now):
                 raise DataError(
                     f"{info['file']}: {n_unknown:,} of {n_valid:,} rows ({share:.1%}) name "
                     f"{n_unknown_ids:,} customer ids that are not in customers (e.g. "
-                    f"{', '.join(repr(e) for e in examples)}); the limit is "
+                    f"{', '.join(repr(e) for e in examples)}{_as_pseudonyms(salt)}); the limit is "
                     f"validation.max_unknown_share = {validation['max_unknown_share']:.1%}. "
                     f"Check that both files come from the same export and write ids alike.{hint}"
                 )

@@ -5,18 +5,27 @@ Columns that look like personal data never get past `features.load_data` (see
 addresses and phone numbers that customers type into free text (feedback comments), and
 the customer ids themselves, which link every output back to the CRM. `scrub` replaces
 the first with ``[email]`` and ``[phone]``; `pseudonymize` replaces the second with a
-salted hash that stays the same from run to run as long as the salt does.
+salted hash that stays the same from run to run as long as the salt does. `id_salt`
+reads that salt from ``$PERSONAS_ID_SALT`` when ``privacy.pseudonymize_ids`` is on, and
+`pseudonymize_values` hashes the few ids a message or a summary quotes.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import re
+from collections.abc import Iterable
 
 import pandas as pd
 
-__all__ = ["EMAIL", "PHONE", "pseudonymize", "scrub"]
+from features.contract import DataError
+
+__all__ = ["EMAIL", "PHONE", "SALT_ENV", "id_salt", "pseudonymize", "pseudonymize_values", "scrub"]
+
+#: The environment variable holding the secret key of pseudonymized ids.
+SALT_ENV = "PERSONAS_ID_SALT"
 
 #: An e-mail address: ``jane.doe+news@mail.example.co.uk``. The local part takes letters
 #: (any script), digits and ``. _ % + -``; the domain ends in a label of letters.
@@ -105,7 +114,7 @@ def pseudonymize(ids: pd.Series, salt: str) -> pd.Series:
     The hash is HMAC-SHA-256 keyed with ``salt``: the same id and salt always give the
     same pseudonym (so runs can be compared and joined), another salt gives unrelated
     ones, and without the salt the ids cannot be recovered by hashing every plausible id
-    (``C000001``, ``C000002``...). Keep the salt secret, out of the config and the outputs.
+    (``CUST-1``, ``CUST-2``...). Keep the salt secret, out of the config and the outputs.
 
     Parameters
     ----------
@@ -139,3 +148,62 @@ def pseudonymize(ids: pd.Series, salt: str) -> pd.Series:
 
     out = ids.map(one, na_action="ignore")
     return out.astype("string").rename(ids.name)
+
+
+def pseudonymize_values(values: Iterable, salt: str | None) -> list:
+    """Return quoted ids as `pseudonymize` writes them; as they are when ``salt`` is None.
+
+    Parameters
+    ----------
+    values : iterable
+        A few ids (examples in a message or the data-quality summary); None stays None.
+    salt : str or None
+        The key (see `id_salt`); None leaves the ids as they are.
+
+    Returns
+    -------
+    list
+        The ids, or their pseudonyms, in order.
+
+    Examples
+    --------
+    >>> pseudonymize_values(["CUST-1", None], salt=None)
+    ['CUST-1', None]
+    >>> [len(v) for v in pseudonymize_values(["CUST-1"], salt="s3cret")]
+    [16]
+    """
+    values = list(values)
+    if salt is None:
+        return values
+    hashed = pseudonymize(pd.Series(values, dtype=object), salt)
+    return [None if pd.isna(v) else str(v) for v in hashed]
+
+
+def id_salt(privacy: dict | None) -> str | None:
+    """Return the key of pseudonymized ids, or None when ``pseudonymize_ids`` is off.
+
+    Parameters
+    ----------
+    privacy : dict or None
+        The ``privacy`` section of the config; reads ``pseudonymize_ids``. The key itself
+        never comes from the config: it is read from ``$PERSONAS_ID_SALT``.
+
+    Returns
+    -------
+    str or None
+        The salt, or None when ids are written as they are.
+
+    Raises
+    ------
+    DataError
+        When ``pseudonymize_ids`` is on and ``$PERSONAS_ID_SALT`` is unset or empty.
+    """
+    if not (privacy or {}).get("pseudonymize_ids"):
+        return None
+    salt = os.environ.get(SALT_ENV)
+    if not salt:
+        raise DataError(
+            f"privacy.pseudonymize_ids is on but the environment variable {SALT_ENV} is "
+            "empty; set it to a secret string (the same one on every run keeps ids comparable)."
+        )
+    return salt

@@ -35,10 +35,10 @@ from threadpoolctl import threadpool_limits
 
 from models.clustering import AutoKMeans
 from models.density import DensityClusterer
-from models.reducers import IdentityReducer, UMAPReducer
+from models.reducers import IdentityReducer, PCAReducer, UMAPReducer
 from models.stability import clusterboot
 
-__all__ = ["Segmentation", "select_segmentation"]
+__all__ = ["DENSITY_SPACES", "Segmentation", "density_reducer", "select_segmentation"]
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +80,43 @@ class Segmentation:
     reason: str
     model: object = None
     reducer: object = None
+
+
+#: The spaces HDBSCAN can work in (``model.density_space``).
+DENSITY_SPACES = ("umap", "pca", "scaled")
+
+
+def density_reducer(space: str, umap_params: dict | None = None, random_state: int = 0):
+    """Return the unfitted reducer of a density space.
+
+    Parameters
+    ----------
+    space : {"umap", "pca", "scaled"}
+        ``umap``: a seeded `UMAPReducer` (``umap_params``); ``pca``: a seeded `PCAReducer`
+        keeping the components that explain 90% of the variance; ``scaled``: the scaled
+        features as they are (`IdentityReducer`).
+    umap_params : dict, optional
+        Parameters of `UMAPReducer`.
+    random_state : int, default=0
+        Seed of the reducer.
+
+    Returns
+    -------
+    object
+        A scikit-learn transformer.
+
+    Raises
+    ------
+    ValueError
+        For another space.
+    """
+    if space == "umap":
+        return UMAPReducer(**{"random_state": random_state, **(umap_params or {})})
+    if space == "pca":
+        return PCAReducer(random_state=random_state)
+    if space == "scaled":
+        return IdentityReducer()
+    raise ValueError(f"density_space should be one of {', '.join(DENSITY_SPACES)}; got {space!r}.")
 
 
 def _scores(X: np.ndarray, labels: np.ndarray, seed: int) -> dict:
@@ -144,7 +181,9 @@ def select_segmentation(
     density_shares : tuple of float, default=(0.02, 0.05, 0.1)
         HDBSCAN candidates, by smallest persona as a share of customers; empty for none.
     density_space : {"umap", "pca", "scaled"}, default="umap"
-        Where HDBSCAN looks for dense regions.
+        Where HDBSCAN looks for dense regions: a seeded UMAP embedding, the principal
+        components keeping 90% of the variance, or the scaled features themselves (see
+        `density_reducer`).
     umap_params : dict, optional
         Parameters of `UMAPReducer`.
     sample_size : int, default=10000
@@ -198,11 +237,7 @@ def select_segmentation(
 
     space, reducer = None, None
     if density_shares:
-        reducer = (
-            UMAPReducer(**{"random_state": random_state, **(umap_params or {})})
-            if density_space == "umap"
-            else IdentityReducer()
-        )
+        reducer = density_reducer(density_space, umap_params, random_state)
         space = reducer.fit_transform(X)
         for share in density_shares:
             name = f"hdbscan_{density_space}_{share:g}"

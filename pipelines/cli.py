@@ -17,6 +17,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 __all__ = ["EngineChoice", "app", "main"]
 
@@ -26,8 +27,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Discover customer segments and turn them into personas with their NPS.",
 )
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, highlight=False)
+# Markup off: messages, paths, column names and persona names are the user's text, and
+# rich would take "[spark]" in `pip install "personas[spark]"` for a style and drop it.
+# Styled words go through `Text` instead (see `_error`).
+out = Console(highlight=False, markup=False, width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, highlight=False, markup=False)
 _state = {"debug": False}
 logger = logging.getLogger("personas")
 
@@ -55,6 +59,11 @@ def _setup_logging(debug: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.WARNING)
 
 
+def _error(message: str) -> None:
+    """Print ``error: <message>`` to stderr, the message as written (no markup)."""
+    err.print(Text.assemble(("error:", "bold red"), " ", message), soft_wrap=True)
+
+
 def _friendly(func):
     """Turn known errors into a one-paragraph message and exit status 1."""
 
@@ -68,7 +77,7 @@ def _friendly(func):
         except (DataError, ConfigError) as error:
             if _state["debug"]:
                 raise
-            err.print(f"[bold red]error:[/] {error}", soft_wrap=True)
+            _error(str(error))
             raise typer.Exit(1) from None
         except typer.BadParameter:
             raise  # a usage error: Typer prints it with the usage line, exit status 2
@@ -78,10 +87,9 @@ def _friendly(func):
         except Exception as error:  # an unexpected failure: still no traceback by default
             if _state["debug"]:
                 raise
-            err.print(
-                f"[bold red]error:[/] unexpected {type(error).__name__}: {error}. "
-                "Run again with --debug for the traceback.",
-                soft_wrap=True,
+            _error(
+                f"unexpected {type(error).__name__}: {error}. "
+                "Run again with --debug for the traceback."
             )
             raise typer.Exit(1) from None
 

@@ -26,8 +26,14 @@ PROJ_ROOT = (
 )
 DEFAULT_CONFIG = Path(__file__).with_name("conf") / "default.yaml"
 
-# Sections whose keys are the user's own (table names, free mappings): not checked.
-_FREE = {"columns", "overrides", "influence", "conf", "tables"}
+# Sections whose keys are the user's own (table names, free mappings): not checked here.
+_FREE = {"columns", "overrides", "influence", "conf", "tables", "family_weights"}
+
+#: The comparisons an action rule can make (`models.actions`; a test keeps the two equal).
+ACTION_OPERATORS = ("==", "!=", ">=", "<=", ">", "<")
+
+#: The kinds of key-driver model (``drivers.kind``; `models.drivers`).
+DRIVER_KINDS = ("score", "promoter")
 
 #: The engines that can compute the features (``engine:`` in the config).
 ENGINES = ("duckdb", "spark")
@@ -57,44 +63,103 @@ def _merge(base: dict, override: dict, path: str, source: str) -> dict:
     return out
 
 
+#: Settings that are whole numbers, with their least value.
+_WHOLE = {
+    "seed": 0,
+    "model.k_min": 0,  # and 2 <= k_min <= k_max, checked below
+    "model.k_max": 0,
+    "model.n_init": 1,
+    "model.sample_size": 10,
+    "model.stability_resamples": 1,
+    "model.stability_sample": 10,
+    "model.umap.n_components": 1,
+    "model.umap.n_neighbors": 2,
+    "model.umap.sample_size": 10,
+    "features.window_days": 0,
+    "features.trend_days": 0,
+    "features.mix_max_features": 1,
+    "features.mix_themes": 1,
+    "features.max_categories": 1,
+    "validation.examples": 1,
+    "clv.n_periods": 1,
+    "profile.top_traits": 0,
+    "profile.min_respondents": 1,
+    "profile.top_drivers": 0,
+    "focus.max_focus": 0,
+    "drivers.n_splits": 2,
+    "drivers.n_repeats": 1,
+    "drivers.sample_size": 10,
+    "themes.top_terms": 0,
+    "themes.top_topics": 0,
+    "themes.examples": 0,
+    "themes.min_count": 1,
+    "themes.max_comments": 1,
+    "report.map_sample": 1,
+}
+
+#: Settings that are numbers: (least, greatest or None, whether the bounds are excluded).
+_NUMBERS = {
+    "model.clip": (0, None, False),
+    "privacy.min_persona_size": (0, None, False),
+    "model.tie_tolerance": (0, None, False),
+    "model.outlier_confidence": (0, 1, False),
+    "model.min_stability": (0, 1, False),
+    "model.outlier_score": (0, 1, False),
+    "model.family_margin": (0, None, False),
+    "model.unstable_below": (0, 1, False),
+    "model.umap.min_dist": (0, None, False),
+    "validation.max_unknown_share": (0, 1, False),
+    "validation.extreme_ratio": (0, None, True),
+    "clv.grace_cycles": (0, None, False),
+    "clv.horizon_weeks": (0, None, True),
+    "clv.discount_rate": (-1, None, True),
+    "clv.penalizer": (0, None, False),
+    "profile.ci_level": (0, 1, True),
+    "profile.alpha": (0, 1, True),
+    "profile.min_trait_effect": (0, None, False),
+    "focus.min_value_index": (0, None, False),
+    "focus.max_p_alive": (0, 1, False),
+    "themes.min_lift": (0, None, False),
+    "resegment.min_similarity": (0, 1, False),
+    "resegment.gates.min_stability": (0, 1, False),
+    "resegment.gates.max_outlier_share": (0, 1, False),
+    "resegment.gates.min_match_quality": (0, 1, False),
+}
+
+
+def _setting(cfg: dict, key: str):
+    """Return the value of a dotted setting (``model.umap.n_neighbors``)."""
+    value = cfg
+    for part in key.split("."):
+        value = value[part]
+    return value
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check_numbers(cfg: dict, source: str) -> None:
+    """Check the settings of `_WHOLE` and `_NUMBERS`: type and range."""
+    for key, low in _WHOLE.items():
+        value = _setting(cfg, key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise ConfigError(f"{source}: {key} should be a whole number >= {low}, got {value!r}.")
+    for key, (low, high, excluded) in _NUMBERS.items():
+        value = _setting(cfg, key)
+        if excluded:
+            inside = _is_number(value) and low < value and (high is None or value < high)
+            bounds = f"> {low}" if high is None else f"between {low} and {high}, excluded"
+        else:
+            inside = _is_number(value) and low <= value and (high is None or value <= high)
+            bounds = f">= {low}" if high is None else f"from {low} to {high}"
+        if not inside:
+            raise ConfigError(f"{source}: {key} should be a number {bounds}, got {value!r}.")
+
+
 def _check(cfg: dict, source: str) -> None:
     m = cfg["model"]
-    ints = {
-        "seed": cfg["seed"],
-        "model.k_min": m["k_min"],
-        "model.k_max": m["k_max"],
-        "model.n_init": m["n_init"],
-        "model.sample_size": m["sample_size"],
-        "features.window_days": cfg["features"]["window_days"],
-        "features.trend_days": cfg["features"]["trend_days"],
-    }
-    for key, value in ints.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise ConfigError(f"{source}: {key} should be a whole number >= 0, got {value!r}.")
-    reals = {
-        "model.clip": (m["clip"], 0, None),
-        "privacy.min_persona_size": (cfg["privacy"]["min_persona_size"], 0, None),
-        "model.tie_tolerance": (m["tie_tolerance"], 0, None),
-        "model.outlier_confidence": (m["outlier_confidence"], 0, 1),
-        "model.min_stability": (m["min_stability"], 0, 1),
-        "model.outlier_score": (m["outlier_score"], 0, 1),
-        "model.family_margin": (m["family_margin"], 0, None),
-        "model.unstable_below": (m["unstable_below"], 0, 1),
-        "clv.grace_cycles": (cfg["clv"]["grace_cycles"], 0, None),
-        "profile.ci_level": (cfg["profile"]["ci_level"], 0, 1),
-        "profile.min_trait_effect": (cfg["profile"]["min_trait_effect"], 0, None),
-        "validation.max_unknown_share": (cfg["validation"]["max_unknown_share"], 0, 1),
-    }
-    for key, (value, low, high) in reals.items():
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-        if (
-            not ok
-            or value < low
-            or (high is not None and value > high)
-            or (key == "profile.ci_level" and value in (0, 1))
-        ):
-            bounds = f"from {low} to {high}" if high is not None else f">= {low}"
-            raise ConfigError(f"{source}: {key} should be a number {bounds}, got {value!r}.")
+    _check_numbers(cfg, source)
     if not 2 <= m["k_min"] <= m["k_max"]:
         raise ConfigError(
             f"{source}: need 2 <= model.k_min <= model.k_max, got k_min={m['k_min']}, "
@@ -135,6 +200,20 @@ def _check(cfg: dict, source: str) -> None:
             f"{source}: model.families should list some of {', '.join(families)}; "
             f"got {m['families']!r}."
         )
+    weights = m["family_weights"]
+    if (
+        not isinstance(weights, dict)
+        or set(weights) - set(families)
+        or not all(_is_number(v) and v >= 0 for v in weights.values())
+    ):
+        raise ConfigError(
+            f"{source}: model.family_weights should map families ({', '.join(families)}) to "
+            f"numbers >= 0, e.g. {{usage_mix: 2.0}}; got {weights!r}."
+        )
+    _check_density(m, source)
+    _check_force(m, source)
+    _check_value_settings(cfg, source)
+    _check_actions(cfg["actions"], source)
     _check_b2b(cfg, source)
     _check_engine(cfg, source)
     if not isinstance(cfg["columns"], dict) or not all(
@@ -144,6 +223,95 @@ def _check(cfg: dict, source: str) -> None:
             f"{source}: columns should map table -> {{contract column: your column}}, got "
             f"{cfg['columns']!r}."
         )
+
+
+def _check_density(m: dict, source: str) -> None:
+    """Check ``model.density_shares``: a list of shares of customers between 0 and 1."""
+    shares = m["density_shares"]
+    if not isinstance(shares, list) or not all(_is_number(s) and 0 < s < 1 for s in shares):
+        raise ConfigError(
+            f"{source}: model.density_shares should list the smallest persona's share of "
+            f"customers for each HDBSCAN candidate, numbers between 0 and 1 excluded (e.g. "
+            f"[0.02, 0.05, 0.1]), or [] for none; got {shares!r}."
+        )
+
+
+def _check_force(m: dict, source: str) -> None:
+    """Check that ``model.force`` names a candidate the model search will fit.
+
+    The names are those of `models.selection`: ``kmeans_k<k>`` for each k from
+    ``model.k_min`` to ``model.k_max``, and ``hdbscan_<density_space>_<share>`` for each
+    share of ``model.density_shares``.
+    """
+    force = m["force"]
+    if force is None:
+        return
+    kmeans = [f"kmeans_k{k}" for k in range(m["k_min"], m["k_max"] + 1)]
+    density = [f"hdbscan_{m['density_space']}_{share:g}" for share in m["density_shares"]]
+    if force in kmeans + density:
+        return
+    forms = f"kmeans_k<k> with k from model.k_min to model.k_max ({kmeans[0]} to {kmeans[-1]})"
+    if density:
+        forms += (
+            ", or hdbscan_<space>_<share> with model.density_space and a share of "
+            f"model.density_shares ({', '.join(density)})"
+        )
+    else:
+        forms += "; hdbscan_<space>_<share> needs the share in model.density_shares, which is empty"
+    raise ConfigError(f"{source}: model.force should name a candidate: {forms}; got {force!r}.")
+
+
+def _check_value_settings(cfg: dict, source: str) -> None:
+    """Check the settings the value lens, the support features and the drivers read."""
+    tiers = cfg["features"]["value_tiers"]
+    high, mid = tiers.get("high"), tiers.get("mid")
+    if not (_is_number(high) and _is_number(mid) and 3 <= mid <= high <= 15):
+        raise ConfigError(
+            f"{source}: features.value_tiers should give the RFM total scores (3-15) from "
+            f"which a customer is high and mid value, with 3 <= mid <= high <= 15 (e.g. "
+            f"{{high: 12, mid: 8}}); got {tiers!r}."
+        )
+    priority = cfg["features"]["high_priority"]
+    if not isinstance(priority, list) or not all(isinstance(p, str) for p in priority):
+        raise ConfigError(
+            f"{source}: features.high_priority should list ticket priorities (e.g. [high, "
+            f"urgent]); got {priority!r}."
+        )
+    if not isinstance(cfg["clv"]["enabled"], bool):
+        raise ConfigError(
+            f"{source}: clv.enabled should be true or false; got {cfg['clv']['enabled']!r}."
+        )
+    if cfg["drivers"]["kind"] not in DRIVER_KINDS:
+        raise ConfigError(
+            f"{source}: drivers.kind should be one of {', '.join(DRIVER_KINDS)}; got "
+            f"{cfg['drivers']['kind']!r}."
+        )
+
+
+def _check_actions(actions, source: str) -> None:
+    """Check ``actions``: null, or a list of ``{rule, when: {field: [op, value]}, action}``."""
+    if actions is None:
+        return
+    shape = (
+        "a list of {rule: <text>, when: {<persona field>: [<operator>, <value>]}, action: "
+        f"<text>}} with operators {' '.join(ACTION_OPERATORS)}, or null for the default rules"
+    )
+    if not isinstance(actions, list):
+        raise ConfigError(f"{source}: actions should be {shape}; got {actions!r}.")
+    for i, rule in enumerate(actions):
+        ok = (
+            isinstance(rule, dict)
+            and set(rule) == {"rule", "when", "action"}
+            and isinstance(rule["rule"], str)
+            and isinstance(rule["action"], str)
+            and isinstance(rule["when"], dict)
+            and all(
+                isinstance(test, list) and len(test) == 2 and test[0] in ACTION_OPERATORS
+                for test in rule["when"].values()
+            )
+        )
+        if not ok:
+            raise ConfigError(f"{source}: actions[{i}] should be {shape}; got {rule!r}.")
 
 
 def _check_b2b(cfg: dict, source: str) -> None:

@@ -241,3 +241,38 @@ def test_score_default_uses_the_champion(trained, store, tmp_path):
     data, _, _ = trained
     result = run_cli("score", "--data", data, "--output", tmp_path / "c.csv", env=store)
     assert "Scored 3,000 customers" in result.stdout
+
+
+# --------------------------------------------------------------------------- brackets survive
+
+
+def test_spark_install_hint_keeps_the_extra_in_brackets(tmp_path):
+    # PySpark is installed here: block its import, as in an environment without the extra
+    code = (
+        "import sys; sys.modules['pyspark'] = None; from pipelines.cli import main; "
+        f"sys.argv = ['personas', 'train', '--data', {str(tmp_path)!r}, '--engine', 'spark']; "
+        "main()"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 1, result.stderr
+    assert 'pip install "personas[spark]"' in result.stderr
+
+
+def test_user_text_in_messages_keeps_its_brackets(tmp_path, store):
+    config = tmp_path / "odd.yaml"
+    config.write_text("level: '[b2b]'\n")
+    result = run_cli("validate", "--data", tmp_path, "--config", config, env=store, check=False)
+    assert result.returncode == 1
+    assert "level should be customer or account, got '[b2b]'" in result.stderr
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "customers.csv").write_text("customer_id,[email] work\nA,a@example.com\nB,b@x.org\n")
+    (data / "feedback.csv").write_text(
+        "customer_id,timestamp,nps\nA,2026-01-01,9\nB,2026-01-02,[ten]\n"
+    )
+    config.write_text("validation: {on_error: quarantine}\n")
+    result = run_cli("validate", "--data", data, "--config", config, env=store)
+    assert "personal-data columns ignored: [email] work" in result.stdout
+    assert "(e.g. '[ten]')" in result.stdout

@@ -8,7 +8,9 @@ import pytest
 from sklearn.datasets import make_blobs
 from sklearn.exceptions import NotFittedError
 from sklearn.metrics import adjusted_rand_score
-from sklearn.utils.estimator_checks import estimator_checks_generator, parametrize_with_checks
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from models.clustering import AutoKMeans, order_by_size
 
@@ -90,10 +92,15 @@ def test_sample_size_is_deterministic(blobs):
     assert adjusted_rand_score(y, first.labels_) == 1.0
 
 
-def test_predict_matches_labels_and_transform_shape(blobs, fitted):
+def test_transform_gives_distances_to_the_centres_and_predict_the_nearest(blobs, fitted):
     X, _ = blobs
+    distances = fitted.transform(X)
+    expected = np.linalg.norm(X[:, None, :] - fitted.cluster_centers_[None, :, :], axis=2)
+    np.testing.assert_allclose(distances, expected, rtol=1e-10, atol=1e-10)
+    np.testing.assert_array_equal(fitted.predict(X), distances.argmin(axis=1))
     np.testing.assert_array_equal(fitted.predict(X), fitted.labels_)
-    assert fitted.transform(X).shape == (400, 4)
+    # one customer at a time: the same distances as in the batch
+    np.testing.assert_allclose(fitted.transform(X[7:8])[0], distances[7])
 
 
 def test_confidence_high_at_centres_low_on_borders(blobs, fitted):
@@ -170,12 +177,20 @@ def test_error_wrong_number_of_features(fitted):
 SKLEARN_PARAMS = {"k_min": 2, "k_max": 3, "sample_size": 50, "random_state": 0}
 
 
-def test_autokmeans_is_a_complete_transformer():
-    estimator = AutoKMeans(**SKLEARN_PARAMS)
-    assert estimator.__sklearn_tags__().transformer_tags is not None
-    assert list(estimator_checks_generator(estimator))
-    X, _ = make_blobs(n_samples=60, centers=2, random_state=0)
-    assert estimator.fit_transform(X).shape == (60, 2)
+def test_autokmeans_works_as_a_transformer_in_a_pipeline():
+    X, y = make_blobs(n_samples=60, centers=[[0.0, 0.0], [8.0, 8.0]], random_state=0)
+    assert AutoKMeans().__sklearn_tags__().transformer_tags is not None
+    pipeline = make_pipeline(StandardScaler(), AutoKMeans(**SKLEARN_PARAMS))
+    distances = pipeline.fit_transform(X)
+    model = pipeline[-1]
+    assert model.n_clusters_ == 2 and distances.shape == (60, 2)
+    scaled = pipeline[0].transform(X)
+    np.testing.assert_allclose(distances, model.transform(scaled))
+    np.testing.assert_allclose(
+        distances.min(axis=1),
+        np.linalg.norm(scaled - model.cluster_centers_[model.labels_], axis=1),
+    )
+    assert adjusted_rand_score(y, distances.argmin(axis=1)) == 1.0
 
 
 @parametrize_with_checks([AutoKMeans(**SKLEARN_PARAMS)])

@@ -213,3 +213,110 @@ def test_b2b_settings_are_validated(write, text, message):
 def test_accounts_family_is_allowed(write):
     cfg = load_config(write("model:\n  families: [usage, accounts]\n"))
     assert cfg["model"]["families"] == ["usage", "accounts"]
+
+
+# --------------------------------------------------------------------------- deep mistakes
+# Each of these used to pass load_config and stop the run much later with a ValueError
+# ("unexpected ValueError ... Run again with --debug"), after the data was read.
+
+FORCE_FORMS = "kmeans_k<k> with k from model.k_min to model.k_max (kmeans_k3 to kmeans_k10)"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("model:\n  force: kmeans_k12\n", f"model.force should name a candidate: {FORCE_FORMS}"),
+        ("model:\n  force: kmeans_k2\n", "got 'kmeans_k2'"),
+        ("model:\n  force: hdbscan_umap_0.05\n", "needs the share in model.density_shares"),
+        (
+            "model:\n  density_shares: [0.02, 0.05]\n  force: hdbscan_umap_0.1\n",
+            "hdbscan_<space>_<share> with model.density_space and a share of "
+            "model.density_shares (hdbscan_umap_0.02, hdbscan_umap_0.05); got 'hdbscan_umap_0.1'",
+        ),
+        (
+            "model:\n  density_shares: [0.05]\n  density_space: pca\n  force: hdbscan_umap_0.05\n",
+            "(hdbscan_pca_0.05)",
+        ),
+        ("model:\n  density_shares: [0.05, 1.5]\n", "model.density_shares should list"),
+        ("model:\n  density_shares: 0.05\n", "model.density_shares should list"),
+        ("model:\n  n_init: 0\n", "model.n_init should be a whole number >= 1, got 0"),
+        ("model:\n  stability_resamples: 0\n", "model.stability_resamples should be a whole"),
+        ("model:\n  umap: {n_neighbors: 1}\n", "model.umap.n_neighbors should be a whole number"),
+        ("model:\n  family_weights: {usage_mx: 2}\n", "model.family_weights should map families"),
+        ("model:\n  family_weights: {usage: -1}\n", "model.family_weights should map families"),
+        (
+            "features:\n  value_tiers: {high: 20, mid: 8}\n",
+            "features.value_tiers should give the RFM total scores (3-15) from which a customer "
+            "is high and mid value, with 3 <= mid <= high <= 15 (e.g. {high: 12, mid: 8}); got "
+            "{'high': 20, 'mid': 8}",
+        ),
+        ("features:\n  value_tiers: {high: 8, mid: 12}\n", "features.value_tiers should give"),
+        ("features:\n  high_priority: urgent\n", "features.high_priority should list"),
+        ("clv:\n  n_periods: 0\n", "clv.n_periods should be a whole number >= 1, got 0"),
+        ("clv:\n  horizon_weeks: 0\n", "clv.horizon_weeks should be a number > 0, got 0"),
+        ("clv:\n  discount_rate: -1\n", "clv.discount_rate should be a number > -1"),
+        ("clv:\n  enabled: 'no'\n", "clv.enabled should be true or false; got 'no'"),
+        ("clv:\n  model: pareto\n", "clv.model should be one of auto, bgnbd, subscription"),
+        ("model:\n  lens: wallet\n", "model.lens should be one of both, needs, value"),
+        ("model:\n  noise: drop\n", "model.noise should be one of nearest, unassigned"),
+        ("model:\n  density_space: tsne\n", "model.density_space should be one of umap, pca"),
+        ("drivers:\n  kind: nps\n", "drivers.kind should be one of score, promoter; got 'nps'"),
+        ("drivers:\n  n_splits: 1\n", "drivers.n_splits should be a whole number >= 2, got 1"),
+        ("report:\n  map_sample: -1\n", "report.map_sample should be a whole number >= 1"),
+        ("profile:\n  alpha: 1\n", "profile.alpha should be a number between 0 and 1, excluded"),
+        (
+            "actions:\n  - {rule: vip, when: {value_index: ['=>', 1.5]}, action: Call.}\n",
+            "actions[0] should be a list of {rule: <text>, when: {<persona field>: [<operator>, "
+            "<value>]}, action: <text>} with operators == != >= <= > <",
+        ),
+        ("actions: call them\n", "actions should be a list of"),
+        ("resegment:\n  gates: {min_stability: 2}\n", "resegment.gates.min_stability should be"),
+    ],
+)
+def test_mistakes_found_deep_in_a_run_are_config_errors(write, text, expected):
+    path = write(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: ")
+    assert expected in message
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "model:\n  force: kmeans_k3\n",
+        "model:\n  force: kmeans_k10\n",
+        "model:\n  density_shares: [0.02, 0.05]\n  force: hdbscan_umap_0.05\n",
+        "model:\n  density_shares: [0.1]\n  density_space: scaled\n  force: hdbscan_scaled_0.1\n",
+        "model:\n  family_weights: {usage: 2, usage_mix: 1}\n",
+        "actions:\n  - {rule: vip, when: {value_index: ['>=', 1.5]}, action: Call them.}\n",
+    ],
+)
+def test_valid_forms_load(write, text):
+    load_config(write(text))
+
+
+def test_action_operators_and_driver_kinds_are_the_models():
+    from models.actions import _OPS
+    from models.drivers import _KINDS
+    from pipelines.config import ACTION_OPERATORS, DRIVER_KINDS
+
+    assert set(ACTION_OPERATORS) == set(_OPS)
+    assert set(DRIVER_KINDS) == set(_KINDS)
+
+
+def test_a_forced_candidate_out_of_range_is_a_config_error_at_the_cli(write, tmp_path):
+    import subprocess
+    import sys
+
+    path = write("model:\n  force: kmeans_k12\n  k_max: 10\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "pipelines", "train", "--data", tmp_path, "--config", path],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 1
+    assert "model.force should name a candidate" in result.stderr
+    assert "'kmeans_k12'" in result.stderr and "unexpected" not in result.stderr

@@ -112,6 +112,24 @@ def test_density_clusterer_places_new_points_and_noise():
         DensityClusterer(min_cluster_share=0.6).fit(X[:20])
 
 
+def test_pca_space_runs_hdbscan_on_seeded_principal_components():
+    X, _ = blobs()
+    X = np.hstack([X, 0.01 * np.random.default_rng(0).normal(size=(len(X), 4))])  # 4 flat axes
+    seg = select_segmentation(
+        X, density_shares=(0.05,), density_space="pca", force="hdbscan_pca_0.05", **FAST
+    )
+    assert seg.candidates.loc["hdbscan_pca_0.05", "space"] == "pca"
+    assert isinstance(seg.reducer, PCAReducer)
+    Z = seg.reducer.transform(X)
+    assert Z.shape[1] < 6  # the flat axes and part of the blobs' are dropped
+    assert seg.reducer.pca_.explained_variance_ratio_.sum() >= 0.9
+    np.testing.assert_array_equal(seg.model.predict(Z[:100]) >= 0, seg.labels[:100] >= 0)
+    again = select_segmentation(
+        X, density_shares=(0.05,), density_space="pca", force="hdbscan_pca_0.05", **FAST
+    )
+    np.testing.assert_array_equal(again.labels, seg.labels)
+
+
 def test_identity_and_pca_reducers():
     X, _ = blobs()
     np.testing.assert_array_equal(IdentityReducer().fit_transform(X), X)

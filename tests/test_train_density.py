@@ -1,4 +1,4 @@
-"""The train recipe with density candidates on and the 'unassigned' noise policy."""
+"""The train recipe with density candidates on (PCA and UMAP spaces) and 'unassigned' noise."""
 
 from __future__ import annotations
 
@@ -6,12 +6,14 @@ import json
 
 import pandas as pd
 
+from models.reducers import PCAReducer
+from pipelines import tracking
 from pipelines.config import load_config
 from pipelines.demo import write_demo
 from pipelines.train import train
 
 
-def test_density_candidates_and_unassigned_noise(tmp_path, monkeypatch):
+def test_density_candidates_in_pca_space_and_unassigned_noise(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     write_demo(tmp_path / "data", n_customers=1200, seed=4)
     cfg = load_config()
@@ -31,12 +33,16 @@ def test_density_candidates_and_unassigned_noise(tmp_path, monkeypatch):
     assert noise.any()  # HDBSCAN leaves part of the demo as noise
     assert (assignments.loc[noise, "persona_name"] == "Unassigned").all()
     assert assignments.loc[noise, "is_outlier"].all()
-    assert result.run_id
+    # the served model works in the principal components, and places customers as train did
+    model = tracking.load_served_model(result.model_uri, cfg)
+    assert isinstance(model.reducer, PCAReducer)
+    assert model.reducer.pca_.n_components_ < len(model.columns)
+    scored = model.predict(pd.read_parquet(tmp_path / "out" / "features.parquet"))
+    agree = (scored["persona_id"].to_numpy() == assignments["persona_id"].to_numpy()).mean()
+    assert agree >= 0.99
 
 
 def test_served_umap_density_model_places_customers_as_training_did(tmp_path, monkeypatch):
-    from pipelines import tracking
-
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     write_demo(tmp_path / "data", n_customers=1000, seed=5)
     cfg = load_config()
