@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from features.privacy import pseudonymize
 from models.matching import match_personas, nps_change, population_stability
 from pipelines import tracking
-from pipelines.run import stage
+from pipelines.run import salt, stage
 
 __all__ = [
     "Identity",
@@ -318,9 +319,16 @@ def reidentify(
         if previous is not None and previous.level != cfg["level"]:
             logger.info("The champion has personas of another level; no comparison.")
             previous = None
-        ids, migration, match_quality = apply_identity(
-            previous, personas, assignments, cfg["resegment"]["min_similarity"]
+        key = salt(cfg)  # the champion's outputs hold pseudonymized ids: compare like with like
+        units = (
+            assignments
+            if key is None
+            else assignments.assign(customer_id=pseudonymize(assignments["customer_id"], key))
         )
+        ids, migration, match_quality = apply_identity(
+            previous, personas, units, cfg["resegment"]["min_similarity"]
+        )
+        assignments[["persona_id", "persona_name"]] = units[["persona_id", "persona_name"]]
     changes = None
     if previous is not None:
         numeric = [f.name for f in table.features if f.transform != "category"]

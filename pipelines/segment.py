@@ -155,6 +155,8 @@ def segment(table: FeatureTable, cfg: dict) -> Segments:
                 random_state=cfg["seed"],
             )
         except ValueError as error:
+            if "is not a candidate" in str(error):  # model.force names one the data ruled out
+                raise DataError(f"{error} (model.force = {m['force']!r}).") from error
             if "same features" not in str(error):
                 raise
             raise DataError(

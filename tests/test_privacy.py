@@ -272,3 +272,6 @@ def test_pseudonymized_ids_reach_no_output_nor_the_mlflow_store(tmp_path: Path) 
         if found:
             leaks[str(path.relative_to(tmp_path))] = found[:3]
     assert not leaks, leaks
+    # the second run is compared with the first on the same (hashed) customers
+    changes = json.loads((tmp_path / "second" / "changes.json").read_text())
+    assert changes["match_quality"] == 1.0
