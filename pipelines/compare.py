@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from features.engine import slug
 from features.privacy import pseudonymize
 from models.matching import match_personas, nps_change, population_stability
 from pipelines import tracking
@@ -30,6 +31,7 @@ __all__ = [
     "apply_identity",
     "describe_changes",
     "gate",
+    "lineage_names",
     "load_previous",
     "reidentify",
 ]
@@ -276,6 +278,9 @@ class Identity:
         ``migration.csv``, in final ids.
     promotion : dict
         ``promoted``, ``failed_gates`` and ``previous_run``.
+    lineage : str or None
+        The registered model this run belongs to (see `lineage_names`); None when
+        ``tracking.model_name`` is null.
     """
 
     ids: dict[int, int]
@@ -283,6 +288,37 @@ class Identity:
     changes: dict | None
     migration: pd.DataFrame | None
     promotion: dict
+    lineage: str | None = None
+
+
+#: Below this share of customers in common, a base is unrelated to the champion's.
+UNRELATED_OVERLAP = 0.01
+
+
+def lineage_names(cfg: dict, data) -> tuple[str | None, str | None]:
+    """Return the lineage a run on ``data`` continues, and the one it would start.
+
+    A lineage is a registered model: ``tracking.model_name`` (default ``personas``). A
+    customer base unrelated to that lineage's champion (fewer than `UNRELATED_OVERLAP` of
+    its customers in common and no persona matched) starts its own, named after the data
+    source: ``personas_<folder>`` (``personas_acme_export`` for ``data/acme-export``).
+    """
+    name = cfg["tracking"]["model_name"]
+    if not name:
+        return None, None
+    source = Path(str(data).split("?")[0].rstrip("/")).name
+    return name, f"{name}_{slug(Path(source).stem)}"
+
+
+def _unrelated(previous: Previous, personas: list[dict], units: pd.DataFrame, cfg) -> bool:
+    """Whether a base shares (almost) no customers and no persona with the champion's."""
+    overlap = units["customer_id"].isin(previous.assignments["customer_id"]).mean()
+    if overlap >= UNRELATED_OVERLAP:
+        return False
+    match = match_personas(
+        previous.personas, personas, None, min_similarity=cfg["resegment"]["min_similarity"]
+    )
+    return all(m is None for m in match.values())
 
 
 def reidentify(
@@ -291,10 +327,14 @@ def reidentify(
     table,
     stability: float,
     cfg: dict,
+    data="",
 ) -> Identity:
     """Match this run's personas to the champion's, say what changed, gate promotion.
 
-    ``personas`` and ``assignments`` take their final ids and names, in place.
+    ``personas`` and ``assignments`` take their final ids and names, in place. The
+    champion is that of the run's lineage (`lineage_names`): the data source's own
+    lineage when it has one, else ``tracking.model_name``'s, unless this base is unrelated
+    to that one, which then starts the data source's lineage (ids from 0).
 
     Parameters
     ----------
@@ -308,23 +348,35 @@ def reidentify(
         The model's stability (mean ARI over resamples), for the gates.
     cfg : dict
         The run configuration (``tracking``, ``level``, ``resegment``, ``profile``).
+    data : str or Path, default=""
+        The data source, which names a lineage of its own (`lineage_names`).
 
     Returns
     -------
     Identity
         The final ids, the champion, the changes and the promotion decision.
     """
+    key = salt(cfg)  # the champion's outputs hold pseudonymized ids: compare like with like
+    units = (
+        assignments
+        if key is None
+        else assignments.assign(customer_id=pseudonymize(assignments["customer_id"], key))
+    )
+    main, own = lineage_names(cfg, data)
+    lineage = own if own and tracking.is_registered(own, cfg) else main
     with stage("Compare with the champion"), tempfile.TemporaryDirectory() as tmp:
-        previous = load_previous(*tracking.champion_outputs(cfg, Path(tmp)))
+        previous = load_previous(*tracking.champion_outputs(cfg, Path(tmp), lineage))
         if previous is not None and previous.level != cfg["level"]:
             logger.info("The champion has personas of another level; no comparison.")
             previous = None
-        key = salt(cfg)  # the champion's outputs hold pseudonymized ids: compare like with like
-        units = (
-            assignments
-            if key is None
-            else assignments.assign(customer_id=pseudonymize(assignments["customer_id"], key))
-        )
+        if previous is not None and lineage == main and _unrelated(previous, personas, units, cfg):
+            logger.warning(
+                "This customer base shares no customers and no persona with the champion of "
+                "%s (run %s): it starts its own lineage, %s, and leaves that champion as it is. "
+                "Score it with --model models:/%s@champion (or set tracking.model_name).",
+                main, previous.run_id, own, own,
+            )  # fmt: skip
+            previous, lineage = None, own
         ids, migration, match_quality = apply_identity(
             previous, personas, units, cfg["resegment"]["min_similarity"]
         )
@@ -347,4 +399,4 @@ def reidentify(
         "failed_gates": failed,
         "previous_run": previous.run_id if previous else None,
     }
-    return Identity(ids, previous, changes, migration, promotion)
+    return Identity(ids, previous, changes, migration, promotion, lineage)

@@ -80,15 +80,17 @@ def log_model(model: PersonaModel, registered_name: str | None = None) -> str:
         return tracking.log_served_model(model, registered_name=registered_name, workdir=Path(tmp))
 
 
-def serve(model: PersonaModel, promotion: dict, cfg: dict, uri: str | None = None) -> str:
+def serve(model: PersonaModel, identity: Identity, uri: str | None = None) -> str:
     """Log the served model (unless ``uri`` says it already is), register and promote it.
+
+    It is registered in the run's lineage (`pipelines.compare.lineage_names`).
 
     Returns
     -------
     str
         The model's URI (a registry version when ``tracking.model_name`` is set).
     """
-    name = cfg["tracking"]["model_name"]
+    name, promotion = identity.lineage, identity.promotion
     if uri is None:
         uri = log_model(model, name)
     elif name:

@@ -19,6 +19,7 @@ import pandas as pd
 from features import DataError
 from features.engine import Engine
 from pipelines import tracking
+from pipelines.compare import lineage_names
 from pipelines.config import load_config
 from pipelines.run import load, stage
 from pipelines.table import SETTINGS, build_table
@@ -51,7 +52,8 @@ def score(data: str | Path, *, model: str | None, output: str | Path, config=Non
         The data folder (or DuckDB file), in the contract's format.
     model : str or None
         An MLflow model URI (``models:/personas@champion``, ``models:/personas/3``,
-        ``runs:/<run id>/persona_model``); default the champion of ``tracking.model_name``.
+        ``runs:/<run id>/persona_model``); default the champion of the data source's own
+        lineage when it has one, else of ``tracking.model_name``.
     output : str or Path
         The CSV to write (``customer_id``, ``persona_id``, ``persona_name``,
         ``confidence``, ``is_outlier``; ``account_id`` first for a model of accounts);
@@ -66,7 +68,11 @@ def score(data: str | Path, *, model: str | None, output: str | Path, config=Non
         The assignments.
     """
     cfg = load_config(config)
-    uri = model or f"models:/{cfg['tracking']['model_name']}@champion"
+    if model is None:  # the data source's own lineage when it has one (`lineage_names`)
+        main, own = lineage_names(cfg, data)
+        lineage = own if own and tracking.is_registered(own, cfg) else main
+        model = f"models:/{lineage}@champion"
+    uri = model
     with stage("Load the served model"):
         persona_model = tracking.load_served_model(uri, cfg)
     definition = persona_model.definition

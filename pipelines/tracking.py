@@ -33,6 +33,7 @@ __all__ = [
     "log_candidates",
     "log_served_model",
     "champion_outputs",
+    "is_registered",
     "load_served_model",
     "set_alias",
     "log_metrics",
@@ -336,7 +337,19 @@ def set_alias(registered_name: str, version_uri: str, alias: str) -> None:
     MlflowClient().set_registered_model_alias(registered_name, alias, version)
 
 
-def champion_outputs(cfg: dict, dest: Path) -> tuple[str | None, Path | None]:
+def is_registered(name: str, cfg: dict) -> bool:
+    """Whether a registered model of this name exists in the run's store."""
+    client = MlflowClient(tracking_uri=tracking_uri(cfg))
+    try:
+        client.get_registered_model(name)
+    except mlflow.exceptions.MlflowException:
+        return False
+    return True
+
+
+def champion_outputs(
+    cfg: dict, dest: Path, name: str | None = None
+) -> tuple[str | None, Path | None]:
     """Download the current champion's outputs; (None, None) when there is none yet.
 
     Parameters
@@ -345,13 +358,15 @@ def champion_outputs(cfg: dict, dest: Path) -> tuple[str | None, Path | None]:
         The run configuration (``tracking.model_name``).
     dest : Path
         Folder to download ``personas.json``, ``assignments.csv`` and ``features.parquet`` to.
+    name : str, optional
+        The registered model (lineage); default ``tracking.model_name``.
 
     Returns
     -------
     tuple
         The champion's run id and the folder holding its outputs.
     """
-    name = cfg["tracking"]["model_name"]
+    name = name or cfg["tracking"]["model_name"]
     if not name:
         return None, None
     client = MlflowClient(tracking_uri=tracking_uri(cfg))

@@ -96,12 +96,13 @@ def train(
         loaded = load(source, cfg, names)
         try:
             with feature_engine(loaded, cfg) as engine:
-                return _train(loaded, engine, cfg, run_id, output_folder(output, cfg, run_id))
+                folder = output_folder(output, cfg, run_id)
+                return _train(data, loaded, engine, cfg, run_id, folder)
         finally:
             loaded.con.close()
 
 
-def _train(loaded: LoadedData, engine: Engine, cfg: dict, run_id: str, output: Path):
+def _train(data, loaded: LoadedData, engine: Engine, cfg: dict, run_id: str, output: Path):
     tracking.set_tags({"data_fingerprint": loaded.fingerprint, "as_of": str(loaded.as_of)})
     tracking.log_metrics({f"rows.{t}": i["rows_used"] for t, i in loaded.quality["tables"].items()})
     built = build_table(loaded, engine, cfg)
@@ -109,7 +110,7 @@ def _train(loaded: LoadedData, engine: Engine, cfg: dict, run_id: str, output: P
     found = profile(loaded, built.table, segments, built.accounts, cfg)
     units = assign(built.table, segments, found.personas)
     identity = reidentify(
-        found.personas, units, built.table, segments.selection.stability["ari"], cfg
+        found.personas, units, built.table, segments.selection.stability["ari"], cfg, data
     )
     model = persona_model(built, segments, found.personas, identity, cfg)
     uri = None
@@ -136,7 +137,7 @@ def _train(loaded: LoadedData, engine: Engine, cfg: dict, run_id: str, output: P
         assignments=assignments,
     )
     log_run(output, segments, found, assignments, built, cfg)
-    uri = serve(model, identity.promotion, cfg, uri)
+    uri = serve(model, identity, uri)
     return TrainResult(
         run_id=run_id,
         output=output,

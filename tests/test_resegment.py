@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
 from pipelines.config import load_config
 from pipelines.demo import write_demo
+from pipelines.score import score
 from pipelines.train import train
 
 
@@ -84,3 +86,49 @@ def test_failed_gate_keeps_the_champion(two_runs):
     candidate = client.get_model_version_by_alias("personas", "candidate")
     assert candidate.run_id == result.run_id
     assert "kept as a candidate" in (base / "strict" / "report.html").read_text()
+
+
+def _shop(folder, n=400, seed=1):
+    """An unrelated base: a shop's buyers (other ids, only transactions and feedback)."""
+    rng = np.random.default_rng(seed)
+    ids = [f"U{i:05d}" for i in range(n)]
+    group = rng.integers(0, 3, n)
+    rows = []
+    for cid, g in zip(ids, group, strict=True):
+        for _ in range(rng.poisson([2, 8, 20][g]) + 1):
+            day = pd.Timestamp("2025-01-01") + pd.Timedelta(days=int(rng.integers(0, 500)))
+            rows.append((cid, day.strftime("%Y-%m-%d"), round(rng.gamma(2, [80, 30, 10][g]), 2)))
+    folder.mkdir(parents=True)
+    pd.DataFrame({"customer_id": ids}).to_csv(folder / "customers.csv", index=False)
+    pd.DataFrame(rows, columns=["customer_id", "timestamp", "amount"]).to_csv(
+        folder / "transactions.csv", index=False
+    )
+    feedback = [
+        (c, "2026-05-01", int(rng.integers([0, 5, 8][g], 11)))
+        for c, g in zip(ids, group, strict=True)
+    ]
+    pd.DataFrame(feedback, columns=["customer_id", "timestamp", "nps"]).to_csv(
+        folder / "feedback.csv", index=False
+    )
+    return folder
+
+
+def test_an_unrelated_base_starts_its_own_lineage(two_runs, tmp_path):
+    base, uri, _, late, cfg = two_runs
+    client = MlflowClient(tracking_uri=uri)
+    champion = client.get_model_version_by_alias("personas", "champion").version
+    shop = _shop(tmp_path / "shop")
+    result = train(shop, cfg=cfg, output=tmp_path / "out")
+    assert sorted(p["persona_id"] for p in result.personas) == list(range(len(result.personas)))
+    assert not (tmp_path / "out" / "changes.json").exists()  # nothing vanished
+    assert result.model_uri.startswith("models:/personas_shop/")
+    assert client.get_model_version_by_alias("personas", "champion").version == champion
+    # score finds each base's own champion
+    scored = score(shop, model=None, output=tmp_path / "shop.csv")
+    assert (scored["persona_id"].to_numpy() == result.assignments["persona_id"].to_numpy()).all()
+    demo = score(base / "data", model=None, output=tmp_path / "demo.csv")
+    assert (demo["persona_id"].to_numpy() == late.assignments["persona_id"].to_numpy()).all()
+    # a second run on the shop continues the shop's lineage
+    again = train(shop, cfg=cfg, output=tmp_path / "again")
+    assert again.model_uri.startswith("models:/personas_shop/")
+    assert (tmp_path / "again" / "changes.json").exists()
