@@ -26,18 +26,38 @@ DEFAULT_FOCUS_RULE = {"max_focus": 3, "min_value_index": 1.2, "max_p_alive": 0.5
 #: Actions the domain notes suggest, by rule. Each rule has a ``rule`` name, ``when``
 #: (every condition must hold: ``field: [operator, threshold]``; a missing field fails)
 #: and the ``action``. Fields are persona fields (``value_index``, ``nps_vs_rest``,
-#: ``is_at_risk``...) or ``trait:<feature>`` (standardized difference vs all customers).
+#: ``is_at_risk``, ``p_alive_mean``...), ``trait:<feature>`` (standardized difference vs
+#: all customers) or ``business`` (``b2b`` or ``b2c``: who the customers are, from the
+#: config's ``business``), so one rule set speaks to both.
 DEFAULT_ACTIONS: list[dict] = [
     {
+        "rule": "lapsed",
+        "when": {"p_alive_mean": ["<", 0.3]},
+        "action": "Win back or let go: a win-back offer to the most valuable of them, then stop "
+        "spending on the rest; ask the ones who answer why they left.",
+    },
+    {
         "rule": "at risk",
-        "when": {"is_at_risk": ["==", True]},
+        "when": {"business": ["==", "b2b"], "is_at_risk": ["==", True]},
         "action": "Proactive outreach now: check-in calls from customer success, a short "
         "survey on what is not working, an executive sponsor for the largest accounts.",
     },
     {
+        "rule": "at risk",
+        "when": {"business": ["==", "b2c"], "is_at_risk": ["==", True]},
+        "action": "Act before they lapse: an in-app check-in on what is not working, a "
+        "reminder of what they use most, and pause instead of cancel.",
+    },
+    {
         "rule": "high value",
-        "when": {"value_index": [">=", 1.2]},
+        "when": {"business": ["==", "b2b"], "value_index": [">=", 1.2]},
         "action": "Premium support and custom onboarding, with a named customer success manager.",
+    },
+    {
+        "rule": "high value",
+        "when": {"business": ["==", "b2c"], "value_index": [">=", 1.2]},
+        "action": "Reward loyalty: early access to new features, a perk on renewal and a "
+        "plan that fits how much they use.",
     },
     {
         "rule": "promoters",
@@ -104,26 +124,32 @@ _OPS = {
 }
 
 
-def _field(persona: dict, name: str):
+def _field(persona: dict, name: str, context: dict | None = None):
+    if context and name in context:
+        return context[name]
     if name.startswith("trait:"):
         return (persona.get("trait_effects") or {}).get(name[len("trait:") :])
     return persona.get(name)
 
 
-def _holds(persona: dict, when: dict) -> bool:
+def _holds(persona: dict, when: dict, context: dict | None = None) -> bool:
     for name, (op, threshold) in when.items():
         if op not in _OPS:
             raise ValueError(
                 f"Unknown operator {op!r} in action rule on {name!r}; use {list(_OPS)}"
             )
-        value = _field(persona, name)
+        value = _field(persona, name, context)
         if value is None or not _OPS[op](value, threshold):
             return False
     return True
 
 
 def suggest_actions(
-    persona: dict, rules: list[dict] | None = None, *, max_actions: int = 4
+    persona: dict,
+    rules: list[dict] | None = None,
+    *,
+    max_actions: int = 4,
+    business: str | None = None,
 ) -> list[dict]:
     """Actions for one persona, from the first ``max_actions`` rules that match.
 
@@ -135,6 +161,8 @@ def suggest_actions(
         Rules of ``rule``, ``when`` and ``action`` (default `DEFAULT_ACTIONS`).
     max_actions : int, default=4
         Most actions returned.
+    business : {"b2b", "b2c"}, optional
+        Who the customers are, for rules on ``business`` (none holds when None).
 
     Returns
     -------
@@ -148,7 +176,12 @@ def suggest_actions(
     [{'rule': 'vip', 'action': 'Call them.'}]
     """
     rules = DEFAULT_ACTIONS if rules is None else rules
-    out = [{"rule": r["rule"], "action": r["action"]} for r in rules if _holds(persona, r["when"])]
+    context = {"business": business}
+    out = [
+        {"rule": r["rule"], "action": r["action"]}
+        for r in rules
+        if _holds(persona, r["when"], context)
+    ]
     return out[:max_actions] or [{"rule": "none", "action": FALLBACK_ACTION}]
 
 

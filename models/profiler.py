@@ -113,7 +113,9 @@ def name_personas(personas: list[dict], naming: dict, min_effect: float) -> list
         Profiles with ``all_traits`` (sorted by strength) and ``value_effect``.
     naming : dict
         ``value_words`` ({high, low}), ``value_threshold``, ``phrases`` (rules of
-        ``feature`` pattern and ``high`` / ``low`` phrases) and ``fallback``.
+        ``feature`` pattern and ``high`` / ``low`` phrases), ``fallback`` and
+        ``lapsed`` (``{below, word}``: personas whose mean P(alive) is below ``below``
+        start with ``word`` instead of a value word).
     min_effect : float
         Traits weaker than this never name a persona.
 
@@ -125,11 +127,15 @@ def name_personas(personas: list[dict], naming: dict, min_effect: float) -> list
         gives the same name.
     """
     candidates = []
+    lapsed = naming.get("lapsed") or {}
     for p in personas:
         value_word = ""
         effect = p.get("value_effect")
         if effect is not None and abs(effect) >= naming["value_threshold"]:
             value_word = naming["value_words"]["high" if effect > 0 else "low"]
+        alive = p.get("p_alive_mean")
+        if lapsed and alive is not None and alive < lapsed["below"]:
+            value_word = lapsed["word"]  # what they were worth matters less than that they left
         phrases = []
         for t in p["all_traits"]:
             if abs(t["std_diff"]) < min_effect or t["feature"] == naming["value_feature"]:
@@ -279,6 +285,7 @@ def profile_personas(
     drivers: dict | None = None,
     themes: dict | None = None,
     top_drivers: int = 3,
+    business: str | None = None,
 ) -> list[dict]:
     """Describe each cluster as a persona.
 
@@ -325,6 +332,8 @@ def profile_personas(
         Output of `models.themes.persona_themes`, keyed by persona id.
     top_drivers : int, default=3
         Drivers kept per persona.
+    business : {"b2b", "b2c"}, optional
+        Who the customers are: action rules on ``business`` speak to them.
 
     Returns
     -------
@@ -396,5 +405,8 @@ def profile_personas(
         p.setdefault("focus_reason", None)
         p.setdefault("is_at_risk", False)
         p.setdefault("risk_reason", None)
-        p["actions"] = [] if p["persona_id"] == -1 else suggest_actions(p, actions)
+        if p["persona_id"] == -1:
+            p["actions"] = []
+        else:
+            p["actions"] = suggest_actions(p, actions, business=business)
     return [{k: p[k] for k in _ORDER} for p in personas]

@@ -318,6 +318,21 @@ def _check_b2b(cfg: dict, source: str) -> None:
     """Check ``level`` and the ``b2b`` section."""
     if cfg["level"] not in ("customer", "account"):
         raise ConfigError(f"{source}: level should be customer or account, got {cfg['level']!r}.")
+    if cfg["business"] not in ("auto", "b2b", "b2c"):
+        raise ConfigError(
+            f"{source}: business should be one of auto, b2b, b2c; got {cfg['business']!r}."
+        )
+    lapsed = cfg["naming"]["lapsed"]
+    if lapsed is not None and (
+        not isinstance(lapsed, dict)
+        or set(lapsed) != {"below", "word"}
+        or not isinstance(lapsed["below"], int | float)
+        or not isinstance(lapsed["word"], str)
+    ):
+        raise ConfigError(
+            f"{source}: naming.lapsed should be {{below: 0.3, word: Lapsed}} or null; "
+            f"got {lapsed!r}."
+        )
     b = cfg["b2b"]
     if b["account_nps"] not in ACCOUNT_NPS:
         raise ConfigError(

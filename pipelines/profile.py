@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from features import FeatureTable, LoadedData
+from features.engine import slug
 from features.sql import sql_name
 from models import profile_personas
 from models.drivers import key_drivers
@@ -23,7 +24,7 @@ from pipelines.run import stage
 from pipelines.segment import Segments
 from pipelines.value import revenue_at_risk
 
-__all__ = ["Profile", "profile"]
+__all__ = ["Profile", "business_model", "profile"]
 
 
 @dataclass
@@ -40,6 +41,26 @@ class Profile:
 
     personas: list[dict]
     drivers: dict
+
+
+#: Customer attributes that say the customers are companies (``business: auto``).
+_COMPANY_WORDS = {
+    "account_id",
+    "company",
+    "company_size",
+    "employees",
+    "industry",
+    "sector",
+    "seats",
+}
+
+
+def business_model(loaded: LoadedData, cfg: dict) -> str:
+    """Return ``b2b`` or ``b2c``: the config's ``business``, or inferred from the data."""
+    if cfg["business"] != "auto":
+        return cfg["business"]
+    columns = {slug(c) for c in loaded.columns.get("customers", [])}
+    return "b2b" if cfg["level"] == "account" or columns & _COMPANY_WORDS else "b2c"
 
 
 def _text(loaded: LoadedData, table: str, column: str) -> pd.DataFrame | None:
@@ -102,6 +123,7 @@ def profile(
             themes=themes,
             clv_column="clv_value",
             p_alive_column="clv_p_alive",
+            business=business_model(loaded, cfg),
         )
         at_risk = revenue_at_risk(table.frame, labels, "revenue_12m")
         jaccard = segments.selection.stability["jaccard"]

@@ -440,3 +440,21 @@ def test_names_unique_without_value_word():
     personas = [_p(_t("usage_events", 1.0)), _p(_t("usage_events", 1.2)), _p(), _p()]
     out = name_personas(personas, NAMING, 0.2)
     assert len(set(out)) == len(out), out
+
+
+def test_lapsed_personas_are_called_lapsed_not_light_users():
+    lapsed = {**_p(_t("usage_events_30d", -0.9)), "p_alive_mean": 0.02}
+    alive = {**_p(_t("usage_events_30d", -0.9), _t("tenure_days", -0.6)), "p_alive_mean": 0.9}
+    assert name_personas([lapsed, alive], NAMING, 0.2) == ["Lapsed light users", "Light users"]
+
+
+def test_actions_speak_to_the_business():
+    from models.actions import suggest_actions
+
+    vip = {"value_index": 2.0}
+    b2c = " ".join(a["action"] for a in suggest_actions(vip, business="b2c"))
+    b2b = " ".join(a["action"] for a in suggest_actions(vip, business="b2b"))
+    assert "customer success manager" in b2b and "customer success" not in b2c
+    assert "loyalty" in b2c
+    lapsed = [a["rule"] for a in suggest_actions({"p_alive_mean": 0.05}, business="b2c")]
+    assert lapsed == ["lapsed"]

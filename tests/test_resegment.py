@@ -121,6 +121,8 @@ def test_an_unrelated_base_starts_its_own_lineage(two_runs, tmp_path):
     result = train(shop, cfg=cfg, output=tmp_path / "out")
     assert sorted(p["persona_id"] for p in result.personas) == list(range(len(result.personas)))
     assert not (tmp_path / "out" / "changes.json").exists()  # nothing vanished
+    words = (tmp_path / "out" / "personas.json").read_text()  # a shop's buyers: B2C words
+    assert "loyalty" in words and "customer success" not in words
     assert result.model_uri.startswith("models:/personas_shop/")
     assert client.get_model_version_by_alias("personas", "champion").version == champion
     # score finds each base's own champion
