@@ -28,6 +28,7 @@ message, log line or MLflow record can show it; `shown` is the URL as they print
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import time
@@ -117,7 +118,7 @@ def shown(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
-def parse_url(url: str, what: str = "the data source") -> PgUrl:
+def parse_url(url: str, what: str = "the data source", default_schema: str = "public") -> PgUrl:
     """Split a ``postgresql://`` URL into the libpq URI and the schema.
 
     Parameters
@@ -127,11 +128,13 @@ def parse_url(url: str, what: str = "the data source") -> PgUrl:
         passed to libpq).
     what : str
         What the URL is, for messages (``the data source``, ``publish``).
+    default_schema : str
+        The schema when the URL names none.
 
     Returns
     -------
     PgUrl
-        The connection URI, the schema (``public`` when not given) and the shown URL.
+        The connection URI, the schema and the shown URL.
 
     Raises
     ------
@@ -148,7 +151,7 @@ def parse_url(url: str, what: str = "the data source") -> PgUrl:
         )
     query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
     schemas = [v for k, v in query if k == "schema"]
-    schema = schemas[-1].strip() if schemas else "public"
+    schema = schemas[-1].strip() if schemas else default_schema
     if not schema:
         raise DataError(f"The URL of {what} ({safe}) has an empty ?schema=.")
     rest = [(k, v) for k, v in query if k != "schema"]
@@ -391,7 +394,8 @@ def read_tables(
                     con.execute(f"CREATE TABLE {target} AS SELECT * FROM {view}")
                 finally:
                     con.unregister(view)
-            n, digest = con.execute(f"SELECT count(*), {_content_hash(con, target)}").fetchone()
+                    stream.close()  # the connection takes no other query until it is
+            n, digest = con.execute(f"SELECT count(*), {_content_hash(con, target)}").fetchall()[0]
             readers[table] = target
             names[table] = f"table {qualified}"
             digests[table] = hashlib.sha256(f"{n}:{digest}".encode()).digest()
@@ -402,7 +406,8 @@ def read_tables(
                 time.perf_counter() - start,
             )
     finally:
-        conn.rollback()  # read-only: nothing to keep
+        with contextlib.suppress(Exception):  # read-only: nothing to keep
+            conn.rollback()
         conn.close()
     return readers, names, digests
 

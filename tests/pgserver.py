@@ -17,14 +17,15 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-__all__ = ["PgServer", "bin_dir", "load_folder", "start"]
+__all__ = ["PgServer", "bin_dir", "connect", "create_database", "load_folder", "password", "start"]
 
 #: The contract tables a demo folder holds.
 _TABLES = (
@@ -196,6 +197,35 @@ def start(user: str = "personas") -> PgServer:
     return server
 
 
+def connect(server: PgServer, database: str = "postgres", autocommit: bool = False):
+    """Return an ADBC connection to a database of the server, as its superuser."""
+    import adbc_driver_postgresql.dbapi as pg
+
+    with password(server.password):
+        return pg.connect(server.url(database), autocommit=autocommit)
+
+
+@contextmanager
+def password(secret: str) -> Iterator[None]:
+    """Set ``PGPASSWORD`` for the block (libpq reads it when a connection opens)."""
+    old = os.environ.get("PGPASSWORD")
+    os.environ["PGPASSWORD"] = secret
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("PGPASSWORD", None)
+        else:
+            os.environ["PGPASSWORD"] = old
+
+
+def create_database(server: PgServer, name: str) -> None:
+    """Create a database (dropped first when it exists)."""
+    with connect(server, autocommit=True) as conn, conn.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        cur.execute(f'CREATE DATABASE "{name}"')
+
+
 def _ingest(conn, table: pa.Table, schema: str, name: str) -> None:
     """Create ``schema.name`` from an Arrow table (large strings as text)."""
     table = table.replace_schema_metadata(None)
@@ -209,25 +239,24 @@ def _ingest(conn, table: pa.Table, schema: str, name: str) -> None:
 
 
 def load_folder(
-    url: str,
+    server: PgServer,
+    database: str,
     folder: Path,
     schema: str,
-    *,
-    password: str,
     names: dict[str, str] | None = None,
 ) -> dict[str, int]:
     """Load a demo folder's tables (Parquet or CSV) into a new schema; return their rows.
 
     Parameters
     ----------
-    url : str
-        The database (``postgresql://user@host:port/db``).
+    server : PgServer
+        The server.
+    database : str
+        The database.
     folder : Path
         A folder written by ``personas demo`` (``--format parquet`` keeps the types).
     schema : str
         The schema to create (dropped first when it exists).
-    password : str
-        The password.
     names : dict of str to str, optional
         Contract table -> the table name to create (default the contract name).
 
@@ -236,40 +265,24 @@ def load_folder(
     dict of str to int
         Rows per table.
     """
-    import adbc_driver_postgresql.dbapi as pg
     import pyarrow.csv as pacsv
 
     names = names or {}
     rows = {}
-    old = os.environ.get("PGPASSWORD")
-    os.environ["PGPASSWORD"] = password
-    try:
-        with pg.connect(url) as conn:
-            with conn.cursor() as cur:
-                cur.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-                cur.execute(f'CREATE SCHEMA "{schema}"')
-            for table in _TABLES:
-                path = next(
-                    (folder / f"{table}{s}" for s in (".parquet", ".csv")
-                     if (folder / f"{table}{s}").exists()),
-                    None,
-                )  # fmt: skip
-                if path is None:
-                    continue
-                data = pq.read_table(path) if path.suffix == ".parquet" else pacsv.read_csv(path)
-                _ingest(conn, data, schema, names.get(table, table))
-                rows[table] = data.num_rows
-            conn.commit()
-    finally:
-        if old is None:
-            os.environ.pop("PGPASSWORD", None)
-        else:
-            os.environ["PGPASSWORD"] = old
+    with connect(server, database) as conn:
+        with conn.cursor() as cur:
+            cur.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+            cur.execute(f'CREATE SCHEMA "{schema}"')
+        for table in _TABLES:
+            path = next(
+                (folder / f"{table}{s}" for s in (".parquet", ".csv")
+                 if (folder / f"{table}{s}").exists()),
+                None,
+            )  # fmt: skip
+            if path is None:
+                continue
+            data = pq.read_table(path) if path.suffix == ".parquet" else pacsv.read_csv(path)
+            _ingest(conn, data, schema, names.get(table, table))
+            rows[table] = data.num_rows
+        conn.commit()
     return rows
-
-
-if __name__ == "__main__":  # a manual check: start, load nothing, stop
-    srv = start()
-    print(srv.url(), "up")  # noqa: T201
-    time.sleep(1)
-    srv.stop()
