@@ -540,7 +540,8 @@ def publish_scores(
     output : str or Path
         The CSV the score run wrote.
     model_uri : str
-        The served model used.
+        The served model used; a registry alias (``models:/personas@champion``) is
+        published as the version it points at.
     as_of : str or pandas.Timestamp
         The scored data's reference time (`features.LoadedData.as_of`).
     fingerprint : str
@@ -557,6 +558,9 @@ def publish_scores(
     """
     if not cfg.get("publish"):
         return None
+    from pipelines.tracking import resolve_model_uri  # MLflow only here, and only to publish
+
+    model_uri = resolve_model_uri(model_uri, cfg)  # an alias moves: the run is its version
     assignments = read_assignments(output)
     sizes = assignments.groupby("persona_id")["persona_name"].agg(["size", "first"])
     total = max(len(assignments), 1)

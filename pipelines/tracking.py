@@ -45,6 +45,7 @@ __all__ = [
     "assign_on_spark",
     "log_artifacts",
     "register_served_model",
+    "resolve_model_uri",
     "log_candidates",
     "log_inputs",
     "log_served_model",
@@ -659,6 +660,30 @@ def champion_outputs(cfg: dict, dest: Path) -> tuple[str | None, Path | None]:
             logger.warning("Champion artifact %s could not be read: %s", artifact, error)
             return None, None
     return version.run_id, folder
+
+
+def resolve_model_uri(uri: str, cfg: dict) -> str:
+    """Return the model version a registry alias points at; any other URI as it is.
+
+    ``models:/personas@champion`` becomes ``models:/personas/3``.
+
+    Parameters
+    ----------
+    uri : str
+        A model URI.
+    cfg : dict
+        The configuration (the tracking store).
+
+    Returns
+    -------
+    str
+        A URI naming one model version.
+    """
+    if not uri.startswith("models:/") or "@" not in uri:
+        return uri
+    name, alias = uri.removeprefix("models:/").split("@", 1)
+    version = MlflowClient(tracking_uri=tracking_uri(cfg)).get_model_version_by_alias(name, alias)
+    return f"models:/{name}/{version.version}"
 
 
 def load_served_model(uri: str, cfg: dict):
