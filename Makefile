@@ -12,6 +12,9 @@ DEMO_CUSTOMERS ?= 5000
 DATA ?= $(DEMO_DIR)
 CHROMIUM ?= /usr/bin/chromium
 JAVA ?= /usr/bin/java
+# The PostgreSQL tests start a throwaway server from Debian's binaries (package postgresql).
+PG_INITDB := $(firstword $(wildcard /usr/lib/postgresql/*/bin/initdb))
+PG_STAMP := $(if $(PG_INITDB),$(PG_INITDB),.postgresql-missing)
 BENCH_SIZES ?= 10000,100000
 CONFIG ?=
 OUTPUT ?=
@@ -59,6 +62,15 @@ $(JAVA):
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq default-jre-headless >/dev/null; \
 	else echo "java missing (as root: apt-get install -y default-jre-headless): the Spark tests will be skipped"; fi
 
+# The PostgreSQL tests run a throwaway server (initdb, pg_ctl) of Debian's postgresql
+# package, in a temporary folder on a free local port; installed as root when missing,
+# else those tests are skipped with their reason.
+.postgresql-missing:
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then true; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	else echo "postgresql missing (as root: apt-get install -y postgresql): the PostgreSQL tests will be skipped"; fi
+
 ## Create the virtual environment and install the project (only when pyproject.toml changed)
 .PHONY: setup
 setup: $(STAMP)
@@ -100,14 +112,20 @@ resegment: $(STAMP) $(if $(filter $(DEMO_DIR),$(DATA)),$(DEMO_DIR)/.stamp)
 validate: $(STAMP) $(if $(filter $(DEMO_DIR),$(DATA)),$(DEMO_DIR)/.stamp)
 	$(BIN)/personas validate --data $(DATA) $(if $(CONFIG),--config $(CONFIG))
 
+## Time reading the demo from PostgreSQL vs Parquet, and publishing: make bench-postgres [PG_CUSTOMERS=100000]
+PG_CUSTOMERS ?= 100000
+.PHONY: bench-postgres
+bench-postgres: $(STAMP) $(PG_STAMP)
+	$(BIN)/python benchmarks/postgres.py --customers $(PG_CUSTOMERS)
+
 ## Time the train recipe stage by stage: make bench [BENCH_SIZES=10000,100000,1000000]
 .PHONY: bench
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench.py --sizes $(BENCH_SIZES)
 
-## Run the test suite (installs the Spark extra, and Debian's chromium and Java if missing)
+## Run the test suite (installs the Spark extra, and Debian's chromium, Java and PostgreSQL if missing)
 .PHONY: test
-test: $(STAMP) $(SPARK_STAMP) $(CHROMIUM) $(JAVA)
+test: $(STAMP) $(SPARK_STAMP) $(CHROMIUM) $(JAVA) $(PG_STAMP)
 	$(BIN)/python -m pytest tests
 
 ## Lint and check formatting with ruff

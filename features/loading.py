@@ -19,6 +19,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
+from features import postgres
 from features.contract import PII_PATTERNS, TABLES, ColumnSpec, DataError, TableSpec, is_pii
 from features.privacy import id_salt, pseudonymize, pseudonymize_values
 from features.quality import EXTREME_RATIO, MISSING_MARKERS, TableProfile, id_key
@@ -57,6 +58,12 @@ class LoadedData:
         pseudonymizes ``customer_id``, as in every output).
     fingerprint : str
         Short hash identifying the input data.
+    digests : dict of str to str
+        Per table, a short hash of its rows, columns and content (files: their size, first
+        and last MiB; PostgreSQL: every row; DuckDB files: rows and columns only), as the
+        fingerprint hashes them together.
+    schemas : dict of str to dict of str to str
+        Per table, its columns as the source holds them -> their DuckDB type.
     """
 
     con: duckdb.DuckDBPyConnection
@@ -67,6 +74,8 @@ class LoadedData:
     quality: dict
     quarantine: dict[str, pd.DataFrame] = field(default_factory=dict)
     fingerprint: str = ""
+    digests: dict[str, str] = field(default_factory=dict)
+    schemas: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def n_customers(self) -> int:
@@ -268,13 +277,17 @@ def load_data(
     privacy: dict | None = None,
     as_of: str | None = None,
     names: dict[str, str] | None = None,
+    tables: dict[str, str] | None = None,
 ) -> LoadedData:
     """Load, check and stage the contract tables of a data source.
 
     Parameters
     ----------
     source : str or Path
-        A folder with one CSV or Parquet file per table, or a DuckDB database file.
+        A folder with one CSV or Parquet file per table, a DuckDB database file, or a
+        PostgreSQL URL (``postgresql://user@host:port/db?schema=sales``, see
+        `features.postgres`: each table is copied into DuckDB as Arrow, then checked as a
+        Parquet table is).
     columns : dict, optional
         Per table, contract column name -> column name in the data.
     validation : dict, optional
@@ -294,7 +307,11 @@ def load_data(
         How messages and the quality summary name a table's origin (default its file):
         ``{"customers": "metastore table sales.customers", "source": "spark:sales"}`` for
         a snapshot of metastore tables (see `features.metastore`); ``source`` names the
-        whole source.
+        whole source. A PostgreSQL source names its tables ``table sales.customers``.
+    tables : dict of str to str, optional
+        The config's ``tables:``, contract table -> the name the source gives it: a file
+        stem in a folder, a table in a DuckDB file, ``table`` or ``schema.table`` in
+        PostgreSQL. A named table must exist.
 
     Returns
     -------
@@ -308,7 +325,6 @@ def load_data(
         many rows naming unknown customers, or no customers at all; or when
         ``pseudonymize_ids`` is on without a salt.
     """
-    source = Path(source)
     mapping = columns or {}
     validation = {
         "on_error": "fail",
@@ -320,7 +336,28 @@ def load_data(
     privacy = {"pii_columns": [], **(privacy or {})}
     if privacy.get("pii_patterns") is None:
         privacy["pii_patterns"] = list(PII_PATTERNS)
-    kind, readers = find_sources(source)
+    privacy["salt"] = id_salt(privacy)
+    con = duckdb.connect()
+    try:
+        if postgres.is_postgres(source):  # its tables are found (or missing) once connected
+            kind = "postgres"
+            readers, found, digests = postgres.read_tables(con, source, tables)
+        else:
+            source = Path(source)
+            kind, readers = _find(source, tables)
+            digests = {t: file_digest(source, kind, t, tables) for t in readers}
+            found = {t: file_of(source, kind, t, tables) for t in readers}
+        names = found | (names or {})
+        settings = (mapping, validation, privacy, as_of)
+        return _load(con, source, kind, readers, *settings, names, digests)
+    except BaseException:
+        con.close()
+        raise
+
+
+def _find(source: Path, tables: dict[str, str] | None) -> tuple[str, dict[str, str]]:
+    """Find the tables of a folder or DuckDB file; stop when customers or the rest is missing."""
+    kind, readers = find_sources(source, tables)
     if "customers" not in readers:
         raise DataError(
             f"{source} has no customers table (customers.csv or customers.parquet); it is required."
@@ -330,16 +367,12 @@ def load_data(
             f"{source} has only the customers table; add at least one of "
             f"{', '.join(t for t in TABLES if t != 'customers')}."
         )
-    privacy["salt"] = id_salt(privacy)
-    con = duckdb.connect()
-    try:
-        return _load(con, source, kind, readers, mapping, validation, privacy, as_of, names or {})
-    except BaseException:
-        con.close()
-        raise
+    return kind, readers
 
 
-def _load(con, source, kind, readers, mapping, validation, privacy, as_of, names) -> LoadedData:
+def _load(
+    con, source, kind, readers, mapping, validation, privacy, as_of, names, digests
+) -> LoadedData:
     con.execute("SET TimeZone = 'UTC'")
     if kind == "duckdb":
         con.execute(f"ATTACH {sql_text(str(source))} AS src (READ_ONLY)")
@@ -349,11 +382,12 @@ def _load(con, source, kind, readers, mapping, validation, privacy, as_of, names
     attributes: list[str] = []
     problems: list[str] = []
     digest = hashlib.sha256()
+    table_digests: dict[str, str] = {}
+    schemas: dict[str, dict[str, str]] = {}
     quarantining = validation["on_error"] == "quarantine"
 
     for name in [t for t in TABLES if t in readers]:
-        table, path = TABLES[name], file_of(source, kind, name)
-        file = names.get(name, path)
+        table, file = TABLES[name], names[name]
         n_examples = int(validation["examples"])
         with reading(file, n_examples):
             con.execute(f"CREATE VIEW raw_{name} AS SELECT * FROM {readers[name]}")
@@ -416,7 +450,10 @@ def _load(con, source, kind, readers, mapping, validation, privacy, as_of, names
             "invalid": {f"{c} {r}": st["rows"] for (c, r), st in failed.items()},
             "pii_columns_dropped": pii,
         }
-        digest.update(f"{name}:{n_rows}:{raw_cols}".encode() + file_digest(source, kind, name))
+        part = f"{name}:{n_rows}:{raw_cols}".encode() + digests[name]
+        digest.update(part)
+        table_digests[name] = hashlib.sha256(part).hexdigest()[:16]
+        schemas[name] = dtypes
 
     if problems and not quarantining:
         raise DataError(
@@ -444,6 +481,8 @@ def _load(con, source, kind, readers, mapping, validation, privacy, as_of, names
         quality=quality,
         quarantine=quarantine,
         fingerprint=digest.hexdigest()[:16],
+        digests=table_digests,
+        schemas=schemas,
     )
 
 

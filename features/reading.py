@@ -76,7 +76,7 @@ def _reader(path: Path) -> str:
     )
 
 
-def find_sources(source: Path) -> tuple[str, dict[str, str]]:
+def find_sources(source: Path, tables: dict[str, str] | None = None) -> tuple[str, dict[str, str]]:
     """Return the kind of source and, per present table, the SQL that reads it raw.
 
     Parameters
@@ -84,6 +84,9 @@ def find_sources(source: Path) -> tuple[str, dict[str, str]]:
     source : Path
         A folder of CSV and Parquet files (a ``<table>.parquet`` folder of part files, as
         Spark writes a table, counts as one Parquet file), or a DuckDB database file.
+    tables : dict of str to str, optional
+        The config's ``tables:``: contract table -> the name the source gives it (the file
+        stem in a folder, the table in a DuckDB file); a named table must exist.
 
     Returns
     -------
@@ -95,8 +98,10 @@ def find_sources(source: Path) -> tuple[str, dict[str, str]]:
     Raises
     ------
     DataError
-        If the source does not exist, a table is given twice, or a CSV file is empty.
+        If the source does not exist, a table is given twice, a table named in ``tables``
+        is missing, or a CSV file is empty.
     """
+    tables = tables or {}
     if not source.exists():
         hint = (
             " Tables of a Spark metastore (spark:<database>) are read by `personas train "
@@ -104,6 +109,8 @@ def find_sources(source: Path) -> tuple[str, dict[str, str]]:
             if str(source).startswith("spark:")
             else ""
         )
+        if str(source).startswith(("postgresql:", "postgres:")):
+            hint = " A PostgreSQL URL is written postgresql://user@host:port/database?schema=..."
         raise DataError(f"Data source {source} does not exist.{hint}")
     if source.is_file() and source.suffix in DB_SUFFIXES:
         con = duckdb.connect(str(source), read_only=True)
@@ -114,7 +121,15 @@ def find_sources(source: Path) -> tuple[str, dict[str, str]]:
             }
         finally:
             con.close()
-        return "duckdb", {t: f"src.main.{sql_name(t)}" for t in TABLES if t in names}
+        for table, named in tables.items():
+            if named not in names:
+                raise DataError(
+                    f"{source} has no table {named!r} (tables.{table} names it); its tables "
+                    f"are: {', '.join(sorted(names)) or 'none'}."
+                )
+        return "duckdb", {
+            t: f"src.main.{sql_name(tables.get(t, t))}" for t in TABLES if tables.get(t, t) in names
+        }
     if not source.is_dir():
         raise DataError(
             f"Data source {source} is neither a folder of CSV/Parquet files nor a DuckDB file "
@@ -122,11 +137,18 @@ def find_sources(source: Path) -> tuple[str, dict[str, str]]:
         )
     found: dict[str, str] = {}
     for table in TABLES:
-        files = [source / f"{table}{s}" for s in SUFFIXES if (source / f"{table}{s}").exists()]
+        stem = tables.get(table, table)
+        files = [source / f"{stem}{s}" for s in SUFFIXES if (source / f"{stem}{s}").exists()]
         if len(files) > 1:
             raise DataError(
                 f"Table {table} is given twice in {source} ({', '.join(f.name for f in files)}); "
                 "keep one file per table."
+            )
+        if not files and table in tables:
+            raise DataError(
+                f"{source} has no file {stem}.csv or {stem}.parquet (tables.{table} names "
+                f"{stem!r}); its files are: "
+                f"{', '.join(sorted(p.name for p in source.iterdir())) or 'none'}."
             )
         if files:
             problem = empty_file_error(files[0], table)
@@ -136,21 +158,22 @@ def find_sources(source: Path) -> tuple[str, dict[str, str]]:
     return "folder", found
 
 
-def file_of(source: Path, kind: str, table: str) -> str:
-    """Return the name of a table's file, as messages quote it."""
+def file_of(source: Path, kind: str, table: str, tables: dict[str, str] | None = None) -> str:
+    """Return the name of a table's file, as messages quote it (``tables``: as `find_sources`)."""
+    stem = (tables or {}).get(table, table)
     if kind == "duckdb":
-        return f"{source} (table {table})"
-    return next(str(source / f"{table}{s}") for s in SUFFIXES if (source / f"{table}{s}").exists())
+        return f"{source} (table {stem})"
+    return next(str(source / f"{stem}{s}") for s in SUFFIXES if (source / f"{stem}{s}").exists())
 
 
-def file_digest(source: Path, kind: str, table: str) -> bytes:
+def file_digest(source: Path, kind: str, table: str, tables: dict[str, str] | None = None) -> bytes:
     """Return a cheap content digest: the size and the first and last MiB of the file.
 
     A Parquet dataset folder is digested part file by part file, in name order.
     """
     if kind == "duckdb":
         return b""
-    path = Path(file_of(source, kind, table))
+    path = Path(file_of(source, kind, table, tables))
     if path.is_dir():
         return b"".join(_digest(part) for part in sorted(path.glob("*.parquet")))
     return _digest(path)

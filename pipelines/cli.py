@@ -148,10 +148,19 @@ def _quality_table(quality: dict) -> Table:
     return table
 
 
+#: What ``--data`` may name, as each command's help says it.
+_DATA = "Data folder, DuckDB file, or postgresql://user@host:port/db?schema=<schema>"
+_PUBLISH = (
+    "After the run succeeds, publish the personas, assignments and membership history to "
+    "this PostgreSQL schema: postgresql://user@host:port/db?schema=<schema> (default: the "
+    "config's publish). Password: $PGPASSWORD or ~/.pgpass."
+)
+
+
 @app.command()
 @_friendly
 def validate(
-    data: Path = typer.Option(..., "--data", help="Data folder or DuckDB file."),
+    data: str = typer.Option(..., "--data", help=f"{_DATA}."),
     config: Path | None = typer.Option(None, "--config", help="YAML settings file."),
 ) -> None:
     """Check the data against the contract and print the data-quality summary."""
@@ -165,6 +174,7 @@ def validate(
         validation=cfg["validation"],
         privacy=cfg["privacy"],
         as_of=cfg["as_of"],
+        tables=cfg["tables"],
     )
     try:
         out.print(_quality_table(loaded.quality))
@@ -192,10 +202,10 @@ def validate(
 @app.command()
 @_friendly
 def train(
-    data: Path = typer.Option(
+    data: str = typer.Option(
         ...,
         "--data",
-        help="Data folder, DuckDB file, or spark:<database> (metastore tables; --engine spark).",
+        help=f"{_DATA}, or spark:<database> (metastore tables; --engine spark).",
     ),
     config: Path | None = typer.Option(None, "--config", help="YAML settings file."),
     output: Path | None = typer.Option(None, "--output", help="Output folder."),
@@ -204,13 +214,14 @@ def train(
         "--engine",
         help="Where the features are computed (default: the config's engine, duckdb).",
     ),
+    publish: str | None = typer.Option(None, "--publish", help=_PUBLISH),
 ) -> None:
     """Features -> model -> personas -> report, tracked as one MLflow run."""
     from models.nps import format_nps
     from pipelines.config import load_config
     from pipelines.train import train as run_train
 
-    cfg = load_config(config, engine=engine.value if engine else None)
+    cfg = load_config(config, engine=engine.value if engine else None, publish=publish)
     result = run_train(data, cfg=cfg, output=output)
     table = Table(title="Personas")
     for col in (
@@ -259,17 +270,18 @@ def train(
 @app.command()
 @_friendly
 def score(
-    data: Path = typer.Option(..., "--data", help="Data folder or DuckDB file."),
+    data: str = typer.Option(..., "--data", help=f"{_DATA}."),
     model: str | None = typer.Option(
         None, "--model", help="Model URI; default models:/<tracking.model_name>@champion."
     ),
     output: Path = typer.Option(..., "--output", help="CSV file to write."),
     config: Path | None = typer.Option(None, "--config", help="YAML settings file."),
+    publish: str | None = typer.Option(None, "--publish", help=_PUBLISH),
 ) -> None:
     """Assign customers to the personas of a trained model."""
     from pipelines.score import score as run_score
 
-    result = run_score(data, model=model, output=output, config=config)
+    result = run_score(data, model=model, output=output, config=config, publish=publish)
     counts = result["persona_name"].value_counts()
     for name, n in counts.items():
         out.print(f"{n:>10,}  {name}")

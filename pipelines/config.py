@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import urllib.parse
 from pathlib import Path
 
 import yaml
@@ -216,6 +217,7 @@ def _check(cfg: dict, source: str) -> None:
     _check_actions(cfg["actions"], source)
     _check_b2b(cfg, source)
     _check_engine(cfg, source)
+    _check_postgres(cfg, source)
     if not isinstance(cfg["columns"], dict) or not all(
         isinstance(v, dict) for v in cfg["columns"].values()
     ):
@@ -395,6 +397,35 @@ def _check_engine(cfg: dict, source: str) -> None:
             f"{source}: spark.tables should map contract tables ({', '.join(TABLES)}) to "
             f"metastore tables ({{transactions: sales.invoices}}), got {tables!r}."
         )
+
+
+def _check_postgres(cfg: dict, source: str) -> None:
+    """Check ``tables``, ``publish`` and the URLs that may hold a password (they must not)."""
+    tables = cfg["tables"]
+    if (
+        not isinstance(tables, dict)
+        or set(tables) - set(TABLES)
+        or not all(isinstance(v, str) and v.strip() for v in tables.values())
+    ):
+        raise ConfigError(
+            f"{source}: tables should map contract tables ({', '.join(TABLES)}) to your "
+            f"tables' names ({{transactions: invoices}}), got {tables!r}."
+        )
+    publish = cfg["publish"]
+    if publish is not None and (
+        not isinstance(publish, str) or not publish.startswith(("postgresql://", "postgres://"))
+    ):
+        raise ConfigError(
+            f"{source}: publish should be a PostgreSQL URL "
+            f"(postgresql://user@host:5432/database?schema=personas) or null, got {publish!r}."
+        )
+    for key, url in (("publish", publish), ("tracking.uri", cfg["tracking"]["uri"])):
+        if isinstance(url, str) and urllib.parse.urlsplit(url).password is not None:
+            raise ConfigError(
+                f"{source}: {key} holds a password; remove it from the URL and give it in "
+                "$PGPASSWORD or ~/.pgpass (libpq's conventions), so it is never written in a "
+                "file, a log or the MLflow store."
+            )
 
 
 def load_config(path: str | Path | None = None, **overrides) -> dict:

@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features import LoadedData, metastore
+from features import LoadedData, metastore, postgres
 from features.engine import Engine
 from pipelines import tracking
 from pipelines.config import ConfigError
@@ -128,10 +128,12 @@ def _session(settings: dict) -> Iterator:
 
 
 @contextmanager
-def data_source(data: str | Path, cfg: dict) -> Iterator[tuple[Path, dict[str, str]]]:
+def data_source(data: str | Path, cfg: dict) -> Iterator[tuple[str | Path, dict[str, str]]]:
     """Yield the source `features.load_data` reads, snapshotting metastore tables first.
 
-    A folder or DuckDB file is yielded as it is. For ``spark:<database>`` (see
+    A folder or DuckDB file is yielded as it is; a PostgreSQL URL too, once its server,
+    schema and tables are found (`features.postgres.check`: a wrong host, user, schema or
+    a missing table stops here, before the run starts). For ``spark:<database>`` (see
     `features.metastore`) this starts the Spark session (or uses the running one; it stays
     up for `feature_engine`, and is stopped on exit if this started it), finds the tables
     before any work, and has Spark write each once as Parquet to a folder under
@@ -141,14 +143,14 @@ def data_source(data: str | Path, cfg: dict) -> Iterator[tuple[Path, dict[str, s
     Parameters
     ----------
     data : str or Path
-        A data folder, a DuckDB file, or ``spark:<database>``.
+        A data folder, a DuckDB file, ``postgresql://...`` or ``spark:<database>``.
     cfg : dict
         The run configuration (``engine``, ``spark``).
 
     Yields
     ------
-    source : Path
-        The folder or file to load.
+    source : str or Path
+        The folder, file or URL to load.
     names : dict of str to str
         How messages name the tables' origin (``load_data(names=...)``): empty for files,
         ``metastore table <db>.<table>`` per table and ``source`` for metastore tables.
@@ -160,6 +162,10 @@ def data_source(data: str | Path, cfg: dict) -> Iterator[tuple[Path, dict[str, s
     DataError
         When the database or a table is missing (naming it, and listing what exists).
     """
+    if postgres.is_postgres(data):
+        postgres.check(data, cfg["tables"])
+        yield data, {}
+        return
     if not metastore.is_metastore(data):
         yield Path(data), {}
         return

@@ -44,6 +44,14 @@ class Assignments:
     units: pd.DataFrame
     people: pd.DataFrame | None = None
 
+    @classmethod
+    def of(cls, units: pd.DataFrame, accounts: b2b.Accounts | None) -> Assignments:
+        """Return the assignments of a run: at account level, keyed by account, with people."""
+        if accounts is None:
+            return cls(units)
+        units = units.rename(columns={"customer_id": "account_id"})
+        return cls(units, b2b.people_assignments(accounts, units))
+
 
 def assign(table: FeatureTable, segments: Segments, personas: list[dict]) -> pd.DataFrame:
     """Return one row per customer of ``table``: their persona, confidence and outlier flag."""

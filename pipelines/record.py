@@ -12,6 +12,7 @@ import logging
 import tempfile
 from pathlib import Path
 
+from features import LoadedData
 from models.served import PersonaModel
 from pipelines import b2b, tracking
 from pipelines.compare import Identity
@@ -21,7 +22,7 @@ from pipelines.run import stage
 from pipelines.segment import Segments
 from pipelines.table import Table
 
-__all__ = ["log_model", "log_run", "persona_model", "serve"]
+__all__ = ["log_inputs", "log_model", "log_run", "persona_model", "serve"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,13 @@ def persona_model(
         outlier_score=m["outlier_score"],
         definition=built.definition,
     )
+
+
+def log_inputs(loaded: LoadedData) -> None:
+    """Log what the run read: the inputs as MLflow datasets, their fingerprint and rows."""
+    tracking.set_tags({"data_fingerprint": loaded.fingerprint, "as_of": str(loaded.as_of)})
+    tracking.log_inputs(loaded)
+    tracking.log_metrics({f"rows.{t}": i["rows_used"] for t, i in loaded.quality["tables"].items()})
 
 
 def log_run(
@@ -74,13 +82,18 @@ def log_run(
         tracking.log_artifacts(output)
 
 
-def log_model(model: PersonaModel, registered_name: str | None = None) -> str:
-    """Log (and register, when named) the served model; return its URI."""
+def log_model(model: PersonaModel, table: Table, registered_name: str | None = None) -> str:
+    """Log (and register, when named) the served model with its signature; return its URI."""
     with stage("Log the served model"), tempfile.TemporaryDirectory() as tmp:
-        return tracking.log_served_model(model, registered_name=registered_name, workdir=Path(tmp))
+        return tracking.log_served_model(
+            model,
+            registered_name=registered_name,
+            workdir=Path(tmp),
+            input_example=table.table.frame[model.columns],
+        )
 
 
-def serve(model: PersonaModel, identity: Identity, uri: str | None = None) -> str:
+def serve(model: PersonaModel, table: Table, identity: Identity, uri: str | None = None) -> str:
     """Log the served model (unless ``uri`` says it already is), register and promote it.
 
     It is registered in the run's lineage (`pipelines.compare.lineage_names`).
@@ -92,7 +105,7 @@ def serve(model: PersonaModel, identity: Identity, uri: str | None = None) -> st
     """
     name, promotion = identity.lineage, identity.promotion
     if uri is None:
-        uri = log_model(model, name)
+        uri = log_model(model, table, name)
     elif name:
         uri = tracking.register_served_model(uri, name)
     promoted, failed = promotion["promoted"], promotion["failed_gates"]

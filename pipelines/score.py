@@ -21,6 +21,7 @@ from features.engine import Engine
 from pipelines import tracking
 from pipelines.compare import lineage_names
 from pipelines.config import load_config
+from pipelines.publish import publish_scores
 from pipelines.run import load, stage
 from pipelines.table import SETTINGS, build_table
 
@@ -29,21 +30,40 @@ __all__ = ["score"]
 logger = logging.getLogger(__name__)
 
 
+#: Settings of how the batch is read: the model's, unless the score config names its own.
+_READING = ("columns", "tables")
+
+
 def _settings(cfg: dict, definition) -> dict:
-    """Return ``cfg`` with the model's own settings (a differing one is ignored, said once)."""
+    """Return ``cfg`` with the model's own settings (a differing one is ignored, said once).
+
+    The table and column names (`_READING`) are the model's unless the config sets them:
+    a batch may come from an export that names them otherwise.
+    """
     defaults = load_config(None)
+    settings = dict(definition.settings)
+    for key in _READING:
+        if key in cfg and cfg[key] != defaults[key]:
+            settings[key] = cfg[key]
     for key in SETTINGS:
-        if cfg[key] != defaults[key] and cfg[key] != definition.settings[key]:
+        if key not in _READING and cfg[key] != defaults[key] and cfg[key] != settings[key]:
             logger.warning(
                 "The config's %s is not used: the served model carries the %s it was "
                 "trained with, so the features are built as in training.",
                 key,
                 key,
             )
-    return {**cfg, **definition.settings}
+    return {**cfg, **settings}
 
 
-def score(data: str | Path, *, model: str | None, output: str | Path, config=None) -> pd.DataFrame:
+def score(
+    data: str | Path,
+    *,
+    model: str | None,
+    output: str | Path,
+    config=None,
+    publish: str | None = None,
+) -> pd.DataFrame:
     """Build the training features of a batch and assign every customer a persona.
 
     Parameters
@@ -60,14 +80,17 @@ def score(data: str | Path, *, model: str | None, output: str | Path, config=Non
         written to a temporary file first, then moved.
     config : str or Path, optional
         Settings file: ``as_of`` (default: the batch's latest timestamp, and never
-        before the model's own ``as_of``), ``validation``, ``tracking``.
+        before the model's own ``as_of``), ``validation``, ``tracking``, ``publish``.
+    publish : str, optional
+        A PostgreSQL URL (wins over the config's ``publish``): the assignments and the
+        membership history are published there once the CSV is written.
 
     Returns
     -------
     pandas.DataFrame
         The assignments.
     """
-    cfg = load_config(config)
+    cfg = load_config(config, publish=publish)
     if model is None:  # the data source's own lineage when it has one (`lineage_names`)
         main, own = lineage_names(cfg, data)
         lineage = own if own and tracking.is_registered(own, cfg) else main
@@ -102,4 +125,14 @@ def score(data: str | Path, *, model: str | None, output: str | Path, config=Non
     result.to_csv(partial, index=False)
     partial.replace(output)
     logger.info("Scored %d customers with %s", len(result), uri)
+    with stage("Publish"):
+        publish_scores(
+            cfg,
+            output=output,
+            model_uri=uri,
+            as_of=loaded.as_of,
+            fingerprint=loaded.fingerprint,
+            names=persona_model.names,
+            source=loaded.quality["source"],
+        )
     return result

@@ -29,7 +29,7 @@ __all__ = ["SETTINGS", "Table", "TableDefinition", "build_table"]
 logger = logging.getLogger(__name__)
 
 #: The settings that shape a table: a served model carries them, so score needs no config.
-SETTINGS = ("seed", "columns", "privacy", "features", "clv", "level", "b2b")
+SETTINGS = ("seed", "columns", "tables", "privacy", "features", "clv", "level", "b2b")
 
 
 @dataclass

@@ -3,16 +3,27 @@
 The store is chosen in one place (`tracking_uri`): the config's ``tracking.uri``, else
 ``$MLFLOW_TRACKING_URI``, else a SQLite store at ``<project>/mlruns/mlflow.db`` with the
 artifacts beside it under ``mlruns/artifacts`` (recent MLflow refuses a bare ``./mlruns``
-folder store).
+folder store). A team shares one store on PostgreSQL (``tracking.uri:
+postgresql://user@host:5432/mlflow``, the password in ``$PGPASSWORD`` or ``~/.pgpass``).
+
+Several runs may start at once on a store nobody has used yet: MLflow creates its tables
+and migrates them when it first opens a store, and two processes doing that together fail
+(``Online migration expected to match one row ... alembic_version``). `run` therefore opens
+the store and finds or creates the experiment under a lock (`store_lock`): a file lock
+beside a SQLite store, an advisory lock in a PostgreSQL one.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
 import os
 import pickle
 import subprocess
+import urllib.parse
+import warnings
 from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
@@ -21,7 +32,11 @@ import mlflow
 import mlflow.exceptions
 import mlflow.pyfunc
 import pandas as pd
+from mlflow.data.dataset_source import DatasetSource
+from mlflow.data.meta_dataset import MetaDataset
+from mlflow.models import ModelSignature
 from mlflow.tracking import MlflowClient
+from mlflow.types import ColSpec, DataType, Schema
 
 from pipelines.config import PROJ_ROOT
 
@@ -30,7 +45,9 @@ __all__ = [
     "assign_on_spark",
     "log_artifacts",
     "register_served_model",
+    "resolve_model_uri",
     "log_candidates",
+    "log_inputs",
     "log_served_model",
     "champion_outputs",
     "is_registered",
@@ -40,6 +57,7 @@ __all__ = [
     "log_params",
     "run",
     "set_tags",
+    "store_lock",
     "tracking_uri",
 ]
 
@@ -71,15 +89,69 @@ def tracking_uri(cfg: dict) -> str:
     return f"sqlite:///{store / 'mlflow.db'}"
 
 
-def _experiment(uri: str, name: str) -> str:
+def _artifact_location(uri: str, configured: str | None) -> str | None:
+    """Return where a new experiment keeps its artifacts (None: MLflow's default)."""
+    if configured:
+        return configured if "://" in configured else Path(configured).resolve().as_uri()
+    if uri.startswith("sqlite:///"):
+        return (Path(uri.removeprefix("sqlite:///")).parent / "artifacts").as_uri()
+    if uri.startswith(("postgresql", "mysql", "mssql")):  # not MLflow's ./mlruns of the cwd
+        return (PROJ_ROOT / "mlruns" / "artifacts").as_uri()
+    return None
+
+
+def _experiment(uri: str, name: str, artifact_location: str | None = None) -> str:
     client = MlflowClient(tracking_uri=uri)
-    found = client.get_experiment_by_name(name)
+    found = client.get_experiment_by_name(name)  # opens the store: creates or migrates it
     if found is not None:
         return found.experiment_id
-    location = None
-    if uri.startswith("sqlite:///"):
-        location = (Path(uri.removeprefix("sqlite:///")).parent / "artifacts").as_uri()
+    location = _artifact_location(uri, artifact_location)
     return client.create_experiment(name, artifact_location=location)
+
+
+@contextlib.contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """Hold a lock that serialises the set-up of a tracking store between processes.
+
+    A SQLite store (``sqlite:///path/mlflow.db``) is locked with a file beside it
+    (``mlflow.db.lock``); a PostgreSQL store with a session advisory lock of its database.
+    Other stores are not locked.
+
+    Parameters
+    ----------
+    uri : str
+        The tracking URI.
+
+    Yields
+    ------
+    None
+        While the lock is held.
+    """
+    if uri.startswith("sqlite:///") and uri != "sqlite:///:memory:":
+        from filelock import FileLock
+
+        path = Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(path) + ".lock", timeout=600):
+            yield
+        return
+    if uri.startswith(("postgresql://", "postgresql+", "postgres://")):
+        import sqlalchemy
+
+        url = uri.replace("postgres://", "postgresql://", 1)
+        engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+        try:
+            with engine.connect() as conn:
+                key = int.from_bytes(hashlib.sha256(b"personas-mlflow-setup").digest()[:7])
+                conn.execute(sqlalchemy.text(f"SELECT pg_advisory_lock({key})"))
+                try:
+                    yield
+                finally:
+                    conn.execute(sqlalchemy.text(f"SELECT pg_advisory_unlock({key})"))
+        finally:
+            engine.dispose()
+        return
+    yield
 
 
 def _git_sha() -> str | None:
@@ -122,7 +194,10 @@ def run(cfg: dict, run_name: str | None = None) -> Iterator[str]:
     """
     uri = tracking_uri(cfg)
     mlflow.set_tracking_uri(uri)
-    experiment_id = _experiment(uri, cfg["tracking"]["experiment"])
+    with store_lock(uri):
+        experiment_id = _experiment(
+            uri, cfg["tracking"]["experiment"], cfg["tracking"].get("artifact_location")
+        )
     tags = {"git_sha": _git_sha() or "unknown", **_versions()}
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as active:
         try:
@@ -208,6 +283,137 @@ def log_candidates(candidates) -> None:
             )
 
 
+class TableSource(DatasetSource):
+    """Where an input table came from, as MLflow records it: never with a password.
+
+    Parameters
+    ----------
+    source : str
+        The data source as shown (a folder, a DuckDB file, ``spark:<database>``, a
+        ``postgresql://`` URL without its password).
+    table : str
+        The table's name there (a file, ``sales.transactions``).
+    """
+
+    def __init__(self, source: str, table: str):
+        self.source = source
+        self.table = table
+
+    @staticmethod
+    def _get_source_type() -> str:
+        return "personas_table"
+
+    def load(self, **kwargs):
+        """Not supported: the pipeline reads its sources itself (`features.load_data`)."""
+        raise NotImplementedError("read the source with features.load_data")
+
+    @staticmethod
+    def _can_resolve(raw_source) -> bool:
+        return False
+
+    @classmethod
+    def _resolve(cls, raw_source) -> TableSource:
+        raise NotImplementedError
+
+    def to_dict(self) -> dict:
+        """Return the source and the table."""
+        return {"source": self.source, "table": self.table}
+
+    @classmethod
+    def from_dict(cls, source_dict: dict) -> TableSource:
+        """Rebuild the source from `to_dict`'s output."""
+        return cls(source_dict["source"], source_dict["table"])
+
+
+class _TableDataset(MetaDataset):
+    """A `MetaDataset` with a profile (row counts) and a digest of its own."""
+
+    def __init__(self, source, name, digest, schema, profile):
+        self._profile = profile
+        super().__init__(source=source, name=name, digest=digest, schema=schema)
+
+    @property
+    def profile(self) -> dict:
+        """Rows read, invalid, used."""
+        return self._profile
+
+    def to_dict(self) -> dict:
+        """Add the profile to `MetaDataset.to_dict`."""
+        return {**super().to_dict(), "profile": json.dumps(self._profile)}
+
+
+def _mlflow_type(duckdb_type: str) -> DataType:
+    """Return the MLflow type of a DuckDB column type."""
+    t = duckdb_type.upper()
+    if t.startswith(("TIMESTAMP", "DATE")):
+        return DataType.datetime
+    if t in ("TINYINT", "SMALLINT", "INTEGER", "UTINYINT", "USMALLINT"):
+        return DataType.integer
+    if t in ("BIGINT", "HUGEINT", "UINTEGER", "UBIGINT"):
+        return DataType.long
+    if t == "FLOAT":
+        return DataType.float
+    if t == "DOUBLE" or t.startswith("DECIMAL"):
+        return DataType.double
+    if t == "BOOLEAN":
+        return DataType.boolean
+    if t == "BLOB":
+        return DataType.binary
+    return DataType.string
+
+
+def _safe(text: str) -> str:
+    """Return a source name without any password (``scheme://user:secret@host``)."""
+    parts = urllib.parse.urlsplit(text)
+    if "://" not in text or parts.password is None:
+        return text
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
+def log_inputs(loaded, context: str = "training") -> None:
+    """Log each input table of the run as an MLflow dataset (lineage).
+
+    Each table becomes a dataset named after the contract table, whose source is the data
+    source and the table's name there (a PostgreSQL URL without its password), whose
+    digest hashes its rows, columns and content (`features.LoadedData.digests`), whose
+    schema is its columns as the source holds them, and whose profile counts its rows
+    (read, invalid, used). The whole input's fingerprint is a tag of each.
+
+    Parameters
+    ----------
+    loaded : features.LoadedData
+        The checked tables (their ``quality`` summary, ``schemas``, ``digests`` and
+        ``fingerprint``).
+    context : str
+        The datasets' context tag (``training``, ``scoring``).
+    """
+    quality = loaded.quality
+    source = _safe(str(quality.get("source", "")))
+    datasets, tags = [], []
+    for name, info in quality["tables"].items():
+        specs = [ColSpec(_mlflow_type(t), c) for c, t in loaded.schemas.get(name, {}).items()]
+        schema = Schema(specs) if specs else None
+        digest = loaded.digests.get(name) or loaded.fingerprint
+        profile = {
+            "num_rows": int(info["rows"]),
+            "rows_invalid": int(info.get("rows_invalid", 0)),
+            "rows_used": int(info.get("rows_used", info["rows"])),
+        }
+        table = _safe(str(info.get("file", name)))
+        datasets.append(
+            _TableDataset(
+                TableSource(source, table),
+                name=name,
+                digest=digest,
+                schema=schema,
+                profile=profile,
+            )
+        )
+        tags.append({"data_fingerprint": loaded.fingerprint, "as_of": str(loaded.as_of)})
+    mlflow.log_inputs(datasets=datasets, contexts=[context] * len(datasets), tags_list=tags)
+
+
 class PersonaPyfunc(mlflow.pyfunc.PythonModel):
     """MLflow wrapper of `models.served.PersonaModel` (a pickle logged as an artifact).
 
@@ -241,8 +447,82 @@ def _requirements() -> list[str]:
     return reqs
 
 
-def log_served_model(model, *, registered_name: str | None, workdir: Path) -> str:
+#: What the served model returns per customer (its signature's outputs).
+_OUTPUTS = Schema(
+    [
+        ColSpec(DataType.long, "persona_id"),
+        ColSpec(DataType.string, "persona_name"),
+        ColSpec(DataType.double, "confidence"),
+        ColSpec(DataType.boolean, "is_outlier"),
+    ]
+)
+
+
+def served_signature(
+    model, *, input_example: pd.DataFrame | None = None, columns=None
+) -> ModelSignature:
+    """Return the served model's signature: its feature columns in, a persona out.
+
+    Numeric features are ``double`` (MLflow then accepts whole numbers too, and a column
+    that is whole in one batch and has a NaN in the next), text features ``string``.
+
+    Parameters
+    ----------
+    model : models.served.PersonaModel
+        The fitted model; its ``columns`` (and its preprocessor's categorical columns)
+        are used when neither of the next two is given.
+    input_example : pandas.DataFrame, optional
+        Feature rows; the types of their columns (those of ``columns`` or the model's).
+    columns : list of str or dict of str to str, optional
+        The feature columns, or column -> ``"double"`` / ``"string"``.
+
+    Returns
+    -------
+    mlflow.models.ModelSignature
+        Inputs (one column per feature) and outputs (`ASSIGNMENT_TYPE`'s columns).
+    """
+    if isinstance(columns, dict):
+        kinds = dict(columns)
+    else:
+        names = list(columns) if columns is not None else list(model.columns)
+        text = set(getattr(getattr(model, "preprocessor", None), "categorical_columns", ()) or ())
+        if input_example is not None:
+            text |= {
+                c
+                for c in names
+                if c in input_example and not pd.api.types.is_numeric_dtype(input_example[c])
+            }
+        kinds = {c: "string" if c in text else "double" for c in names}
+    inputs = Schema([ColSpec(DataType[kind], name) for name, kind in kinds.items()])
+    return ModelSignature(inputs=inputs, outputs=_OUTPUTS)
+
+
+def _typical_row(frame: pd.DataFrame, signature: ModelSignature) -> pd.DataFrame:
+    """Return one made-up row: each numeric column's median, each text column's commonest."""
+    row = {}
+    for spec in signature.inputs.inputs:
+        values = frame[spec.name] if spec.name in frame else pd.Series(dtype=float)
+        if spec.type == DataType.string:
+            common = values.dropna().astype(str).mode()
+            row[spec.name] = [common.iloc[0] if len(common) else "missing"]
+        else:
+            median = pd.to_numeric(values, errors="coerce").median()
+            row[spec.name] = [float(median) if pd.notna(median) else 0.0]
+    return pd.DataFrame(row)
+
+
+def log_served_model(
+    model,
+    *,
+    registered_name: str | None,
+    workdir: Path,
+    input_example: pd.DataFrame | None = None,
+    columns=None,
+) -> str:
     """Log the persona model as a pyfunc and register it; return its model URI.
+
+    The model is logged with its signature (`served_signature`): the feature columns in,
+    the persona out.
 
     Parameters
     ----------
@@ -252,6 +532,12 @@ def log_served_model(model, *, registered_name: str | None, workdir: Path) -> st
         Registry name; None logs without registering.
     workdir : Path
         A scratch folder for the pickle.
+    input_example : pandas.DataFrame, optional
+        Feature rows (the training table will do): they type the signature's columns, and
+        one made-up row of their medians (commonest values for text) is logged as the
+        model's example, never a customer's own row.
+    columns : list of str or dict of str to str, optional
+        The feature columns (default ``model.columns``), see `served_signature`.
 
     Returns
     -------
@@ -261,14 +547,21 @@ def log_served_model(model, *, registered_name: str | None, workdir: Path) -> st
     path = Path(workdir) / "persona_model.pkl"
     with path.open("wb") as fh:
         pickle.dump(model, fh)
-    info = mlflow.pyfunc.log_model(
-        name="persona_model",
-        python_model=PersonaPyfunc(),
-        artifacts={"persona_model": str(path)},
-        pip_requirements=_requirements(),
-        code_paths=[str(PROJ_ROOT / pkg) for pkg in ("features", "models", "pipelines")],
-        registered_model_name=registered_name,
-    )
+    signature = served_signature(model, input_example=input_example, columns=columns)
+    example = None if input_example is None else _typical_row(input_example, signature)
+    with warnings.catch_warnings():
+        # no example unless given: the logged model holds no customer's row, on purpose
+        warnings.filterwarnings("ignore", message=".*input example was not provided")
+        info = mlflow.pyfunc.log_model(
+            name="persona_model",
+            python_model=PersonaPyfunc(),
+            artifacts={"persona_model": str(path)},
+            pip_requirements=_requirements(),
+            code_paths=[str(PROJ_ROOT / pkg) for pkg in ("features", "models", "pipelines")],
+            registered_model_name=registered_name,
+            signature=signature,
+            input_example=example,
+        )
     if registered_name and info.registered_model_version is not None:
         return f"models:/{registered_name}/{info.registered_model_version}"
     return f"runs:/{mlflow.active_run().info.run_id}/persona_model"
@@ -382,6 +675,30 @@ def champion_outputs(
             logger.warning("Champion artifact %s could not be read: %s", artifact, error)
             return None, None
     return version.run_id, folder
+
+
+def resolve_model_uri(uri: str, cfg: dict) -> str:
+    """Return the model version a registry alias points at; any other URI as it is.
+
+    ``models:/personas@champion`` becomes ``models:/personas/3``.
+
+    Parameters
+    ----------
+    uri : str
+        A model URI.
+    cfg : dict
+        The configuration (the tracking store).
+
+    Returns
+    -------
+    str
+        A URI naming one model version.
+    """
+    if not uri.startswith("models:/") or "@" not in uri:
+        return uri
+    name, alias = uri.removeprefix("models:/").split("@", 1)
+    version = MlflowClient(tracking_uri=tracking_uri(cfg)).get_model_version_by_alias(name, alias)
+    return f"models:/{name}/{version.version}"
 
 
 def load_served_model(uri: str, cfg: dict):

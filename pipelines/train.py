@@ -13,13 +13,14 @@ import pandas as pd
 
 from features import LoadedData
 from features.engine import Engine
-from pipelines import b2b, tracking
+from pipelines import tracking
 from pipelines.compare import reidentify
 from pipelines.config import load_config
 from pipelines.engines import assign_on_cluster, data_source, feature_engine, require
 from pipelines.outputs import Assignments, assign, write_outputs
 from pipelines.profile import profile
-from pipelines.record import log_model, log_run, persona_model, serve
+from pipelines.publish import publish_outputs
+from pipelines.record import log_inputs, log_model, log_run, persona_model, serve
 from pipelines.run import load, output_folder, salt, stage
 from pipelines.segment import modelled_columns, segment
 from pipelines.table import build_table
@@ -103,8 +104,7 @@ def train(
 
 
 def _train(data, loaded: LoadedData, engine: Engine, cfg: dict, run_id: str, output: Path):
-    tracking.set_tags({"data_fingerprint": loaded.fingerprint, "as_of": str(loaded.as_of)})
-    tracking.log_metrics({f"rows.{t}": i["rows_used"] for t, i in loaded.quality["tables"].items()})
+    log_inputs(loaded)
     built = build_table(loaded, engine, cfg)
     segments = segment(built.table, cfg)
     found = profile(loaded, built.table, segments, built.accounts, cfg)
@@ -115,16 +115,13 @@ def _train(data, loaded: LoadedData, engine: Engine, cfg: dict, run_id: str, out
     model = persona_model(built, segments, found.personas, identity, cfg)
     uri = None
     if cfg["engine"] == "spark":  # the assignments come from the served model, on the cluster
-        uri = log_model(model)
+        uri = log_model(model, built)
         with stage("Assign every customer on the cluster (spark_udf)"):
             units, agreement = assign_on_cluster(
                 engine, built.table.frame, model.columns, uri, units
             )
             tracking.log_metrics({"spark.assignment_agreement": agreement})
-    assignments = Assignments(units)
-    if built.accounts is not None:
-        assignments.units = units.rename(columns={"customer_id": "account_id"})
-        assignments.people = b2b.people_assignments(built.accounts, assignments.units)
+    assignments = Assignments.of(units, built.accounts)
     write_outputs(
         output,
         run_id=run_id,
@@ -137,7 +134,9 @@ def _train(data, loaded: LoadedData, engine: Engine, cfg: dict, run_id: str, out
         assignments=assignments,
     )
     log_run(output, segments, found, assignments, built, cfg)
-    uri = serve(model, identity, uri)
+    uri = serve(model, built, identity, uri)
+    with stage("Publish"):  # the run has succeeded: one transaction, when publish: says where
+        publish_outputs(cfg, output=output, run_id=run_id, model_uri=uri)
     return TrainResult(
         run_id=run_id,
         output=output,

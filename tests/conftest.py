@@ -40,3 +40,48 @@ def write_tables(tmp_path: Path) -> Callable[..., Path]:
         return write_csv_tables(tmp_path / folder, tables)
 
     return write
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A throwaway PostgreSQL server for the session (see `pgserver`); skipped if none.
+
+    Its superuser's password is only in ``server.password``: give it as ``PGPASSWORD``.
+    """
+    import pgserver
+
+    if pgserver.bin_dir() is None:
+        pytest.skip(
+            "no PostgreSQL server binaries (/usr/lib/postgresql/*/bin/initdb): `make test` "
+            "installs Debian's postgresql package as root, or run apt-get install postgresql"
+        )
+    try:
+        server = pgserver.start()
+    except RuntimeError as error:
+        pytest.skip(f"the throwaway PostgreSQL server did not start: {error}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_demo(pg_server, tmp_path_factory):
+    """The 800-customer demo (seed 1) as Parquet, and the same tables in schema ``sales``.
+
+    Returns ``(folder, url)``; the URL names database ``shop``, schema ``sales``, no password.
+    """
+    import subprocess
+    import sys
+
+    import pgserver
+
+    folder = tmp_path_factory.mktemp("pg-demo") / "data"
+    subprocess.run(
+        [sys.executable, "-m", "pipelines", "demo", "--out", str(folder), "--customers", "800"]
+        + ["--seed", "1", "--format", "parquet"],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    pgserver.create_database(pg_server, "shop")
+    pgserver.load_folder(pg_server, "shop", folder, "sales")
+    return folder, pg_server.url("shop", schema="sales")
