@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import signal
 import subprocess
 import sys
+import warnings
 from enum import StrEnum
 from pathlib import Path
 
@@ -55,8 +57,18 @@ def _setup_logging(debug: bool) -> None:
         stream=sys.stderr,
         force=True,
     )
-    for noisy in ("mlflow", "alembic", "numba", "matplotlib", "urllib3", "git"):
-        logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.WARNING)
+    # Third-party chatter only with --debug: MLflow's pickling and download notices and
+    # progress bars, and the deprecation warnings of the libraries underneath.
+    quiet = logging.DEBUG if debug else logging.ERROR
+    for noisy in ("mlflow", "alembic", "numba", "matplotlib", "urllib3", "git", "py4j"):
+        logging.getLogger(noisy).setLevel(quiet)
+    if not debug:
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        for module in ("mlflow", "sklearn", "umap", "hdbscan", "numba", "pandas", "pyspark"):
+            warnings.filterwarnings("ignore", module=module)
 
 
 def _error(message: str) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import logging
 import os
@@ -511,6 +512,17 @@ def _typical_row(frame: pd.DataFrame, signature: ModelSignature) -> pd.DataFrame
     return pd.DataFrame(row)
 
 
+def _quiet():
+    """Silence MLflow's own prints (registration notices) unless the run logs at DEBUG.
+
+    MLflow writes them to ``sys.stderr`` at call time; our log handler holds the stream it
+    was given, so the run's own messages still show.
+    """
+    if logging.getLogger().isEnabledFor(logging.DEBUG):
+        return contextlib.nullcontext()
+    return contextlib.redirect_stderr(io.StringIO())
+
+
 def log_served_model(
     model,
     *,
@@ -549,7 +561,7 @@ def log_served_model(
         pickle.dump(model, fh)
     signature = served_signature(model, input_example=input_example, columns=columns)
     example = None if input_example is None else _typical_row(input_example, signature)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _quiet():
         # no example unless given: the logged model holds no customer's row, on purpose
         warnings.filterwarnings("ignore", message=".*input example was not provided")
         info = mlflow.pyfunc.log_model(
@@ -582,7 +594,8 @@ def register_served_model(model_uri: str, registered_name: str) -> str:
     str
         ``models:/NAME/VERSION``.
     """
-    version = mlflow.register_model(model_uri, registered_name)
+    with _quiet():
+        version = mlflow.register_model(model_uri, registered_name)
     return f"models:/{registered_name}/{version.version}"
 
 

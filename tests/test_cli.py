@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -49,6 +50,14 @@ def test_train_prints_personas_report_and_run(trained):
     assert f"Report: {out / 'report.html'}" in result.stdout
     assert "MLflow run: " in result.stdout
     assert "Traceback" not in result.stderr
+
+
+def test_stderr_holds_only_the_pipelines_own_log_lines(trained):
+    _, _, result = trained
+    own = re.compile(r"^\d\d:\d\d:\d\d (INFO|WARNING) ")
+    stray = [line for line in result.stderr.splitlines() if line.strip() and not own.match(line)]
+    assert not stray, stray[:5]  # no MLflow notices, progress bars or library warnings
+    assert "mlflow.pyfunc" not in result.stderr and "Registered model" not in result.stderr
 
 
 def test_every_customer_exactly_once(trained):
