@@ -143,6 +143,12 @@ def _parse(spec: ColumnSpec, col: str, dtype: str) -> str:
     return f"CASE WHEN isfinite({number}) THEN {number} END"
 
 
+def _did_you_mean(name: str, names: list[str]) -> str:
+    """Return ``" (did you mean 'x'?)"`` for the closest of ``names``, or nothing."""
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def _map_columns(
     table: TableSpec, raw: list[str], mapping: dict[str, str], file: str, privacy: dict
 ) -> tuple[dict[str, str], list[str], list[str]]:
@@ -154,15 +160,16 @@ def _map_columns(
     by_lower = {c.strip().lower(): c for c in raw}
     for contract, src in mapping.items():
         if table.column(contract) is None:
+            names = [c.name for c in table.columns]
             raise DataError(
                 f"The config maps {table.name}.{contract} to {src!r}, but the contract has no "
-                f"column {contract!r} in {table.name} (its columns: "
-                f"{', '.join(c.name for c in table.columns)})."
+                f"column {contract!r} in {table.name}{_did_you_mean(contract, names)} (its "
+                f"columns: {', '.join(names)})."
             )
         if src not in raw:
             raise DataError(
                 f"The config maps {table.name}.{contract} to column {src!r}, which {file} does "
-                f"not have (its columns: {', '.join(raw)})."
+                f"not have{_did_you_mean(src, raw)} (its columns: {', '.join(raw)})."
             )
     found: dict[str, str] = {}
     for spec in table.columns:

@@ -77,6 +77,11 @@ def _model_summary(built: Table, loaded: LoadedData, cfg: dict, n: int) -> dict:
     return summary
 
 
+def table_meta_families(built: Table, segments: Segments) -> list[str]:
+    """Return the feature family of each column that shaped the personas."""
+    return list(built.table.meta.loc[segments.columns, "family"])
+
+
 def _pseudonymized(frame: pd.DataFrame, columns: list[str], key: str | None) -> pd.DataFrame:
     """Return ``frame`` with its id columns replaced by salted hashes (as is without a key)."""
     if key is None:
@@ -144,7 +149,8 @@ def _write_reports(folder, run_id, cfg, loaded, built, segments, profile, identi
         model={
             **model,
             "silhouette": float(seg.candidates.loc[seg.name, "silhouette"]),
-            "families": cfg["model"]["families"],
+            # the families that shaped the personas, not those the config allows
+            "families": list(dict.fromkeys(table_meta_families(built, segments))),
         },
         embedding=embedding,
         labels=np.array([identity.ids[x] for x in segments.labels])[sample],

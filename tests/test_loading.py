@@ -123,6 +123,15 @@ def test_mapping_to_an_absent_column_errors(write_tables) -> None:
     assert "customer_id, timestamp, amount" in message  # the columns it does have
 
 
+def test_a_typo_in_a_mapped_column_gets_a_did_you_mean(write_tables) -> None:
+    transactions = [{"customer_id": "A", "timestamp": "2026-03-01", "amount_eur": "1"}]
+    folder = write_tables({"customers": CUSTOMERS, "transactions": transactions})
+    message = _error(folder, columns={"transactions": {"amount": "amount_uer"}})
+    assert "did you mean 'amount_eur'?" in message
+    message = _error(folder, columns={"transactions": {"amonut": "amount_eur"}})
+    assert "did you mean 'amount'?" in message
+
+
 def test_mapping_an_unknown_contract_column_errors(write_tables) -> None:
     folder = write_tables({"customers": CUSTOMERS, "usage_events": USAGE})
     message = _error(folder, columns={"usage_events": {"qty": "quantity"}})
