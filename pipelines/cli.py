@@ -176,18 +176,11 @@ def validate(
     config: Path | None = typer.Option(None, "--config", help="YAML settings file."),
 ) -> None:
     """Check the data against the contract and print the data-quality summary."""
-    from features import load_data
     from pipelines.config import load_config
+    from pipelines.run import load
 
     cfg = load_config(config)
-    loaded = load_data(  # not pipelines.train.load: validate need not import mlflow
-        data,
-        columns=cfg["columns"],
-        validation=cfg["validation"],
-        privacy=cfg["privacy"],
-        as_of=cfg["as_of"],
-        tables=cfg["tables"],
-    )
+    loaded = load(data, cfg)  # pipelines.run: the same checks as train, without MLflow
     try:
         out.print(_quality_table(loaded.quality))
         for table, info in loaded.quality["tables"].items():

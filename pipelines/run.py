@@ -75,6 +75,7 @@ def load(data: str | Path, cfg: dict, names: dict[str, str] | None = None) -> Lo
             privacy=cfg["privacy"],
             as_of=cfg["as_of"],
             names=names,
+            tables=cfg["tables"],
         )
 
 
