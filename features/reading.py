@@ -70,10 +70,33 @@ def _reader(path: Path) -> str:
     if path.suffix == ".parquet":
         files = path / "*.parquet" if path.is_dir() else path
         return f"read_parquet({sql_text(str(files))})"
+    lenient = ", strict_mode=false" if mixed_line_endings(path) else ""
     return (
         f"read_csv({sql_text(str(path))}, header=true, all_varchar=true, "
-        f"delim={sql_text(csv_delimiter(path))}, quote='\"', escape='\"')"
+        f"delim={sql_text(csv_delimiter(path))}, quote='\"', escape='\"'{lenient})"
     )
+
+
+def mixed_line_endings(path: Path, probe: int = 1 << 16) -> bool:
+    """Whether a CSV file ends its lines both with CRLF and with LF.
+
+    Rows appended by another tool do that; DuckDB's strict reader then fails to sniff the
+    file ("invalid state"), so it is read leniently instead. Only the first and last
+    ``probe`` bytes are looked at: appended rows are at the end.
+    """
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        head = fh.read(probe)
+        fh.seek(max(size - probe, 0))
+        tail = fh.read(probe)
+    endings = set()
+    for chunk in (head, tail):
+        crlf = chunk.count(b"\r\n")
+        if crlf:
+            endings.add("crlf")
+        if chunk.count(b"\n") > crlf:
+            endings.add("lf")
+    return len(endings) > 1
 
 
 def find_sources(source: Path, tables: dict[str, str] | None = None) -> tuple[str, dict[str, str]]:

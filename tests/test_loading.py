@@ -632,3 +632,20 @@ def test_default_privacy_patterns_apply_without_a_privacy_config(write_tables) -
 def test_default_config_patterns_are_the_built_in_ones() -> None:
     # The config may leave the patterns out (or null) to use the built-in list.
     assert PRIVACY.get("pii_patterns") in (None, list(PII_PATTERNS))
+
+
+@pytest.mark.parametrize("first, appended", [(b"\r\n", b"\n"), (b"\n", b"\r\n")])
+def test_a_file_with_mixed_line_endings_places_every_customer(tmp_path, first, appended):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    customers = [b"customer_id,signup_date", b"A,2026-01-01", b"B,2026-01-02", b"C,2026-01-03"]
+    (folder / "customers.csv").write_bytes(first.join(customers) + first)
+    rows = [b"customer_id,timestamp,amount", b"A,2026-03-01,10", b"B,2026-03-02,12"]
+    extra = [b"C,2026-03-05,3", b"A,2026-03-06,4"]  # appended by another tool
+    (folder / "transactions.csv").write_bytes(
+        first.join(rows) + first + appended.join(extra) + appended
+    )
+    data = load_data(folder)
+    table = build_features(data, PARAMS)
+    assert sorted(table.frame.index) == ["A", "B", "C"]
+    assert table.frame["revenue_monetary"].to_dict() == {"A": 14.0, "B": 12.0, "C": 3.0}
