@@ -282,11 +282,23 @@ def score(
     output: Path = typer.Option(..., "--output", help="CSV file to write."),
     config: Path | None = typer.Option(None, "--config", help="YAML settings file."),
     publish: str | None = typer.Option(None, "--publish", help=_PUBLISH),
+    engine: EngineChoice | None = typer.Option(
+        None,
+        "--engine",
+        help="Where the features are computed and the customers placed (default: duckdb).",
+    ),
 ) -> None:
     """Assign customers to the personas of a trained model."""
     from pipelines.score import score as run_score
 
-    result = run_score(data, model=model, output=output, config=config, publish=publish)
+    result = run_score(
+        data,
+        model=model,
+        output=output,
+        config=config,
+        publish=publish,
+        engine=engine.value if engine else None,
+    )
     counts = result["persona_name"].value_counts()
     for name, n in counts.items():
         out.print(f"{n:>10,}  {name}")

@@ -47,7 +47,7 @@ from features.engine import Engine
 from pipelines import tracking
 from pipelines.config import ConfigError
 
-__all__ = ["assign_on_cluster", "data_source", "feature_engine", "require"]
+__all__ = ["assign_on_cluster", "data_source", "feature_engine", "place_on_cluster", "require"]
 
 logger = logging.getLogger(__name__)
 
@@ -227,6 +227,39 @@ def feature_engine(loaded: LoadedData, cfg: dict) -> Iterator[Engine]:
         yield engine
 
 
+def place_on_cluster(
+    engine, frame: pd.DataFrame, columns: list[str], model_uri: str
+) -> pd.DataFrame:
+    """Place every customer of a feature table with the served model, on the executors.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``customer_id`` and the columns of `pipelines.tracking.ASSIGNMENT_TYPE`, one row
+        per customer of ``frame``, in its order.
+    """
+    features = engine.to_spark(frame[columns], "features")
+    result = engine.collect(tracking.assign_on_spark(engine.spark, model_uri, features, columns))
+    result = result.assign(customer_id=result["customer_id"].astype(str)).set_index("customer_id")
+    ids = frame.index.astype(str)
+    missing = ids[~ids.isin(result.index)]
+    if len(missing):  # a bug, never the user's data
+        raise RuntimeError(
+            f"spark_udf returned no persona for {len(missing):,} customers "
+            f"(e.g. {', '.join(missing[:3])})."
+        )
+    result = result.loc[ids]
+    return pd.DataFrame(
+        {
+            frame.index.name or "customer_id": frame.index.to_numpy(),
+            "persona_id": result["persona_id"].to_numpy(dtype=np.int64),
+            "persona_name": result["persona_name"].to_numpy(),
+            "confidence": result["confidence"].to_numpy(dtype=float),
+            "is_outlier": result["is_outlier"].to_numpy(dtype=bool),
+        }
+    )
+
+
 def assign_on_cluster(
     engine, frame: pd.DataFrame, columns: list[str], model_uri: str, driver: pd.DataFrame
 ) -> tuple[pd.DataFrame, float]:
@@ -253,24 +286,14 @@ def assign_on_cluster(
         The share of customers placed in the same persona on the cluster as on the
         driver (1.0 unless the executors' libraries differ from the driver's).
     """
-    features = engine.to_spark(frame[columns], "features")
-    result = engine.collect(tracking.assign_on_spark(engine.spark, model_uri, features, columns))
-    result = result.assign(customer_id=result["customer_id"].astype(str)).set_index("customer_id")
-    ids = driver["customer_id"].astype(str)
-    missing = ids[~ids.isin(result.index)]
-    if len(missing):  # a bug, never the user's data
-        raise RuntimeError(
-            f"spark_udf returned no persona for {len(missing):,} customers "
-            f"(e.g. {', '.join(missing.head(3))})."
-        )
-    result = result.loc[ids]
+    placed = place_on_cluster(engine, frame, columns, model_uri).set_index(frame.index.astype(str))
+    placed = placed.loc[driver["customer_id"].astype(str)]
     assignments = pd.DataFrame(
         {
             "customer_id": driver["customer_id"].to_numpy(),
-            "persona_id": result["persona_id"].to_numpy(dtype=np.int64),
-            "persona_name": result["persona_name"].to_numpy(),
-            "confidence": result["confidence"].to_numpy(dtype=float),
-            "is_outlier": result["is_outlier"].to_numpy(dtype=bool),
+            **{c: placed[c].to_numpy() for c in ("persona_id", "persona_name")},
+            "confidence": placed["confidence"].to_numpy(),
+            "is_outlier": placed["is_outlier"].to_numpy(),
         }
     )
     agreement = float(np.mean(assignments["persona_id"].to_numpy() == driver["persona_id"]))

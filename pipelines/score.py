@@ -17,10 +17,10 @@ from pathlib import Path
 import pandas as pd
 
 from features import DataError
-from features.engine import Engine
 from pipelines import tracking
 from pipelines.compare import lineage_names
 from pipelines.config import load_config
+from pipelines.engines import data_source, feature_engine, place_on_cluster, require
 from pipelines.publish import publish_scores
 from pipelines.run import load, stage
 from pipelines.table import SETTINGS, build_table
@@ -63,6 +63,7 @@ def score(
     output: str | Path,
     config=None,
     publish: str | None = None,
+    engine: str | None = None,
 ) -> pd.DataFrame:
     """Build the training features of a batch and assign every customer a persona.
 
@@ -84,13 +85,18 @@ def score(
     publish : str, optional
         A PostgreSQL URL (wins over the config's ``publish``): the assignments and the
         membership history are published there once the CSV is written.
+    engine : {"duckdb", "spark"}, optional
+        Where the features are computed and the customers placed (wins over the config's
+        ``engine``): with ``spark``, Spark SQL builds the features and the executors place
+        every customer with the registered model (MLflow ``spark_udf``); ``data`` may then
+        be ``spark:<database>`` (metastore tables).
 
     Returns
     -------
     pandas.DataFrame
         The assignments.
     """
-    cfg = load_config(config, publish=publish)
+    cfg = load_config(config, publish=publish, engine=engine)
     if model is None:  # the data source's own lineage when it has one (`lineage_names`)
         main, own = lineage_names(cfg, data)
         lineage = own if own and tracking.is_registered(own, cfg) else main
@@ -105,20 +111,27 @@ def score(
             "keep its feature definition; train it again to score with it."
         )
     cfg = _settings(cfg, definition)
-    loaded = load(data, cfg)
-    try:
-        if cfg["as_of"] is None and loaded.as_of < definition.as_of:
-            logger.info(
-                "as_of is the model's, %s: the batch's latest event (%s) is earlier.",
-                definition.as_of,
-                loaded.as_of,
-            )
-            loaded.as_of = definition.as_of
-        built = build_table(loaded, Engine(loaded), cfg, definition)
-    finally:
-        loaded.con.close()
-    with stage("Assign"):
-        result = persona_model.predict(built.table.frame).reset_index()
+    require(cfg)
+    with data_source(data, cfg) as (source, names):
+        loaded = load(source, cfg, names)
+        try:
+            if cfg["as_of"] is None and loaded.as_of < definition.as_of:
+                logger.info(
+                    "as_of is the model's, %s: the batch's latest event (%s) is earlier.",
+                    definition.as_of,
+                    loaded.as_of,
+                )
+                loaded.as_of = definition.as_of
+            with feature_engine(loaded, cfg) as engine:
+                built = build_table(loaded, engine, cfg, definition)
+                frame = built.table.frame
+                with stage("Assign"):
+                    if cfg["engine"] == "spark":  # on the executors, with MLflow's spark_udf
+                        result = place_on_cluster(engine, frame, persona_model.columns, uri)
+                    else:
+                        result = persona_model.predict(frame).reset_index()
+        finally:
+            loaded.con.close()
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_name(f".{output.name}.partial")

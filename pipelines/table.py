@@ -124,6 +124,7 @@ def build_table(
                     accounts, cfg["model"]["k_min"], loaded.quality["tables"]["customers"]["file"]
                 )
             table = accounts.table
+    table.frame = _as_floats(table.frame, table.features)
     if fitting:
         definition = TableDefinition(
             settings={key: cfg[key] for key in SETTINGS},
@@ -137,6 +138,16 @@ def build_table(
         if accounts is not None:
             accounts.table = table
     return Table(table=table, definition=definition, accounts=accounts, clv=clv)
+
+
+def _as_floats(frame: pd.DataFrame, features: list[Feature]) -> pd.DataFrame:
+    """Return ``frame`` with every numeric feature as float64, whatever the batch.
+
+    A count is whole-numbered in SQL but becomes a float once one customer lacks it; the
+    served model's signature must not depend on whether a batch has such a customer.
+    """
+    numeric = [f.name for f in features if f.transform != "category"]
+    return frame.astype(dict.fromkeys(numeric, "float64"))
 
 
 def _conform(table: FeatureTable, columns: list[Feature]) -> FeatureTable:

@@ -1,7 +1,7 @@
 """The train recipe: tables -> features -> personas -> outputs, as one MLflow run.
 
-Each stage is a function of its own module, with typed inputs and outputs; `score` shares
-the first two (load, build the table) and applies what train fitted.
+Each stage is a function of its own module with typed inputs and outputs (README: "Where
+things go"); `score` shares load and build-the-table, applying what train fitted.
 """
 
 from __future__ import annotations
@@ -47,9 +47,8 @@ class TrainResult:
     promoted : bool
         Whether the model became the champion.
     level : {"customer", "account"}
-        Whose personas.
+        Whose personas; at account level, ``people`` places every person (else None).
     people : pandas.DataFrame or None
-        Account level: every person in their account's persona (people_assignments.csv).
     """
 
     run_id: str
@@ -98,9 +97,12 @@ def train(
         try:
             with feature_engine(loaded, cfg) as engine:
                 folder = output_folder(output, cfg, run_id)
-                return _train(data, loaded, engine, cfg, run_id, folder)
+                result = _train(data, loaded, engine, cfg, run_id, folder)
         finally:
             loaded.con.close()
+    with stage("Publish"):  # after the run: a failed publish leaves the run whole, to retry
+        publish_outputs(cfg, output=folder, run_id=run_id, model_uri=result.model_uri)
+    return result
 
 
 def _train(data, loaded: LoadedData, engine: Engine, cfg: dict, run_id: str, output: Path):
@@ -135,8 +137,6 @@ def _train(data, loaded: LoadedData, engine: Engine, cfg: dict, run_id: str, out
     )
     log_run(output, segments, found, assignments, built, cfg)
     uri = serve(model, built, identity, uri)
-    with stage("Publish"):  # the run has succeeded: one transaction, when publish: says where
-        publish_outputs(cfg, output=output, run_id=run_id, model_uri=uri)
     return TrainResult(
         run_id=run_id,
         output=output,

@@ -278,6 +278,20 @@ def test_spark_udf_assignments_equal_the_driver(trained) -> None:
     np.testing.assert_allclose(merged["confidence"], merged["confidence_driver"], atol=1e-4)
 
 
+def test_score_on_the_cluster_places_customers_as_training_did(trained, demo, tmp_path) -> None:
+    from pipelines.score import score
+
+    result, cfg = trained["duckdb"]
+    config = tmp_path / "score.yaml"
+    config.write_text(f"tracking: {{uri: '{cfg['tracking']['uri']}'}}\n")
+    out = tmp_path / "scored.csv"
+    score(demo, model=result.model_uri, output=out, config=config, engine="spark")
+    scored = pd.read_csv(out, dtype={"customer_id": str})
+    merged = scored.merge(result.assignments, on="customer_id", validate="1:1")
+    assert len(merged) == len(scored) == DEMO_CUSTOMERS
+    assert (merged["persona_id_x"] == merged["persona_id_y"]).all()
+
+
 # -- the same run from tables of the metastore -----------------------------------------
 
 METASTORE_DB = "personas_demo"
