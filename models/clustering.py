@@ -236,3 +236,11 @@ class AutoKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         if d.shape[1] < 2:
             return np.ones(d.shape[0])
         return np.clip(1.0 - d[:, 0] / np.maximum(d[:, 1], 1e-12), 0.0, 1.0)
+
+    def nearest(self, X) -> np.ndarray:
+        """Nearest cluster of each row: k-means places everyone (the clusterer contract)."""
+        return self.predict(X)
+
+    def outlier_scores(self, X) -> np.ndarray:
+        """Zero for every row: k-means calls nobody an outlier; low confidence flags them."""
+        return np.zeros(len(X))

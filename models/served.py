@@ -25,7 +25,9 @@ class PersonaModel:
     columns : list of str
         Feature columns the preprocessor expects, in order.
     clusterer : object
-        The fitted clusterer (`AutoKMeans` or `DensityClusterer`).
+        The fitted clusterer (`AutoKMeans`, `DensityClusterer`, or any class with the
+        clusterer contract: ``predict`` (a cluster, -1 for noise), ``confidence`` (0-1),
+        ``nearest`` (a cluster for everyone) and ``outlier_scores`` (0-1)).
     reducer : object or None
         The fitted reducer the clusterer works after (None for the scaled features).
     renumber : dict of int to int
@@ -89,20 +91,13 @@ class PersonaModel:
                 f"(e.g. {', '.join(missing[:5])}); score with the same tables as training."
             )
         X = self.preprocessor.transform(features[self.columns])
-        if hasattr(self.clusterer, "cluster_centers_") and self.reducer is None:
-            labels = self.clusterer.predict(X)
-            confidence = self.clusterer.confidence(X)
-            outlier = np.zeros(len(X), dtype=bool)
-        else:
-            Z = self.reducer.transform(X) if self.reducer is not None else X
-            raw = self.clusterer.predict(Z)
-            confidence = self.clusterer.confidence(Z)
-            outlier = (raw < 0) | (self.clusterer.outlier_scores(Z) > self.outlier_score)
-            labels = (
-                np.where(raw >= 0, raw, self.clusterer.nearest(Z))
-                if self.noise == "nearest"
-                else raw
-            )
+        Z = self.reducer.transform(X) if self.reducer is not None else X
+        raw = self.clusterer.predict(Z)
+        confidence = self.clusterer.confidence(Z)
+        outlier = (raw < 0) | (self.clusterer.outlier_scores(Z) > self.outlier_score)
+        labels = (
+            np.where(raw >= 0, raw, self.clusterer.nearest(Z)) if self.noise == "nearest" else raw
+        )
         ids = np.array([self.renumber.get(int(x), -1) for x in labels], dtype=int)
         confidence = np.clip(np.asarray(confidence, dtype=float), 0.0, 1.0)
         return pd.DataFrame(
