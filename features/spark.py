@@ -47,7 +47,7 @@ logger = logging.getLogger(__name__)
 
 #: What PySpark says on every conversion under pandas 3 (it does not support pandas 3 fully
 #: yet, and still passes ``copy=`` to ``astype``). The conversions we use are covered by
-#: tests/test_spark.py, so these messages are silenced where we convert.
+#: tests/features/test_spark.py, so these messages are silenced where we convert.
 _PANDAS_WARNINGS = (
     "PySpark does not yet fully support pandas",
     "The copy keyword is deprecated",

@@ -70,7 +70,7 @@ def nps_interval(promoters, detractors, n, *, ci_level: float = 0.95):
     on the adjusted NPS. Over a grid of shares (promoters and detractors 5-95%, passives
     >= 5%) it covers the true NPS at least 93.8% of the time from n = 30 (mean 95.0%), and
     93.1% with no passives at all; it exceeds 97% (up to 99%, on the safe side) only below
-    50 respondents when nearly all answer alike. ``tests/test_report.py`` checks 93-97% on
+    50 respondents when nearly all answer alike. ``tests/pipelines/test_report.py`` checks 93-97% on
     realistic shares at n = 30 to 500. Bounds are widened, if needed, to contain the
     observed NPS (only ever for a handful of respondents).
     """

@@ -19,7 +19,7 @@ from conftest import records
 from features import DataError, build_features, load_data
 from features.contract import PII_PATTERNS
 
-CONF = yaml.safe_load((Path(__file__).parents[1] / "pipelines/conf/default.yaml").read_text())
+CONF = yaml.safe_load((Path(__file__).resolve().parents[2] / "pipelines/conf/default.yaml").read_text())
 PRIVACY = CONF["privacy"]
 PARAMS = {**CONF["features"], "seed": CONF["seed"]}
 

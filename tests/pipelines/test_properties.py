@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from features import build_features, load_data
 
-CONF = yaml.safe_load((Path(__file__).parents[1] / "pipelines/conf/default.yaml").read_text())
+CONF = yaml.safe_load((Path(__file__).resolve().parents[2] / "pipelines/conf/default.yaml").read_text())
 PARAMS = {**CONF["features"], "seed": CONF["seed"]}
 PRIVACY = CONF["privacy"]
 

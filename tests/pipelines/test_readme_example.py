@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 END = pd.Timestamp("2026-06-30")
 
 #: Four behaviour groups: size, screens used, events a week, plan, NPS range, still active.

@@ -32,7 +32,7 @@ from models.bgnbd import BetaGeoModel, _alive_purchases, _bgnbd_loglik
 from models.clv import customer_value
 from models.gamma_gamma import GammaGammaModel, _gg_loglik
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TRUE_BGNBD = (0.25, 4.0, 0.8, 2.5)  # r, alpha, a, b: close to CDNOW's
 TRUE_GG = (6.0, 4.0, 15.0)  # p, q, v
 

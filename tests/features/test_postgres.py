@@ -29,7 +29,7 @@ from pipelines.config import ConfigError, load_config
 from pipelines.publish import publish, publish_outputs, publish_scores, score_run_id
 
 PERSONAS = [sys.executable, "-m", "pipelines"]
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_cli(*args, env, check=True, timeout=900):

@@ -18,7 +18,7 @@ import yaml
 from models.nps import nps_summary
 from models.profiler import name_personas, profile_personas
 
-CONF = yaml.safe_load((Path(__file__).parents[1] / "pipelines/conf/default.yaml").read_text())
+CONF = yaml.safe_load((Path(__file__).resolve().parents[2] / "pipelines/conf/default.yaml").read_text())
 NAMING = CONF["naming"]
 Z95 = 1.959963984540054  # norm.ppf(0.975)
 
