@@ -18,8 +18,9 @@ import yaml
 from conftest import records, write_csv_tables
 
 from features import DataError, FeatureTable, build_features, load_data
+from pipelines.config import DEFAULT_CONFIG
 
-CONF = yaml.safe_load((Path(__file__).resolve().parents[2] / "pipelines/conf/default.yaml").read_text())
+CONF = yaml.safe_load(DEFAULT_CONFIG.read_text())
 PARAMS = {**CONF["features"], "seed": CONF["seed"]}
 PRIVACY = CONF["privacy"]
 AS_OF = "2026-03-31 00:00"

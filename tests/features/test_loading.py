@@ -18,8 +18,9 @@ from conftest import records
 
 from features import DataError, build_features, load_data
 from features.contract import PII_PATTERNS
+from pipelines.config import DEFAULT_CONFIG
 
-CONF = yaml.safe_load((Path(__file__).resolve().parents[2] / "pipelines/conf/default.yaml").read_text())
+CONF = yaml.safe_load(DEFAULT_CONFIG.read_text())
 PRIVACY = CONF["privacy"]
 PARAMS = {**CONF["features"], "seed": CONF["seed"]}
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import copy
 import math
 import statistics
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -17,8 +16,9 @@ import yaml
 
 from models.nps import nps_summary
 from models.profiler import name_personas, profile_personas
+from pipelines.config import DEFAULT_CONFIG
 
-CONF = yaml.safe_load((Path(__file__).resolve().parents[2] / "pipelines/conf/default.yaml").read_text())
+CONF = yaml.safe_load(DEFAULT_CONFIG.read_text())
 NAMING = CONF["naming"]
 Z95 = 1.959963984540054  # norm.ppf(0.975)
 

@@ -18,8 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from features import build_features, load_data
+from pipelines.config import DEFAULT_CONFIG
 
-CONF = yaml.safe_load((Path(__file__).resolve().parents[2] / "pipelines/conf/default.yaml").read_text())
+CONF = yaml.safe_load(DEFAULT_CONFIG.read_text())
 PARAMS = {**CONF["features"], "seed": CONF["seed"]}
 PRIVACY = CONF["privacy"]
 
