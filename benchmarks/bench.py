@@ -164,7 +164,7 @@ def train(folder: Path, peak: Peak) -> dict:
     """Run the train recipe on ``folder``, then score every customer with its served model."""
     import mlflow
 
-    from pipelines import tracking
+    from pipelines import serving
     from pipelines.config import load_config
     from pipelines.train import train as run_train
 
@@ -179,7 +179,7 @@ def train(folder: Path, peak: Peak) -> dict:
         out = {"seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - used}
         peak.reset()
         start = time.perf_counter()
-        model = tracking.load_served_model(result.model_uri, cfg)
+        model = serving.load_served_model(result.model_uri, cfg)
         features = pd.read_parquet(result.output / "features.parquet").set_index("customer_id")
         loaded = time.perf_counter() - start
         scored = model.predict(features)
@@ -235,7 +235,7 @@ def score_at_scale(n: int, folder: Path) -> dict:
     """
     import mlflow
 
-    from pipelines import tracking
+    from pipelines import serving
     from pipelines.config import load_config
     from pipelines.train import train as run_train
 
@@ -248,7 +248,7 @@ def score_at_scale(n: int, folder: Path) -> dict:
         rows = features.sample(n, replace=True, random_state=0, ignore_index=True)
         rows.index = pd.Index([f"c{i:07d}" for i in range(n)], name="customer_id")
         start = time.perf_counter()
-        model = tracking.load_served_model(result.model_uri, cfg)
+        model = serving.load_served_model(result.model_uri, cfg)
         loaded = time.perf_counter() - start
         scored = model.predict(rows)
         seconds = time.perf_counter() - start

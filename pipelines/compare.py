@@ -22,7 +22,7 @@ import pandas as pd
 from features.engine import slug
 from features.privacy import pseudonymize
 from models.matching import match_personas, nps_change, population_stability
-from pipelines import tracking
+from pipelines import serving
 from pipelines.run import salt, stage
 
 __all__ = [
@@ -363,9 +363,9 @@ def reidentify(
         else assignments.assign(customer_id=pseudonymize(assignments["customer_id"], key))
     )
     main, own = lineage_names(cfg, data)
-    lineage = own if own and tracking.is_registered(own, cfg) else main
+    lineage = own if own and serving.is_registered(own, cfg) else main
     with stage("Compare with the champion"), tempfile.TemporaryDirectory() as tmp:
-        previous = load_previous(*tracking.champion_outputs(cfg, Path(tmp), lineage))
+        previous = load_previous(*serving.champion_outputs(cfg, Path(tmp), lineage))
         if previous is not None and previous.level != cfg["level"]:
             logger.info("The champion has personas of another level; no comparison.")
             previous = None

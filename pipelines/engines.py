@@ -12,7 +12,7 @@ the data. ``engine: spark`` (``personas train --engine spark``) does this:
    per-customer results come back to the driver, where the models are fitted (on the
    samples `models.select_segmentation` draws) and the personas profiled;
 4. once the served model is logged, `assign_on_cluster` assigns every customer on the
-   cluster with MLflow's ``spark_udf`` (`pipelines.tracking.assign_on_spark`); those are
+   cluster with MLflow's ``spark_udf`` (`pipelines.serving.assign_on_spark`); those are
    the assignments the run writes, and their agreement with the driver's is logged.
 
 The free-text themes (comments, ticket topics) are read from DuckDB on the driver.
@@ -44,7 +44,7 @@ import pandas as pd
 
 from features import LoadedData, metastore, postgres
 from features.engine import Engine
-from pipelines import tracking
+from pipelines import serving
 from pipelines.config import ConfigError
 
 __all__ = ["assign_on_cluster", "data_source", "feature_engine", "place_on_cluster", "require"]
@@ -235,11 +235,11 @@ def place_on_cluster(
     Returns
     -------
     pandas.DataFrame
-        ``customer_id`` and the columns of `pipelines.tracking.ASSIGNMENT_TYPE`, one row
+        ``customer_id`` and the columns of `pipelines.serving.ASSIGNMENT_TYPE`, one row
         per customer of ``frame``, in its order.
     """
     features = engine.to_spark(frame[columns], "features")
-    result = engine.collect(tracking.assign_on_spark(engine.spark, model_uri, features, columns))
+    result = engine.collect(serving.assign_on_spark(engine.spark, model_uri, features, columns))
     result = result.assign(customer_id=result["customer_id"].astype(str)).set_index("customer_id")
     ids = frame.index.astype(str)
     missing = ids[~ids.isin(result.index)]

@@ -553,7 +553,7 @@ def publish_scores(
     """
     if not cfg.get("publish"):
         return None
-    from pipelines.tracking import resolve_model_uri  # MLflow only here, and only to publish
+    from pipelines.serving import resolve_model_uri  # MLflow only here, and only to publish
 
     model_uri = resolve_model_uri(model_uri, cfg)  # an alias moves: the run is its version
     assignments = read_assignments(output)

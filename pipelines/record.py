@@ -14,7 +14,7 @@ from pathlib import Path
 
 from features import LoadedData
 from models.served import PersonaModel
-from pipelines import b2b, tracking
+from pipelines import b2b, serving, tracking
 from pipelines.compare import Identity
 from pipelines.outputs import Assignments
 from pipelines.profile import Profile
@@ -85,7 +85,7 @@ def log_run(
 def log_model(model: PersonaModel, table: Table, registered_name: str | None = None) -> str:
     """Log (and register, when named) the served model with its signature; return its URI."""
     with stage("Log the served model"), tempfile.TemporaryDirectory() as tmp:
-        return tracking.log_served_model(
+        return serving.log_served_model(
             model,
             registered_name=registered_name,
             workdir=Path(tmp),
@@ -107,11 +107,11 @@ def serve(model: PersonaModel, table: Table, identity: Identity, uri: str | None
     if uri is None:
         uri = log_model(model, table, name)
     elif name:
-        uri = tracking.register_served_model(uri, name)
+        uri = serving.register_served_model(uri, name)
     promoted, failed = promotion["promoted"], promotion["failed_gates"]
     with stage("Promote the served model"):
         if name:
-            tracking.set_alias(name, uri, "champion" if promoted else "candidate")
+            serving.set_alias(name, uri, "champion" if promoted else "candidate")
         tracking.set_tags(
             {"model_uri": uri, "promoted": promoted, "failed_gates": "; ".join(failed) or "none"}
         )

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from features import DataError
-from pipelines import tracking
+from pipelines import serving
 from pipelines.compare import lineage_names
 from pipelines.config import load_config
 from pipelines.engines import data_source, feature_engine, place_on_cluster, require
@@ -99,11 +99,11 @@ def score(
     cfg = load_config(config, publish=publish, engine=engine)
     if model is None:  # the data source's own lineage when it has one (`lineage_names`)
         main, own = lineage_names(cfg, data)
-        lineage = own if own and tracking.is_registered(own, cfg) else main
+        lineage = own if own and serving.is_registered(own, cfg) else main
         model = f"models:/{lineage}@champion"
     uri = model
     with stage("Load the served model"):
-        persona_model = tracking.load_served_model(uri, cfg)
+        persona_model = serving.load_served_model(uri, cfg)
     definition = persona_model.definition
     if definition is None:
         raise DataError(

@@ -262,7 +262,7 @@ def test_spark_train_finds_duckdbs_personas(trained) -> None:
 def test_spark_udf_assignments_equal_the_driver(trained) -> None:
     from mlflow.tracking import MlflowClient
 
-    from pipelines import tracking
+    from pipelines import serving
 
     result, cfg = trained["spark"]
     metrics = MlflowClient(tracking_uri=cfg["tracking"]["uri"]).get_run(result.run_id).data.metrics
@@ -270,7 +270,7 @@ def test_spark_udf_assignments_equal_the_driver(trained) -> None:
     assert result.model_uri.startswith("models:/personas/")  # registered after the run
     written = pd.read_csv(result.output / "assignments.csv", dtype={"customer_id": str})
     features = pd.read_parquet(result.output / "features.parquet").set_index("customer_id")
-    driver = tracking.load_served_model(result.model_uri, cfg).predict(features).reset_index()
+    driver = serving.load_served_model(result.model_uri, cfg).predict(features).reset_index()
     merged = written.merge(driver, on="customer_id", suffixes=("", "_driver"), validate="1:1")
     assert len(merged) == DEMO_CUSTOMERS
     assert (merged["persona_id"] == merged["persona_id_driver"]).mean() >= 0.99

@@ -14,7 +14,7 @@ import pytest
 
 from features import TABLES
 from features.engine import Engine
-from pipelines import tracking
+from pipelines import serving
 from pipelines.config import load_config
 from pipelines.demo import write_demo
 from pipelines.run import load
@@ -96,7 +96,7 @@ def test_any_batch_is_placed_as_training_placed_it(trained, base, batch, tmp_pat
 def test_a_batch_gets_the_training_features(trained, base, batch):
     ids = _batches(base)[batch]
     folder = _subset(base, f"features_{batch}", ids)
-    model = tracking.load_served_model(trained.model_uri, load_config())
+    model = serving.load_served_model(trained.model_uri, load_config())
     definition = model.definition
     cfg = {**load_config(), **definition.settings}
     loaded = load(folder, cfg)

@@ -7,7 +7,7 @@ import json
 import pandas as pd
 
 from models.reducers import PCAReducer
-from pipelines import tracking
+from pipelines import serving
 from pipelines.config import load_config
 from pipelines.demo import write_demo
 from pipelines.train import train
@@ -34,7 +34,7 @@ def test_density_candidates_in_pca_space_and_unassigned_noise(tmp_path, monkeypa
     assert (assignments.loc[noise, "persona_name"] == "Unassigned").all()
     assert assignments.loc[noise, "is_outlier"].all()
     # the served model works in the principal components, and places customers as train did
-    model = tracking.load_served_model(result.model_uri, cfg)
+    model = serving.load_served_model(result.model_uri, cfg)
     assert isinstance(model.reducer, PCAReducer)
     assert model.reducer.pca_.n_components_ < len(model.columns)
     scored = model.predict(pd.read_parquet(tmp_path / "out" / "features.parquet"))
@@ -52,7 +52,7 @@ def test_served_umap_density_model_places_customers_as_training_did(tmp_path, mo
         stability_resamples=2, umap=umap,
     )  # fmt: skip
     result = train(tmp_path / "data", cfg=cfg, output=tmp_path / "out")
-    model = tracking.load_served_model(result.model_uri, cfg)
+    model = serving.load_served_model(result.model_uri, cfg)
     features = pd.read_parquet(tmp_path / "out" / "features.parquet")
     scored = model.predict(features)
     trained = pd.read_csv(tmp_path / "out" / "assignments.csv")
