@@ -149,7 +149,7 @@ def suggest_actions(
     rules: list[dict] | None = None,
     *,
     max_actions: int = 4,
-    business: str | None = None,
+    business: str = "b2b",
 ) -> list[dict]:
     """Actions for one persona, from the first ``max_actions`` rules that match.
 
@@ -161,8 +161,8 @@ def suggest_actions(
         Rules of ``rule``, ``when`` and ``action`` (default `DEFAULT_ACTIONS`).
     max_actions : int, default=4
         Most actions returned.
-    business : {"b2b", "b2c"}, optional
-        Who the customers are, for rules on ``business`` (none holds when None).
+    business : {"b2b", "b2c"}, default="b2b"
+        Who the customers are, for rules on ``business``.
 
     Returns
     -------

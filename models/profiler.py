@@ -285,7 +285,7 @@ def profile_personas(
     drivers: dict | None = None,
     themes: dict | None = None,
     top_drivers: int = 3,
-    business: str | None = None,
+    business: str = "b2b",
 ) -> list[dict]:
     """Describe each cluster as a persona.
 
@@ -332,7 +332,7 @@ def profile_personas(
         Output of `models.themes.persona_themes`, keyed by persona id.
     top_drivers : int, default=3
         Drivers kept per persona.
-    business : {"b2b", "b2c"}, optional
+    business : {"b2b", "b2c"}, default="b2b"
         Who the customers are: action rules on ``business`` speak to them.
 
     Returns
