@@ -42,16 +42,20 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-import pyarrow as pa
 
 from features import postgres
 from features.contract import DataError
 from features.sql import sql_name, sql_text, sql_time
+from pipelines.publish_tables import (
+    PERSONA_COLUMNS,
+    assignments_table,
+    ddl,
+    personas_table,
+)
 
 __all__ = [
     "PublishResult",
@@ -66,80 +70,6 @@ logger = logging.getLogger(__name__)
 
 #: The schema the tables go to when the URL names none.
 DEFAULT_SCHEMA = "personas"
-
-_PERSONA_COLUMNS = {  # column -> (PostgreSQL type, Arrow type)
-    "persona_id": ("integer NOT NULL", pa.int32()),
-    "name": ("text NOT NULL", pa.string()),
-    "size": ("bigint NOT NULL", pa.int64()),
-    "share": ("double precision NOT NULL", pa.float64()),
-    "nps": ("double precision", pa.float64()),
-    "nps_ci_low": ("double precision", pa.float64()),
-    "nps_ci_high": ("double precision", pa.float64()),
-    "respondents": ("bigint", pa.int64()),
-    "revenue_share": ("double precision", pa.float64()),
-    "is_focus": ("boolean", pa.bool_()),
-    "is_at_risk": ("boolean", pa.bool_()),
-    "unstable": ("boolean", pa.bool_()),
-    "description": ("text", pa.string()),
-    "details": ("jsonb", pa.string()),
-}
-
-_ASSIGNMENT_COLUMNS = {
-    "customer_id": pa.string(),
-    "persona_id": pa.int32(),
-    "persona_name": pa.string(),
-    "confidence": pa.float64(),
-    "is_outlier": pa.bool_(),
-}
-
-
-def _ddl(s: str) -> list[str]:
-    personas = ",\n  ".join(f"{c} {t}" for c, (t, _) in _PERSONA_COLUMNS.items())
-    return [
-        f"CREATE SCHEMA IF NOT EXISTS {s}",
-        f"""CREATE TABLE IF NOT EXISTS {s}.persona_runs (
-  run_id text PRIMARY KEY,
-  kind text NOT NULL,
-  level text NOT NULL,
-  as_of timestamp NOT NULL,
-  published_at timestamptz NOT NULL DEFAULT now(),
-  source text,
-  model_uri text,
-  n_customers bigint NOT NULL,
-  n_entered bigint NOT NULL,
-  n_moved bigint NOT NULL,
-  n_left bigint NOT NULL
-)""",
-        f"""CREATE TABLE IF NOT EXISTS {s}.personas (
-  run_id text NOT NULL REFERENCES {s}.persona_runs (run_id),
-  {personas},
-  PRIMARY KEY (run_id, persona_id)
-)""",
-        f"""CREATE TABLE IF NOT EXISTS {s}.persona_assignments (
-  customer_id text PRIMARY KEY,
-  persona_id integer NOT NULL,
-  persona_name text NOT NULL,
-  confidence double precision,
-  is_outlier boolean,
-  since timestamp NOT NULL,
-  run_id text NOT NULL REFERENCES {s}.persona_runs (run_id),
-  as_of timestamp NOT NULL
-)""",
-        f"""CREATE TABLE IF NOT EXISTS {s}.persona_membership (
-  customer_id text NOT NULL,
-  persona_id integer NOT NULL,
-  persona_name text NOT NULL,
-  valid_from timestamp NOT NULL,
-  valid_to timestamp,
-  run_id text NOT NULL REFERENCES {s}.persona_runs (run_id),
-  closed_by_run_id text REFERENCES {s}.persona_runs (run_id),
-  CHECK (valid_to IS NULL OR valid_to >= valid_from)
-)""",
-        f"CREATE UNIQUE INDEX IF NOT EXISTS persona_membership_open "
-        f"ON {s}.persona_membership (customer_id) WHERE valid_to IS NULL",
-        f"CREATE INDEX IF NOT EXISTS persona_membership_customer "
-        f"ON {s}.persona_membership (customer_id, valid_from)",
-    ]
 
 
 @dataclass
@@ -183,65 +113,6 @@ def _timestamp(value) -> pd.Timestamp:
 
 def _stamp(ts: pd.Timestamp) -> str:
     return sql_time(ts)
-
-
-def _number(value):
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return None
-    return value
-
-
-def _personas_table(personas: list[dict]) -> pa.Table:
-    rows = []
-    for p in personas:
-        row = {
-            "persona_id": int(p["persona_id"]),
-            "name": str(p.get("custom_name") or p["name"]),
-            "size": int(p["size"]),
-            "share": float(p["share"]),
-            "details": json.dumps(_clean(p), default=str),
-        }
-        for column in ("nps", "nps_ci_low", "nps_ci_high", "revenue_share"):
-            value = _number(p.get(column))
-            row[column] = None if value is None else float(value)
-        row["respondents"] = None if p.get("respondents") is None else int(p["respondents"])
-        for column in ("is_focus", "is_at_risk", "unstable"):
-            row[column] = None if p.get(column) is None else bool(p[column])
-        description = p.get("custom_description") or p.get("description")
-        row["description"] = None if description is None else str(description)
-        rows.append(row)
-    schema = pa.schema([(c, t) for c, (_, t) in _PERSONA_COLUMNS.items()])
-    return pa.Table.from_pylist(rows, schema=schema)
-
-
-def _clean(value):
-    """Replace NaN and infinities (not JSON) by None, recursively."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    return value
-
-
-def _assignments_table(assignments: pd.DataFrame) -> pa.Table:
-    frame = assignments.rename(columns={assignments.columns[0]: "customer_id"})
-    missing = [c for c in ("customer_id", "persona_id", "persona_name") if c not in frame]
-    if missing:
-        raise DataError(f"The assignments to publish lack the columns {', '.join(missing)}.")
-    if frame["customer_id"].duplicated().any():
-        dup = frame.loc[frame["customer_id"].duplicated(), "customer_id"].iloc[0]
-        raise DataError(f"The assignments to publish name customer {dup!r} twice.")
-    arrays = {}
-    for column, kind in _ASSIGNMENT_COLUMNS.items():
-        if column not in frame:
-            arrays[column] = pa.nulls(len(frame), kind)
-        elif kind == pa.string():
-            arrays[column] = pa.array(frame[column].astype(str).tolist(), kind)
-        else:
-            arrays[column] = pa.array(frame[column].to_numpy(), kind)
-    return pa.table(arrays)
 
 
 def publish(
@@ -299,14 +170,14 @@ def publish(
     run = _lit(run_id)
     when = _timestamp(as_of)
     stamp = _stamp(when)
-    people = _assignments_table(assignments)
-    table = _personas_table(personas)
+    people = assignments_table(assignments)
+    table = personas_table(personas)
     conn = postgres.connect(target, "publish the personas")
     try:
         with conn.cursor() as cur:
             key = int.from_bytes(hashlib.sha256(f"personas:{target.schema}".encode()).digest()[:7])
             cur.execute(f"SELECT pg_advisory_xact_lock({key})")  # publishers take turns
-            for statement in _ddl(s):
+            for statement in ddl(s):
                 cur.execute(statement)
             cur.execute(f"SELECT 1 FROM {s}.persona_runs WHERE run_id = {run}")
             if cur.fetchall():
@@ -340,8 +211,8 @@ def publish(
                 f"{_lit(model_uri)}, {people.num_rows}, {counts['entered']}, {counts['moved']}, "
                 f"{counts['left']})"
             )
-            columns = ", ".join(_PERSONA_COLUMNS)
-            select = ", ".join(f"{c}::jsonb" if c == "details" else c for c in _PERSONA_COLUMNS)
+            columns = ", ".join(PERSONA_COLUMNS)
+            select = ", ".join(f"{c}::jsonb" if c == "details" else c for c in PERSONA_COLUMNS)
             cur.execute(
                 f"INSERT INTO {s}.personas (run_id, {columns}) "
                 f"SELECT {run}, {select} FROM _publish_personas"
