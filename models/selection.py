@@ -1,25 +1,36 @@
-"""Choose the segmentation: k-means and HDBSCAN candidates, scored on evidence.
+"""Choose the segmentation: how many personas, which model family, and whether there are any.
 
 The rule, in order:
 
-1. Every candidate is fitted on the same sample of customers and scored in the same
-   space (the scaled features): silhouette of the placed customers, Calinski-Harabasz,
-   Davies-Bouldin and the share left as noise.
-2. The k-means family sends its best k (silhouette, near-ties by mean rank with
-   Calinski-Harabasz and Davies-Bouldin; see `AutoKMeans`); the density family sends
-   each ``min_cluster_share`` that found at least ``k_min`` personas.
-3. Silhouette rewards round clusters, so it cannot judge between the families. Each
-   finalist is scored by DBCV (density-based cluster validation, Moulavi et al. 2014) in
-   the scaled space, which judges both shapes; its *quality* is
-   ``DBCV x (1 - noise share)``: a model that explains only part of the customers is
-   marked down by the part it leaves out. DBCV can fail on degenerate clusters; it then
-   counts as -1.
+1. How many: k-means' number is the number of groups that density valleys separate and
+   that differ enough to be personas (`models.clusterability.divisive_search`, through
+   `AutoKMeans` with ``criterion="valley"``), searched on a sample of ``sample_size``
+   customers from 2 up to ``k_max``. Internal indices (silhouette, Calinski-Harabasz,
+   Davies-Bouldin) are still computed for every k, but not used to choose: they merge
+   touching personas (Arbelaitz et al. 2013), and on our held-out bases they chose too
+   few personas whenever personas were many, unequal or overlapping
+   (`benchmarks/selection.md`).
+2. Every candidate (each k of k-means, each ``min_cluster_share`` of HDBSCAN) is scored in
+   the same space (the scaled features): silhouette of the placed customers,
+   Calinski-Harabasz, Davies-Bouldin, the share left as noise, and the separation of its
+   least separated neighbours (valley ratio, its z-score, distance in spreads).
+3. The finalists are the chosen k-means and each HDBSCAN candidate with at least ``k_min``
+   personas. Silhouette rewards round clusters, so it cannot judge between the families:
+   each finalist is scored by DBCV (density-based cluster validation, Moulavi et al. 2014)
+   in the scaled space, which judges both shapes; its *quality* is
+   ``DBCV x (1 - noise share)``. DBCV can fail on degenerate clusters; it then counts as -1.
 4. Each finalist is refitted on ``n_resamples`` subsamples (`clusterboot`); its stability
    is the mean adjusted Rand index with its own labels.
 5. The winner is the finalist of best quality among those whose stability reaches
    ``min_stability``, k-means winning quality ties within ``family_margin`` (it places
    everyone and is simpler to serve); if none is stable enough, the most stable. A user
    can force a candidate by name.
+6. The verdict (`models.clusterability.structure_verdict`): ``distinct`` when valleys
+   separate groups that differ enough, beat slices of a structureless cloud of the same
+   shape (gap statistic) and come back under resampling; ``none`` when no split leaves a
+   valley and the personas explain no more spread than slices of that cloud; ``weak``
+   otherwise. With ``none`` or ``weak`` everything is still fitted and written: the
+   personas are then slices of a continuum, and the report says so.
 """
 
 from __future__ import annotations
@@ -33,6 +44,7 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score, silhouette_score
 from threadpoolctl import threadpool_limits
 
+from models.clusterability import gap_statistic, separation, structure_verdict
 from models.clustering import AutoKMeans
 from models.density import DensityClusterer
 from models.reducers import IdentityReducer, UMAPReducer
@@ -65,9 +77,13 @@ class Segmentation:
     candidates : pandas.DataFrame
         Every candidate with its metrics, ``finalist`` and ``winner`` flags.
     reason : str
-        Why the winner won, in a sentence.
+        How many personas and why the winner won, in a sentence or two.
     model, reducer : object
         The fitted clusterer and the reducer it works after.
+    structure : str
+        Whether customers form distinct groups: ``distinct``, ``weak`` or ``none``.
+    structure_reason : str
+        Why, in a sentence.
     """
 
     name: str
@@ -80,6 +96,42 @@ class Segmentation:
     reason: str
     model: object = None
     reducer: object = None
+    structure: str = "distinct"
+    structure_reason: str = ""
+
+    @property
+    def n_personas(self) -> int:
+        """Number of personas the model placed customers in (noise is not one)."""
+        return int(len(np.unique(self.labels[self.labels >= 0])))
+
+    def summary(self) -> dict:
+        """Return what ``segmentation.json`` holds: the choice, every candidate, the verdict.
+
+        Returns
+        -------
+        dict
+            ``chosen``, ``n_personas``, ``candidates`` (one dict per candidate: ``name``
+            and its scores, NaN as None), ``reason``, ``structure`` and
+            ``structure_reason``.
+        """
+        table = self.candidates.reset_index()
+        candidates = [
+            {k: _plain(v) for k, v in row.items()} for row in table.to_dict(orient="records")
+        ]
+        return {
+            "chosen": self.name,
+            "n_personas": self.n_personas,
+            "candidates": candidates,
+            "reason": self.reason,
+            "structure": self.structure,
+            "structure_reason": self.structure_reason,
+        }
+
+
+def _plain(value):
+    """Return a JSON-ready scalar: numpy scalars as Python ones, NaN as None."""
+    value = value.item() if isinstance(value, np.generic) else value
+    return None if isinstance(value, float) and not np.isfinite(value) else value
 
 
 def _scores(X: np.ndarray, labels: np.ndarray, seed: int) -> dict:
@@ -118,9 +170,14 @@ def select_segmentation(
     X: np.ndarray,
     *,
     k_min: int = 3,
-    k_max: int = 10,
+    k_max: int = 15,
     n_init: int = 4,
     tie_tolerance: float = 0.005,
+    criterion: str = "valley",
+    max_valley: float = 0.6,
+    min_valley_z: float = 2.0,
+    min_distance: float = 0.85,
+    min_share: float = 0.02,
     density_shares: tuple = (0.02, 0.05, 0.1),
     density_space: str = "umap",
     umap_params: dict | None = None,
@@ -140,7 +197,14 @@ def select_segmentation(
     X : ndarray of shape (n_customers, n_features)
         Scaled customer features.
     k_min, k_max, n_init, tie_tolerance : int, int, int, float
-        The k-means search (see `AutoKMeans`).
+        The k-means search (see `AutoKMeans`; ``n_init`` and ``tie_tolerance`` only for
+        ``criterion="silhouette"``, ``n_init`` also for the stability refits).
+    criterion : {"valley", "silhouette"}, default="valley"
+        How k-means' number of personas is chosen (see `AutoKMeans`).
+    max_valley, min_valley_z, min_distance, min_share : float
+        The valley search (see `models.clusterability.divisive_search`): deepest valley
+        ratio, its least z-score, least distance between neighbours in spreads, smallest
+        persona as a share of the sample.
     density_shares : tuple of float, default=(0.02, 0.05, 0.1)
         HDBSCAN candidates, by smallest persona as a share of customers; empty for none.
     density_space : {"umap", "pca", "scaled"}, default="umap"
@@ -167,7 +231,8 @@ def select_segmentation(
     Returns
     -------
     Segmentation
-        The winner, fitted on every customer, with the candidates table.
+        The winner, fitted on every customer, with the candidates table and the verdict
+        (``structure``, ``structure_reason``).
     """
     rng = np.random.default_rng(random_state)
     n = len(X)
@@ -180,6 +245,11 @@ def select_segmentation(
         n_init=n_init,
         sample_size=sample_size,
         tie_tolerance=tie_tolerance,
+        criterion=criterion,
+        max_valley=max_valley,
+        min_valley_z=min_valley_z,
+        min_distance=min_distance,
+        min_share=min_share,
         random_state=random_state,
     ).fit(X)
     for k, s in kmeans.scores_.iterrows():
@@ -214,6 +284,9 @@ def select_segmentation(
                 logger.info("%s skipped: %s", name, error)
                 continue
             scores = _scores(X[sample], model.labels_, random_state)
+            placed = model.labels_ >= 0
+            if scores["n_clusters"] >= 2:
+                scores.update(separation(X[sample][placed], model.labels_[placed]))
             rows.append(
                 {
                     "name": name,
@@ -275,7 +348,8 @@ def select_segmentation(
                 f"stable ({table.loc[winner, 'stability']:.2f})."
             )
     table["winner"] = table.index == winner
-    return _final(
+    reason = f"{_how_many(kmeans, k_min, min_distance)} {reason}"
+    seg = _final(
         table.loc[winner],
         winner,
         X,
@@ -290,6 +364,54 @@ def select_segmentation(
         n_resamples,
         stab_rows,
         outlier_score,
+    )
+    _verdict(seg, X, kmeans, min_stability, random_state)
+    return seg
+
+
+def _how_many(kmeans: AutoKMeans, k_min: int, min_distance: float) -> str:
+    """How k-means' number of personas was chosen, in a sentence."""
+    k = kmeans.n_clusters_
+    if kmeans.n_groups_ is None:
+        return f"K-means chose {k} personas by silhouette."
+    valleys, groups = kmeans.n_valleys_, kmeans.n_groups_
+    if valleys <= 1:
+        found = "No split of the customers leaves a density valley between two groups"
+    else:
+        found = f"Density valleys separate {valleys} groups of customers"
+        if groups < valleys:
+            found += (
+                f", {groups} once neighbours closer than {min_distance:g} spreads are merged "
+                "(they differ in one behaviour, not as personas)"
+            )
+    if k > max(groups, 1):
+        return f"{found}; model.k_min={k_min} asks for at least {k}, so k-means cuts {k}."
+    return f"{found}, so k-means looks for {k}."
+
+
+def _verdict(seg: Segmentation, X, kmeans: AutoKMeans, min_stability: float, seed: int):
+    """Set ``seg.structure`` and its reason; add the gap to the k-means row it tested."""
+    k = kmeans.n_clusters_
+    Xs = X if kmeans.sample_ is None else X[kmeans.sample_]
+    rows = np.random.default_rng(seed).permutation(len(Xs))[:3000]
+    centers = kmeans.search_centers_[k]
+    Z = Xs[rows]
+    inertia = float(((Z[:, None, :] - centers[None, :, :]) ** 2).sum(axis=2).min(axis=1).sum())
+    gap, sd = gap_statistic(Z, inertia, k, random_state=seed)
+    gap_z = gap / sd if sd > 0 else 0.0
+    seg.candidates.loc[f"kmeans_k{k}", ["gap", "gap_z"]] = [gap, gap_z]
+    n_valleys = kmeans.n_valleys_ if kmeans.n_valleys_ is not None else k
+    n_groups = kmeans.n_groups_ if kmeans.n_groups_ is not None else k
+    row = seg.candidates.loc[f"kmeans_k{max(n_groups, 2)}"] if n_groups >= 2 else None
+    seg.structure, seg.structure_reason = structure_verdict(
+        n_valleys=n_valleys,
+        n_groups=n_groups,
+        valley=None if row is None else float(row.get("valley", np.nan)),
+        distance=None if row is None else float(row.get("distance", np.nan)),
+        gap_z=gap_z,
+        k_tested=k,
+        stability=seg.stability.get("ari"),
+        min_stability=min_stability,
     )
 
 
@@ -329,13 +451,7 @@ def _final(
 ) -> Segmentation:
     if row["family"] == "kmeans":
         k = int(row["param"])
-        model = (
-            kmeans
-            if k == kmeans.n_clusters_
-            else AutoKMeans(
-                k_min=k, k_max=k, n_init=n_init, sample_size=sample_size, random_state=seed
-            ).fit(X)
-        )
+        model = kmeans if k == kmeans.n_clusters_ else kmeans.with_k(X, k)
         labels = model.labels_
         confidence, nearest, used = model.confidence(X), labels, None
         outlier = np.zeros(len(labels), dtype=bool)
