@@ -31,7 +31,9 @@ __all__ = ["DESIGNS", "Design", "make_base", "write_base"]
 
 END = np.datetime64("2025-06-30", "D")
 DAY = 86_400
-PRODUCT = ("search", "billing_portal", "workflows", "chat", "forecasts", "sharing", "imports", "sso")
+PRODUCT = (
+    "search", "billing_portal", "workflows", "chat", "forecasts", "sharing", "imports", "sso",
+)  # fmt: skip
 CHANNELS = ("newsletter_open", "forum_post", "webinar", "site_visit", "meetup")
 PRIORITY = ("normal", "high")
 TOPIC = ("setup", "billing", "defect", "access")
@@ -134,12 +136,15 @@ MIN_RATE = {"usage": 0.15, "engage": 0.05, "tickets": 1.0}
 _MIX_SCALE = 1.3  # persona offsets of the log usage-mix and channel-mix weights
 
 
+def _scale() -> np.ndarray:
+    """Scale of each latent parameter (the persona offsets and the customer spread)."""
+    mixes = [_MIX_SCALE] * (len(PRODUCT) + len(CHANNELS))
+    return np.array([s for _, s in _LATENT.values()] + mixes)
+
+
 def _centres(rng: np.random.Generator, k: int, separation: float) -> np.ndarray:
-    dims = len(_LATENT) + len(PRODUCT) + len(CHANNELS)
-    scale = np.array(
-        [s for _, s in _LATENT.values()] + [_MIX_SCALE] * (len(PRODUCT) + len(CHANNELS))
-    )
-    return separation * scale * rng.standard_normal((k, dims))
+    scale = _scale()
+    return separation * scale * rng.standard_normal((k, len(scale)))
 
 
 def make_base(design: Design, n_customers: int = 5000, seed: int = 0) -> dict[str, pd.DataFrame]:
@@ -166,13 +171,14 @@ def make_base(design: Design, n_customers: int = 5000, seed: int = 0) -> dict[st
     shares = np.asarray(design.shares) / np.sum(design.shares)
     counts = np.floor(shares * (n - n_noise)).astype(int)
     counts[np.argsort(-(shares * (n - n_noise) - counts))[: n - n_noise - counts.sum()]] += 1
-    code = rng.permutation(np.concatenate([np.repeat(np.arange(design.k), counts), np.full(n_noise, -1)]))
+    code = np.concatenate([np.repeat(np.arange(design.k), counts), np.full(n_noise, -1)])
+    code = rng.permutation(code)
     centres = _centres(rng, design.k, design.separation)
     noise_centres = _centres(rng, n_noise, 2 * max(design.separation, 0.5))
     theta = np.empty((n, centres.shape[1]))
     theta[code >= 0] = centres[code[code >= 0]]
     theta[code < 0] = noise_centres
-    theta += design.spread * rng.standard_normal(theta.shape) * _spread_scale()
+    theta += design.spread * rng.standard_normal(theta.shape) * _scale()
     names = list(_LATENT)
     base = np.array([b for b, _ in _LATENT.values()])
     lat = dict(zip(names, (theta[:, : len(names)] + base).T, strict=True))
@@ -205,10 +211,6 @@ def make_base(design: Design, n_customers: int = 5000, seed: int = 0) -> dict[st
         "support_tickets": tickets,
         "planted_personas": pd.DataFrame({"customer_id": ids, "persona": persona}),
     }
-
-
-def _spread_scale() -> np.ndarray:
-    return np.array([s for _, s in _LATENT.values()] + [_MIX_SCALE] * (len(PRODUCT) + len(CHANNELS)))
 
 
 def _poisson_times(rng, rate_per_day, lo_s, hi_s):
