@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import numpy as np
 from sklearn.cluster import KMeans
+from threadpoolctl import threadpool_limits
 
 __all__ = [
     "distance",
@@ -172,7 +173,7 @@ def separation(X: np.ndarray, labels: np.ndarray, n_neighbors: int = 3) -> dict:
     X : ndarray of shape (n_samples, n_features)
         The customers.
     labels : ndarray of shape (n_samples,)
-        Cluster of each customer (0 .. k-1).
+        Cluster of each customer (any integer ids).
     n_neighbors : int, default=3
         Each cluster is compared with its ``n_neighbors`` nearest clusters.
 
@@ -183,6 +184,7 @@ def separation(X: np.ndarray, labels: np.ndarray, n_neighbors: int = 3) -> dict:
         ``valley_z`` (lowest z-score) and ``distance`` (lowest `distance`; 0 for a single
         cluster).
     """
+    labels = np.unique(labels, return_inverse=True)[1].ravel()  # 0 .. k-1, none empty
     k = int(labels.max()) + 1 if len(labels) else 0
     if k < 2:
         return {"valley": 1.0, "valley_z": 0.0, "distance": 0.0}
@@ -227,6 +229,9 @@ def _sizes_ok(labels: np.ndarray, k: int, min_size: int) -> bool:
     return bool(np.bincount(labels, minlength=k).min() >= min_size)
 
 
+# One thread: the 2-means cuts run on a few thousand customers, where OpenMP threads cost far
+# more than they save (see models.selection).
+@threadpool_limits.wrap(limits=1)
 def divisive_search(
     X: np.ndarray,
     *,
@@ -342,6 +347,7 @@ def divisive_search(
     }
 
 
+@threadpool_limits.wrap(limits=1)
 def gap_statistic(
     X: np.ndarray, inertia: float, k: int, *, n_refs: int = 10, random_state: int = 0
 ) -> tuple[float, float]:

@@ -16,6 +16,7 @@ from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score, silho
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
+from threadpoolctl import threadpool_limits
 
 from models.clusterability import divisive_search, separation
 
@@ -192,10 +193,11 @@ class AutoKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         self.sample_ = None if sample is None else np.sort(sample)
         Xs = X if sample is None else X[self.sample_]
         k_hi = min(self.k_max, Xs.shape[0] - 1, len(np.unique(Xs, axis=0)) - 1)
-        if self.criterion == "valley":
-            rows, centers = self._search_valley(Xs, k_hi, rng)
-        else:
-            rows, centers = self._search_silhouette(Xs, k_hi, seed, rng)
+        with threadpool_limits(limits=1):  # a sample: threads cost more than they save
+            if self.criterion == "valley":
+                rows, centers = self._search_valley(Xs, k_hi, rng)
+            else:
+                rows, centers = self._search_silhouette(Xs, k_hi, seed, rng)
         if not rows:
             raise ValueError(
                 "All customers have the same features, so there are no segments to find."

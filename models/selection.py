@@ -15,16 +15,22 @@ The rule, in order:
    Calinski-Harabasz, Davies-Bouldin, the share left as noise, and the separation of its
    least separated neighbours (valley ratio, its z-score, distance in spreads).
 3. The finalists are the chosen k-means and each HDBSCAN candidate with at least ``k_min``
-   personas. Silhouette rewards round clusters, so it cannot judge between the families:
-   each finalist is scored by DBCV (density-based cluster validation, Moulavi et al. 2014)
-   in the scaled space, which judges both shapes; its *quality* is
-   ``DBCV x (1 - noise share)``. DBCV can fail on degenerate clusters; it then counts as -1.
+   personas that places at least half the customers. Silhouette rewards round clusters,
+   so it cannot judge between the families: each finalist is scored by DBCV
+   (density-based cluster validation, Moulavi et al. 2014) in the scaled space, which
+   judges both shapes; its *quality* is
+   ``(1 + DBCV) / 2 x (1 - noise share)``, in [0, 1]: a model that explains only part of the
+   customers is marked down by the part it leaves out, whatever the sign of its DBCV. DBCV
+   can fail on degenerate clusters; it then counts as -1.
 4. Each finalist is refitted on ``n_resamples`` subsamples (`clusterboot`); its stability
    is the mean adjusted Rand index with its own labels.
 5. The winner is the finalist of best quality among those whose stability reaches
-   ``min_stability``, k-means winning quality ties within ``family_margin`` (it places
-   everyone and is simpler to serve); if none is stable enough, the most stable. A user
-   can force a candidate by name.
+   ``min_stability``; k-means keeps the win (it places everyone and is simpler to serve)
+   when its quality is within ``family_margin`` of the best, or when the best density
+   model finds the same personas (adjusted Rand index with k-means on the customers it
+   places of at least ``min_agreement``: on round, overlapping personas HDBSCAN finds the
+   same groups and loses the customers between them). If no finalist is stable enough,
+   the most stable wins. A user can force a candidate by name.
 6. The verdict (`models.clusterability.structure_verdict`): ``distinct`` when valleys
    separate groups that differ enough, beat slices of a structureless cloud of the same
    shape (gap statistic) and come back under resampling; ``none`` when no split leaves a
@@ -41,10 +47,20 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from sklearn.cluster import KMeans
-from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score, silhouette_score
+from sklearn.metrics import (
+    adjusted_rand_score,
+    calinski_harabasz_score,
+    davies_bouldin_score,
+    silhouette_score,
+)
 from threadpoolctl import threadpool_limits
 
-from models.clusterability import gap_statistic, separation, structure_verdict
+from models.clusterability import (
+    divisive_search,
+    gap_statistic,
+    separation,
+    structure_verdict,
+)
 from models.clustering import AutoKMeans
 from models.density import DensityClusterer
 from models.reducers import IdentityReducer, UMAPReducer
@@ -185,7 +201,8 @@ def select_segmentation(
     stability_sample: int = 3000,
     n_resamples: int = 20,
     min_stability: float = 0.6,
-    family_margin: float = 0.05,
+    family_margin: float = 0.02,
+    min_agreement: float = 0.8,
     outlier_score: float = 0.5,
     force: str | None = None,
     random_state: int = 0,
@@ -219,8 +236,11 @@ def select_segmentation(
         Resamples per finalist.
     min_stability : float, default=0.6
         Mean adjusted Rand index a finalist needs to win on quality.
-    family_margin : float, default=0.05
+    family_margin : float, default=0.02
         K-means keeps the win unless a density model beats its quality by more.
+    min_agreement : float, default=0.8
+        K-means also keeps the win when the best density model finds the same personas:
+        adjusted Rand index with k-means, on the customers it places, at least this.
     outlier_score : float, default=0.5
         GLOSH score above which a density model flags a customer as an outlier.
     force : str, optional
@@ -294,7 +314,8 @@ def select_segmentation(
                     "space": density_space,
                     "param": share,
                     **scores,
-                    "finalist": scores["n_clusters"] >= k_min,
+                    # a model that leaves most customers out cannot describe the base
+                    "finalist": scores["n_clusters"] >= k_min and scores["noise_share"] <= 0.5,
                 }
             )
     table = pd.DataFrame(rows).set_index("name")
@@ -304,15 +325,26 @@ def select_segmentation(
         if len(sample) <= stability_sample
         else np.sort(rng.choice(sample, stability_sample, replace=False))
     )
-    boots = {}
+    boots, finalist_labels = {}, {}
+    kmeans_name = f"kmeans_k{kmeans.n_clusters_}"
     for name, row in table[table["finalist"]].iterrows():
         fit_predict, Z = _refitter(row, n_init, sample_size, X, space)
-        labels = fit_predict(Z[stab_rows], random_state)
+        if name == kmeans_name:  # the search's own partition, not a fresh k-means
+            labels = np.asarray(kmeans.labels_)[stab_rows]
+        else:
+            labels = fit_predict(Z[stab_rows], random_state)
+        finalist_labels[name] = labels
         dbcv = _dbcv(X[stab_rows], labels)
         table.loc[name, "dbcv"] = dbcv
-        table.loc[name, "quality"] = (-1.0 if np.isnan(dbcv) else dbcv) * (
-            1 - float((labels < 0).mean())
+        # (1 + DBCV) / 2 in [0, 1], times the share placed: leaving customers out never helps
+        table.loc[name, "quality"] = (
+            (1 + (-1.0 if np.isnan(dbcv) else dbcv)) / 2 * float((labels >= 0).mean())
         )
+        if name != kmeans_name and kmeans_name in finalist_labels:
+            placed = labels >= 0
+            table.loc[name, "agreement"] = float(
+                adjusted_rand_score(finalist_labels[kmeans_name][placed], labels[placed])
+            )
         boots[name] = clusterboot(
             fit_predict, Z[stab_rows], labels, n_resamples=n_resamples, random_state=random_state
         )
@@ -330,17 +362,40 @@ def select_segmentation(
         winner, reason = force, f"{force} was forced by the config (model.force)."
     else:
         stable = finalists[finalists["stability"] >= min_stability]
-        if len(stable):
-            winner = stable["quality"].idxmax()
-            kmeans_best = stable[stable["family"] == "kmeans"]["quality"]
-            if len(kmeans_best) and kmeans_best.max() >= stable["quality"].max() - family_margin:
-                winner = kmeans_best.idxmax()
+        if len(finalists) == 1:
+            winner = finalists.index[0]
             reason = (
-                f"{winner} has the best quality (DBCV x placed share = "
-                f"{table.loc[winner, 'quality']:.3f}) among the finalists with stability "
-                f">= {min_stability} (its ARI over {n_resamples} resamples: "
-                f"{table.loc[winner, 'stability']:.2f})."
+                f"{winner} is the only finalist (no density candidate: model.density_shares); "
+                f"its ARI over {n_resamples} resamples: {table.loc[winner, 'stability']:.2f}."
             )
+        elif len(stable):
+            best = stable["quality"].idxmax()
+            winner = best
+            reason = (
+                f"{best} has the best quality ((1 + DBCV) / 2 x placed share = "
+                f"{table.loc[best, 'quality']:.3f}) among the finalists with stability "
+                f">= {min_stability} (its ARI over {n_resamples} resamples: "
+                f"{table.loc[best, 'stability']:.2f})."
+            )
+            if kmeans_name in stable.index and best != kmeans_name:
+                agree = table.loc[best].get("agreement", np.nan)
+                if table.loc[kmeans_name, "quality"] >= table.loc[best, "quality"] - family_margin:
+                    winner = kmeans_name
+                    reason = (
+                        f"{kmeans_name} is within {family_margin:g} of the best quality "
+                        f"({best}: {table.loc[best, 'quality']:.3f}, "
+                        f"{kmeans_name}: {table.loc[kmeans_name, 'quality']:.3f}) and places "
+                        f"every customer (its ARI over {n_resamples} resamples: "
+                        f"{table.loc[kmeans_name, 'stability']:.2f})."
+                    )
+                elif agree >= min_agreement:
+                    winner = kmeans_name
+                    reason = (
+                        f"{best} finds the same personas as {kmeans_name} (ARI {agree:.2f} on "
+                        f"the customers it places), so k-means keeps the win: it places "
+                        f"every customer (its ARI over {n_resamples} resamples: "
+                        f"{table.loc[kmeans_name, 'stability']:.2f})."
+                    )
         else:
             winner = finalists["stability"].idxmax()
             reason = (
@@ -400,14 +455,26 @@ def _verdict(seg: Segmentation, X, kmeans: AutoKMeans, min_stability: float, see
     gap, sd = gap_statistic(Z, inertia, k, random_state=seed)
     gap_z = gap / sd if sd > 0 else 0.0
     seg.candidates.loc[f"kmeans_k{k}", ["gap", "gap_z"]] = [gap, gap_z]
-    n_valleys = kmeans.n_valleys_ if kmeans.n_valleys_ is not None else k
-    n_groups = kmeans.n_groups_ if kmeans.n_groups_ is not None else k
-    row = seg.candidates.loc[f"kmeans_k{max(n_groups, 2)}"] if n_groups >= 2 else None
+    if kmeans.n_valleys_ is None:  # the k came from silhouette: look for valleys all the same
+        found = divisive_search(
+            Xs,
+            k_max=kmeans.k_max,
+            max_valley=kmeans.max_valley,
+            min_valley_z=kmeans.min_valley_z,
+            min_distance=kmeans.min_distance,
+            min_share=kmeans.min_share,
+            random_state=seed,
+        )
+        n_valleys, n_groups = found["n_valleys"], found["n_groups"]
+        scores = separation(Xs, found["partitions"][n_groups]) if n_groups >= 2 else None
+    else:
+        n_valleys, n_groups = kmeans.n_valleys_, kmeans.n_groups_
+        scores = seg.candidates.loc[f"kmeans_k{n_groups}"] if n_groups >= 2 else None
     seg.structure, seg.structure_reason = structure_verdict(
         n_valleys=n_valleys,
         n_groups=n_groups,
-        valley=None if row is None else float(row.get("valley", np.nan)),
-        distance=None if row is None else float(row.get("distance", np.nan)),
+        valley=None if scores is None else float(scores["valley"]),
+        distance=None if scores is None else float(scores["distance"]),
         gap_z=gap_z,
         k_tested=k,
         stability=seg.stability.get("ari"),
