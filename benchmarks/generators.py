@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ["DESIGNS", "Design", "make_base", "write_base"]
+__all__ = ["DESIGNS", "Design", "make_base", "non_convex", "write_base"]
 
 END = np.datetime64("2025-06-30", "D")
 DAY = 86_400
@@ -360,3 +360,58 @@ def write_base(out: str | Path, design: Design, n_customers: int = 5000, seed: i
         else:
             frame.to_parquet(out / f"{name}.parquet", index=False)
     return out
+
+
+def non_convex(kind: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Scaled-feature-like data with non-round groups, for the model-family comparison.
+
+    These are matrices, not customer tables: the feature path makes round-ish personas, so
+    the shapes HDBSCAN is for are drawn directly where the clustering works.
+
+    Parameters
+    ----------
+    kind : {"moons", "rings"}
+        ``moons``: two interleaved half-moons and two round groups (30/30/20/15%) in two
+        dimensions, rotated into 12 with 10 dimensions of noise, and 5% noise points;
+        ``rings``: two concentric rings and a core in 2 dimensions, and 5% noise points.
+    seed : int, default=0
+        Seed.
+
+    Returns
+    -------
+    X : ndarray of shape (n_samples, n_features)
+        The points.
+    y : ndarray of str
+        Planted group, ``noise`` for the noise points.
+    """
+    rng = np.random.default_rng([seed, 99])
+    if kind == "rings":
+        parts, labels = [], []
+        for label, (radius, size, spread) in enumerate([(6.0, 600, 0.25), (3.0, 300, 0.15)]):
+            angle = rng.uniform(0, 2 * np.pi, size)
+            r = radius + rng.normal(0, spread, size)
+            parts.append(np.column_stack([r * np.cos(angle), r * np.sin(angle)]))
+            labels += [str(label)] * size
+        parts.append(rng.normal(0, 0.3, size=(120, 2)))
+        labels += ["2"] * 120
+        n_noise = int(0.05 * sum(len(p) for p in parts))
+        parts.append(rng.uniform(-8, 8, size=(n_noise, 2)))
+        return np.vstack(parts), np.array(labels + ["noise"] * n_noise)
+    n, dims = 4000, 12
+    counts = (np.array([0.3, 0.3, 0.2, 0.15]) * n).astype(int)
+    t1, t2 = rng.uniform(0, np.pi, counts[0]), rng.uniform(0, np.pi, counts[1])
+    points = np.vstack(
+        [
+            np.column_stack([np.cos(t1), np.sin(t1)]),
+            np.column_stack([1 - np.cos(t2), 0.5 - np.sin(t2)]),
+            rng.normal([3.5, 0.2], 0.25, size=(counts[2], 2)),
+            rng.normal([-1.8, -0.8], 0.25, size=(counts[3], 2)),
+        ]
+    )
+    points += rng.normal(0, 0.08, size=points.shape)
+    n_noise = int(0.05 * n)
+    points = np.vstack([points, rng.uniform([-2.5, -1.5], [4.5, 1.5], size=(n_noise, 2))])
+    y = np.concatenate([np.repeat(np.arange(4).astype(str), counts), ["noise"] * n_noise])
+    Z = np.hstack([2 * points, rng.normal(0, 0.3, size=(len(points), dims - 2))])
+    rotation, _ = np.linalg.qr(rng.normal(size=(dims, dims)))
+    return Z @ rotation, y

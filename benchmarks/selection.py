@@ -17,6 +17,12 @@ selection (chosen model, number of personas, structure, stability) from the run'
 captured as the recipe calls `select_segmentation`. Then it writes ``selection.md`` (the
 table) and ``selection.json`` here.
 
+``--density`` adds a fourth run per base, **density**: HDBSCAN candidates on
+(``density_shares: [0.02, 0.05, 0.1]`` on a UMAP embedding), to see which family the
+comparison picks on round, overlapping personas; and the same comparison, in process, on
+non-round groups (`generators.non_convex`: half-moons in 12 dimensions, rings in 2), in
+the UMAP and in the scaled space.
+
 ``--cost N`` also times the model stage (`pipelines.train._fit`: scaling, the search, the
 stability resamples, the final fit) on N customers: the features of the first base's
 chosen run, drawn with replacement under new ids.
@@ -25,7 +31,7 @@ Usage::
 
     PYTHONPATH=. python benchmarks/selection.py                 # every design, seeds 0 and 1
     PYTHONPATH=. python benchmarks/selection.py --designs continuum --seeds 0 --no-silhouette
-    PYTHONPATH=. python benchmarks/selection.py --cost 1000000
+    PYTHONPATH=. python benchmarks/selection.py --density --cost 1000000 --density-cost 200000
 """
 
 from __future__ import annotations
@@ -47,7 +53,7 @@ from sklearn.metrics import adjusted_rand_score
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-from generators import DESIGNS, write_base  # noqa: E402
+from generators import DESIGNS, non_convex, write_base  # noqa: E402
 
 log = logging.getLogger("selection")
 
@@ -128,7 +134,10 @@ def _ari(out: Path, planted: pd.Series) -> tuple[float, int]:
     return float(adjusted_rand_score(truth, found)), int(found[found >= 0].nunique())
 
 
-def bench(designs, seeds, customers, work: Path, silhouette: bool) -> list[dict]:
+DENSITY = {"density_shares": [0.02, 0.05, 0.1], "density_space": "umap"}
+
+
+def bench(designs, seeds, customers, work: Path, silhouette: bool, density: bool) -> list[dict]:
     rows = []
     for name in designs:
         design = DESIGNS[name]
@@ -144,6 +153,8 @@ def bench(designs, seeds, customers, work: Path, silhouette: bool) -> list[dict]
                 runs["forced"] = ({"force": f"kmeans_k{design.k}"}, {})
             if silhouette:
                 runs["silhouette"] = ({"criterion": "silhouette"}, {"criterion": "silhouette"})
+            if density:
+                runs["density"] = (DENSITY, {})
             for run, (model, extra) in runs.items():
                 out = work / "runs" / f"{name}_{seed}_{run}"
                 result = _run(data, out, model, extra, work)
@@ -168,7 +179,46 @@ def bench(designs, seeds, customers, work: Path, silhouette: bool) -> list[dict]
     return rows
 
 
-def cost(n: int, work: Path) -> dict:
+def shapes(seeds) -> list[dict]:
+    """The family comparison on non-round groups, in the UMAP and in the scaled space."""
+    from models.selection import select_segmentation
+
+    rows = []
+    for kind in ("moons", "rings"):
+        for seed in seeds:
+            X, y = non_convex(kind, seed)
+            planted = y != "noise"
+            for space in ("umap", "scaled"):
+                t0 = time.perf_counter()
+                seg = select_segmentation(
+                    X,
+                    density_shares=DENSITY["density_shares"],
+                    density_space=space,
+                    umap_params={"n_components": 5, "n_neighbors": 30, "min_dist": 0.0},
+                    random_state=42,
+                )
+                kmeans = seg.candidates[
+                    (seg.candidates["family"] == "kmeans") & seg.candidates["finalist"]
+                ].index[0]
+                rows.append(
+                    {
+                        "data": kind,
+                        "seed": seed,
+                        "space": space,
+                        "planted": len(set(y[planted])),
+                        "winner": seg.name,
+                        "k": seg.n_personas,
+                        "ari": float(adjusted_rand_score(y[planted], seg.nearest[planted])),
+                        "kmeans": kmeans,
+                        "outliers_caught": float(seg.outlier[~planted].mean()),
+                        "seconds": time.perf_counter() - t0,
+                    }
+                )
+                log.info("%s seed %d %s: %s ARI %.3f", kind, seed, space, seg.name, rows[-1]["ari"])
+    return rows
+
+
+def cost(n: int, work: Path, model: dict | None = None) -> dict:
     """Time the model stage (`pipelines.train._fit`) on ``n`` customers."""
     import pyarrow.parquet as pq
 
@@ -191,14 +241,15 @@ def cost(n: int, work: Path) -> dict:
         as_of=pd.Timestamp(meta["as_of"]),
     )
     cfg = load_config(None)
+    cfg["model"].update(model or {})
     t0, c0 = time.perf_counter(), time.process_time()
     X, seg, *_ = _fit(table, cfg)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     log.info("model stage on %d customers: %.1f s wall, %.1f s CPU (%s)", n, wall, cpu, seg.name)
-    return {"customers": n, "wall_s": wall, "cpu_s": cpu, "chosen": seg.name}
+    return {"customers": n, "wall_s": wall, "cpu_s": cpu, "chosen": seg.name, "model": model}
 
 
-def write(rows: list[dict], costs: list[dict], command: str) -> None:
+def write(rows: list[dict], costs: list[dict], shaped: list[dict], command: str) -> None:
     structured = [r for r in rows if r["planted"] > 1]
     right = sum(r["chosen"]["k"] == r["planted"] for r in structured)
     close = sum(r["chosen"]["ari"] >= r["forced"]["ari"] - 0.03 for r in structured)
@@ -239,17 +290,54 @@ def write(rows: list[dict], costs: list[dict], command: str) -> None:
     if sil:
         sright = sum(r["silhouette"]["k"] == r["planted"] for r in sil)
         lines.append(f"The silhouette rule found the planted k in {sright} of {len(sil)}.")
+    dense = [r for r in rows if "density" in r]
+    if dense:
+        lines += [
+            "",
+            "**Model family** on the same bases, HDBSCAN candidates on (`density_shares: "
+            "[0.02, 0.05, 0.1]`, UMAP space): the winner and its ARI (structureless: its "
+            "number of personas).",
+            "",
+            "| design | seed | winner | ARI | k-means ARI (default run) |",
+            "|---|---:|---|---:|---:|",
+        ]
+        lines += [
+            f"| {r['design']} | {r['seed']} | {r['density']['name']} | "
+            f"{r['density']['ari']:.3f} | {r['chosen']['ari']:.3f} |"
+            if r["planted"] > 1
+            else f"| {r['design']} | {r['seed']} | {r['density']['name']} "
+            f"({r['density']['k']} personas) | | |"
+            for r in dense
+        ]
+    if shaped:
+        lines += [
+            "",
+            "Non-round groups (`generators.non_convex`, matrices through `select_segmentation`, "
+            "HDBSCAN candidates on): ARI of each customer's nearest persona, planted points.",
+            "",
+            "| data | seed | space | planted | winner | personas | ARI | k-means finalist "
+            "| noise caught | seconds |",
+            "|---|---:|---|---:|---|---:|---:|---|---:|---:|",
+        ]
+        lines += [
+            f"| {r['data']} | {r['seed']} | {r['space']} | {r['planted']} | {r['winner']} "
+            f"| {r['k']} | {r['ari']:.3f} | {r['kmeans']} | {r['outliers_caught']:.2f} "
+            f"| {r['seconds']:.1f} |"
+            for r in shaped
+        ]
     if costs:
         lines += ["", "Model stage (`pipelines.train._fit`), features drawn with replacement:", ""]
         lines += [
-            f"- {c['customers']:,} customers: {c['wall_s']:.1f} s wall, {c['cpu_s']:.1f} s CPU "
-            f"(chosen {c['chosen']})"
+            f"- {c['customers']:,} customers"
+            + (f", {json.dumps(c['model'])}" if c.get("model") else ", default config")
+            + f": {c['wall_s']:.1f} s wall, {c['cpu_s']:.1f} s CPU (chosen {c['chosen']})"
             for c in costs
         ]
     lines += ["", "Why each chosen run chose what it did:", ""]
     lines += [f"- {r['design']} {r['seed']}: {r['reason']} {r['structure_reason']}" for r in rows]
     (HERE / "selection.md").write_text("\n".join(lines) + "\n")
-    (HERE / "selection.json").write_text(json.dumps({"runs": rows, "cost": costs}, indent=1))
+    results = {"runs": rows, "cost": costs, "non_convex": shaped}
+    (HERE / "selection.json").write_text(json.dumps(results, indent=1))
 
 
 def main() -> None:
@@ -259,20 +347,24 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=5000)
     parser.add_argument("--work", type=Path, default=ROOT / "data" / "bench_selection")
     parser.add_argument("--no-silhouette", action="store_true")
+    parser.add_argument("--density", action="store_true", help="also compare model families")
     parser.add_argument("--cost", type=int, default=0, help="also time the model stage on N")
+    parser.add_argument(
+        "--density-cost", type=int, default=0, help="also time it on N with HDBSCAN candidates"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
+    seeds = [int(s) for s in args.seeds.split(",")]
     rows = bench(
-        args.designs.split(","),
-        [int(s) for s in args.seeds.split(",")],
-        args.customers,
-        work,
-        not args.no_silhouette,
+        args.designs.split(","), seeds, args.customers, work, not args.no_silhouette, args.density
     )
+    shaped = shapes(seeds) if args.density else []
     costs = [cost(args.cost, work)] if args.cost else []
-    write(rows, costs, "python benchmarks/selection.py " + " ".join(sys.argv[1:]))
+    if args.density_cost:
+        costs.append(cost(args.density_cost, work, DENSITY))
+    write(rows, costs, shaped, "python benchmarks/selection.py " + " ".join(sys.argv[1:]))
 
 
 if __name__ == "__main__":

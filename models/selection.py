@@ -201,7 +201,7 @@ def select_segmentation(
     stability_sample: int = 3000,
     n_resamples: int = 20,
     min_stability: float = 0.6,
-    family_margin: float = 0.02,
+    family_margin: float = 0.0,
     min_agreement: float = 0.8,
     outlier_score: float = 0.5,
     force: str | None = None,
@@ -236,7 +236,7 @@ def select_segmentation(
         Resamples per finalist.
     min_stability : float, default=0.6
         Mean adjusted Rand index a finalist needs to win on quality.
-    family_margin : float, default=0.02
+    family_margin : float, default=0.0
         K-means keeps the win unless a density model beats its quality by more.
     min_agreement : float, default=0.8
         K-means also keeps the win when the best density model finds the same personas:
@@ -381,8 +381,9 @@ def select_segmentation(
                 agree = table.loc[best].get("agreement", np.nan)
                 if table.loc[kmeans_name, "quality"] >= table.loc[best, "quality"] - family_margin:
                     winner = kmeans_name
+                    within = f"is within {family_margin:g} of" if family_margin else "matches"
                     reason = (
-                        f"{kmeans_name} is within {family_margin:g} of the best quality "
+                        f"{kmeans_name} {within} the best quality "
                         f"({best}: {table.loc[best, 'quality']:.3f}, "
                         f"{kmeans_name}: {table.loc[kmeans_name, 'quality']:.3f}) and places "
                         f"every customer (its ARI over {n_resamples} resamples: "
