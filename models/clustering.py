@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import warnings
 from numbers import Integral, Real
@@ -13,8 +14,11 @@ from sklearn.cluster import KMeans
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score, silhouette_score
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
+from threadpoolctl import threadpool_limits
+
+from models.clusterability import divisive_search, separation
 
 __all__ = ["AutoKMeans", "order_by_size"]
 
@@ -44,14 +48,25 @@ def order_by_size(labels: np.ndarray) -> np.ndarray:
 
 
 class AutoKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
-    """K-means that picks its number of clusters by silhouette on a sample.
+    """K-means that picks its number of clusters on a sample.
 
-    Each k in ``[k_min, k_max]`` is fitted on a random sample of at most ``sample_size``
-    rows and scored there (silhouette is quadratic in the rows, so it never sees them
-    all). The k with the best silhouette wins; k values within ``tie_tolerance`` of it
-    are ties, broken by the mean rank of silhouette, Calinski-Harabasz (higher is
-    better) and Davies-Bouldin (lower is better), smaller k first on equal ranks. The
-    chosen k is then refitted on every row.
+    Each k is fitted on a random sample of at most ``sample_size`` rows and scored there.
+
+    With ``criterion="valley"`` the number is the number of groups that density valleys
+    separate and that differ enough to be personas (`models.clusterability.divisive_search`):
+    the sample is split in two while some split leaves a valley between the halves, each
+    split refined by k-means, and neighbouring groups closer than ``min_distance`` times
+    their customers' spread are merged back. At least ``k_min`` are kept; partitions up to
+    ``k_max`` are scored so that any of them can be forced. When no split leaves a valley
+    the customers form a continuum, and ``k_min`` slices are kept.
+
+    With ``criterion="silhouette"`` each k in ``[k_min, k_max]`` is fitted ``n_init``
+    times and the k with the best silhouette wins; k values within ``tie_tolerance`` of
+    it are ties, broken by the mean rank of silhouette, Calinski-Harabasz (higher is
+    better) and Davies-Bouldin (lower is better), smaller k first on equal ranks.
+
+    Either way the chosen run's centres start k-means on every row. Silhouette is
+    quadratic in the rows, so it is computed on at most 3,000 of the sample.
 
     Parameters
     ----------
@@ -60,11 +75,21 @@ class AutoKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
     k_max : int, default=10
         Largest number of clusters tried.
     n_init : int, default=4
-        K-means restarts per k.
+        K-means restarts per k (``silhouette``).
     sample_size : int, default=10000
         Rows used for the search and the scores.
     tie_tolerance : float, default=0.005
-        Silhouette margin within which two k values count as tied.
+        Silhouette margin within which two k values count as tied (``silhouette``).
+    criterion : {"silhouette", "valley"}, default="silhouette"
+        How k is chosen.
+    max_valley : float, default=0.6
+        Valley ratio at or below which a split separates two groups (``valley``).
+    min_valley_z : float, default=2.0
+        Z-score the valley must reach (``valley``).
+    min_distance : float, default=0.85
+        Neighbours closer than this many spreads are one persona (``valley``).
+    min_share : float, default=0.02
+        Smallest group a split may make, as a share of the sample (``valley``).
     random_state : int, RandomState instance or None, default=None
         Seed for sampling and k-means.
 
@@ -77,7 +102,17 @@ class AutoKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
     labels_ : ndarray of shape (n_samples,)
         Cluster of each row seen in `fit`.
     scores_ : pandas.DataFrame
-        Per k tried: silhouette, calinski_harabasz, davies_bouldin, inertia.
+        Per k tried: silhouette, calinski_harabasz, davies_bouldin, inertia; with
+        ``valley`` also the least separated neighbours' ``valley`` ratio, ``valley_z``
+        and ``distance`` (see `models.clusterability.separation`).
+    n_valleys_ : int or None
+        Groups the density valleys separate (``valley``; 1: a continuum).
+    n_groups_ : int or None
+        Of those, the groups distinct enough to be personas (``valley``).
+    sample_ : ndarray or None
+        Rows of ``X`` the search ran on (None: all of them).
+    search_centers_ : dict of int to ndarray
+        Per k scored, the centres of its partition of the sample (see `with_k`).
     n_features_in_ : int
         Number of features seen in `fit`.
 
@@ -95,6 +130,11 @@ class AutoKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         "n_init": [Interval(Integral, 1, None, closed="left")],
         "sample_size": [Interval(Integral, 10, None, closed="left")],
         "tie_tolerance": [Interval(Real, 0, None, closed="left")],
+        "criterion": [StrOptions({"silhouette", "valley"})],
+        "max_valley": [Interval(Real, 0, 1, closed="both")],
+        "min_valley_z": [Interval(Real, 0, None, closed="left")],
+        "min_distance": [Interval(Real, 0, None, closed="left")],
+        "min_share": [Interval(Real, 0, 1, closed="left")],
         "random_state": ["random_state"],
     }
 
@@ -106,6 +146,11 @@ class AutoKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         n_init=4,
         sample_size=10000,
         tie_tolerance=0.005,
+        criterion="silhouette",
+        max_valley=0.6,
+        min_valley_z=2.0,
+        min_distance=0.85,
+        min_share=0.02,
         random_state=None,
     ):
         self.k_min = k_min
@@ -113,6 +158,11 @@ class AutoKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         self.n_init = n_init
         self.sample_size = sample_size
         self.tie_tolerance = tie_tolerance
+        self.criterion = criterion
+        self.max_valley = max_valley
+        self.min_valley_z = min_valley_z
+        self.min_distance = min_distance
+        self.min_share = min_share
         self.random_state = random_state
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -140,39 +190,126 @@ class AutoKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         rng = check_random_state(self.random_state)
         seed = rng.randint(np.iinfo(np.int32).max)
         sample = rng.choice(n, self.sample_size, replace=False) if n > self.sample_size else None
-        Xs = X if sample is None else X[sample]
+        self.sample_ = None if sample is None else np.sort(sample)
+        Xs = X if sample is None else X[self.sample_]
         k_hi = min(self.k_max, Xs.shape[0] - 1, len(np.unique(Xs, axis=0)) - 1)
-        rows = []
-        for k in range(self.k_min, max(k_hi, self.k_min) + 1):
-            km = KMeans(n_clusters=k, n_init=self.n_init, random_state=seed).fit(Xs)
-            if len(np.unique(km.labels_)) < 2:
-                continue
-            rows.append(
-                {
-                    "k": k,
-                    "silhouette": silhouette_score(Xs, km.labels_),
-                    "calinski_harabasz": calinski_harabasz_score(Xs, km.labels_),
-                    "davies_bouldin": davies_bouldin_score(Xs, km.labels_),
-                    "inertia": km.inertia_,
-                }
-            )
-            logger.info("k=%d silhouette=%.3f", k, rows[-1]["silhouette"])
+        with threadpool_limits(limits=1):  # a sample: threads cost more than they save
+            if self.criterion == "valley":
+                rows, centers = self._search_valley(Xs, k_hi, rng)
+            else:
+                rows, centers = self._search_silhouette(Xs, k_hi, seed, rng)
         if not rows:
             raise ValueError(
                 "All customers have the same features, so there are no segments to find."
             )
         self.scores_ = pd.DataFrame(rows).set_index("k")
-        self.n_clusters_ = self._choose(self.scores_)
-        self._kmeans = KMeans(n_clusters=self.n_clusters_, n_init=self.n_init, random_state=seed)
+        if self.criterion == "valley":
+            tried = self.scores_.index
+            k = max(self.n_groups_, self.k_min)
+            self.n_clusters_ = int(tried[tried <= k].max() if (tried <= k).any() else tried.min())
+        else:
+            self.n_valleys_ = self.n_groups_ = None
+            self.n_clusters_ = self._choose(self.scores_)
+        self.search_centers_ = centers
+        self._seed = seed
+        return self._fit_final(X)
+
+    def _fit_final(self, X):
+        """K-means on every row, from the chosen search partition's centres."""
+        self._kmeans = KMeans(
+            n_clusters=self.n_clusters_,
+            init=self.search_centers_[self.n_clusters_],
+            n_init=1,
+            random_state=self._seed,
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("error", ConvergenceWarning)
             try:
                 self._kmeans.fit(X)
             except ConvergenceWarning as warning:
-                warnings.warn(str(warning), ConvergenceWarning, stacklevel=2)
+                warnings.warn(str(warning), ConvergenceWarning, stacklevel=3)
         self.cluster_centers_ = self._kmeans.cluster_centers_
         self.labels_ = self._kmeans.labels_
         return self
+
+    def with_k(self, X, k: int) -> AutoKMeans:
+        """Return a copy fitted with ``k`` clusters, from the search's own k-cluster partition.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            The rows `fit` saw.
+        k : int
+            A number of clusters the search scored (an index of `scores_`).
+
+        Returns
+        -------
+        AutoKMeans
+            A fitted copy with ``n_clusters_ == k``; this estimator is left as it was.
+        """
+        check_is_fitted(self)
+        if k not in self.search_centers_:
+            raise ValueError(f"k={k} was not scored; scored: {sorted(self.search_centers_)}.")
+        other = copy.copy(self)
+        other.n_clusters_ = int(k)
+        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        return other._fit_final(X)
+
+    @staticmethod
+    def _indices(Xs, labels, rng) -> dict:
+        """Silhouette (on at most 3,000 rows), Calinski-Harabasz and Davies-Bouldin."""
+        n = len(Xs)
+        sub = rng.choice(n, 3000, replace=False) if n > 3000 else np.arange(n)
+        if len(np.unique(labels[sub])) < 2:
+            silhouette = float("nan")
+        else:
+            silhouette = float(silhouette_score(Xs[sub], labels[sub]))
+        return {
+            "silhouette": silhouette,
+            "calinski_harabasz": float(calinski_harabasz_score(Xs, labels)),
+            "davies_bouldin": float(davies_bouldin_score(Xs, labels)),
+        }
+
+    def _search_silhouette(self, Xs, k_hi, seed, rng):
+        rows, centers = [], {}
+        for k in range(self.k_min, max(k_hi, self.k_min) + 1):
+            km = KMeans(n_clusters=k, n_init=self.n_init, random_state=seed).fit(Xs)
+            if len(np.unique(km.labels_)) < 2:
+                continue
+            rows.append({"k": k, **self._indices(Xs, km.labels_, rng), "inertia": km.inertia_})
+            centers[k] = km.cluster_centers_
+            logger.info("k=%d silhouette=%.3f", k, rows[-1]["silhouette"])
+        return rows, centers
+
+    def _search_valley(self, Xs, k_hi, rng):
+        found = divisive_search(
+            Xs,
+            k_max=max(k_hi, self.k_min),
+            max_valley=self.max_valley,
+            min_valley_z=self.min_valley_z,
+            min_distance=self.min_distance,
+            min_share=self.min_share,
+            random_state=int(rng.randint(np.iinfo(np.int32).max)),
+        )
+        self.n_valleys_, self.n_groups_ = found["n_valleys"], found["n_groups"]
+        rows, centers = [], {}
+        for k, labels in sorted(found["partitions"].items()):
+            if k < 2:
+                continue
+            centers[k] = np.array([Xs[labels == c].mean(axis=0) for c in range(k)])
+            inertia = float(((Xs - centers[k][labels]) ** 2).sum())
+            rows.append(
+                {
+                    "k": k,
+                    **self._indices(Xs, labels, rng),
+                    "inertia": inertia,
+                    **separation(Xs, labels),
+                }
+            )
+            logger.info(
+                "k=%d valley=%.2f distance=%.2f", k, rows[-1]["valley"], rows[-1]["distance"]
+            )
+        return rows, centers
 
     def _choose(self, scores: pd.DataFrame) -> int:
         best = scores["silhouette"].max()

@@ -1,25 +1,42 @@
-"""Choose the segmentation: k-means and HDBSCAN candidates, scored on evidence.
+"""Choose the segmentation: how many personas, which model family, and whether there are any.
 
 The rule, in order:
 
-1. Every candidate is fitted on the same sample of customers and scored in the same
-   space (the scaled features): silhouette of the placed customers, Calinski-Harabasz,
-   Davies-Bouldin and the share left as noise.
-2. The k-means family sends its best k (silhouette, near-ties by mean rank with
-   Calinski-Harabasz and Davies-Bouldin; see `AutoKMeans`); the density family sends
-   each ``min_cluster_share`` that found at least ``k_min`` personas.
-3. Silhouette rewards round clusters, so it cannot judge between the families. Each
-   finalist is scored by DBCV (density-based cluster validation, Moulavi et al. 2014) in
-   the scaled space, which judges both shapes; its *quality* is
-   ``DBCV x (1 - noise share)``: a model that explains only part of the customers is
-   marked down by the part it leaves out. DBCV can fail on degenerate clusters; it then
-   counts as -1.
+1. How many: k-means' number is the number of groups that density valleys separate and
+   that differ enough to be personas (`models.clusterability.divisive_search`, through
+   `AutoKMeans` with ``criterion="valley"``), searched on a sample of ``sample_size``
+   customers from 2 up to ``k_max``. Internal indices (silhouette, Calinski-Harabasz,
+   Davies-Bouldin) are still computed for every k, but not used to choose: they merge
+   touching personas (Arbelaitz et al. 2013), and on our held-out bases they chose too
+   few personas whenever personas were many, unequal or overlapping
+   (`benchmarks/selection.md`).
+2. Every candidate (each k of k-means, each ``min_cluster_share`` of HDBSCAN) is scored in
+   the same space (the scaled features): silhouette of the placed customers,
+   Calinski-Harabasz, Davies-Bouldin, the share left as noise, and the separation of its
+   least separated neighbours (valley ratio, its z-score, distance in spreads).
+3. The finalists are the chosen k-means and each HDBSCAN candidate with at least ``k_min``
+   personas that places at least half the customers. Silhouette rewards round clusters,
+   so it cannot judge between the families: each finalist is scored by DBCV
+   (density-based cluster validation, Moulavi et al. 2014) in the scaled space, which
+   judges both shapes; its *quality* is
+   ``(1 + DBCV) / 2 x (1 - noise share)``, in [0, 1]: a model that explains only part of the
+   customers is marked down by the part it leaves out, whatever the sign of its DBCV. DBCV
+   can fail on degenerate clusters; it then counts as -1.
 4. Each finalist is refitted on ``n_resamples`` subsamples (`clusterboot`); its stability
    is the mean adjusted Rand index with its own labels.
 5. The winner is the finalist of best quality among those whose stability reaches
-   ``min_stability``, k-means winning quality ties within ``family_margin`` (it places
-   everyone and is simpler to serve); if none is stable enough, the most stable. A user
-   can force a candidate by name.
+   ``min_stability``; k-means keeps the win (it places everyone and is simpler to serve)
+   when its quality is within ``family_margin`` of the best, or when the best density
+   model finds the same personas (adjusted Rand index with k-means on the customers it
+   places of at least ``min_agreement``: on round, overlapping personas HDBSCAN finds the
+   same groups and loses the customers between them). If no finalist is stable enough,
+   the most stable wins. A user can force a candidate by name.
+6. The verdict (`models.clusterability.structure_verdict`): ``distinct`` when valleys
+   separate groups that differ enough, beat slices of a structureless cloud of the same
+   shape (gap statistic) and come back under resampling; ``none`` when no split leaves a
+   valley and the personas explain no more spread than slices of that cloud; ``weak``
+   otherwise. With ``none`` or ``weak`` everything is still fitted and written: the
+   personas are then slices of a continuum, and the report says so.
 """
 
 from __future__ import annotations
@@ -30,9 +47,20 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from sklearn.cluster import KMeans
-from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score, silhouette_score
+from sklearn.metrics import (
+    adjusted_rand_score,
+    calinski_harabasz_score,
+    davies_bouldin_score,
+    silhouette_score,
+)
 from threadpoolctl import threadpool_limits
 
+from models.clusterability import (
+    divisive_search,
+    gap_statistic,
+    separation,
+    structure_verdict,
+)
 from models.clustering import AutoKMeans
 from models.density import DensityClusterer
 from models.reducers import IdentityReducer, PCAReducer, UMAPReducer
@@ -65,9 +93,13 @@ class Segmentation:
     candidates : pandas.DataFrame
         Every candidate with its metrics, ``finalist`` and ``winner`` flags.
     reason : str
-        Why the winner won, in a sentence.
+        How many personas and why the winner won, in a sentence or two.
     model, reducer : object
         The fitted clusterer and the reducer it works after.
+    structure : str
+        Whether customers form distinct groups: ``distinct``, ``weak`` or ``none``.
+    structure_reason : str
+        Why, in a sentence.
     """
 
     name: str
@@ -80,6 +112,42 @@ class Segmentation:
     reason: str
     model: object = None
     reducer: object = None
+    structure: str = "distinct"
+    structure_reason: str = ""
+
+    @property
+    def n_personas(self) -> int:
+        """Number of personas the model placed customers in (noise is not one)."""
+        return int(len(np.unique(self.labels[self.labels >= 0])))
+
+    def summary(self) -> dict:
+        """Return what ``segmentation.json`` holds: the choice, every candidate, the verdict.
+
+        Returns
+        -------
+        dict
+            ``chosen``, ``n_personas``, ``candidates`` (one dict per candidate: ``name``
+            and its scores, NaN as None), ``reason``, ``structure`` and
+            ``structure_reason``.
+        """
+        table = self.candidates.reset_index()
+        candidates = [
+            {k: _plain(v) for k, v in row.items()} for row in table.to_dict(orient="records")
+        ]
+        return {
+            "chosen": self.name,
+            "n_personas": self.n_personas,
+            "candidates": candidates,
+            "reason": self.reason,
+            "structure": self.structure,
+            "structure_reason": self.structure_reason,
+        }
+
+
+def _plain(value):
+    """Return a JSON-ready scalar: numpy scalars as Python ones, NaN as None."""
+    value = value.item() if isinstance(value, np.generic) else value
+    return None if isinstance(value, float) and not np.isfinite(value) else value
 
 
 #: The spaces HDBSCAN can work in (``model.density_space``).
@@ -155,9 +223,14 @@ def select_segmentation(
     X: np.ndarray,
     *,
     k_min: int = 3,
-    k_max: int = 10,
+    k_max: int = 15,
     n_init: int = 4,
     tie_tolerance: float = 0.005,
+    criterion: str = "valley",
+    max_valley: float = 0.6,
+    min_valley_z: float = 2.0,
+    min_distance: float = 0.85,
+    min_share: float = 0.02,
     density_shares: tuple = (0.02, 0.05, 0.1),
     density_space: str = "umap",
     umap_params: dict | None = None,
@@ -165,7 +238,8 @@ def select_segmentation(
     stability_sample: int = 3000,
     n_resamples: int = 20,
     min_stability: float = 0.6,
-    family_margin: float = 0.05,
+    family_margin: float = 0.0,
+    min_agreement: float = 0.8,
     outlier_score: float = 0.5,
     force: str | None = None,
     random_state: int = 0,
@@ -177,7 +251,14 @@ def select_segmentation(
     X : ndarray of shape (n_customers, n_features)
         Scaled customer features.
     k_min, k_max, n_init, tie_tolerance : int, int, int, float
-        The k-means search (see `AutoKMeans`).
+        The k-means search (see `AutoKMeans`; ``n_init`` and ``tie_tolerance`` only for
+        ``criterion="silhouette"``, ``n_init`` also for the stability refits).
+    criterion : {"valley", "silhouette"}, default="valley"
+        How k-means' number of personas is chosen (see `AutoKMeans`).
+    max_valley, min_valley_z, min_distance, min_share : float
+        The valley search (see `models.clusterability.divisive_search`): deepest valley
+        ratio, its least z-score, least distance between neighbours in spreads, smallest
+        persona as a share of the sample.
     density_shares : tuple of float, default=(0.02, 0.05, 0.1)
         HDBSCAN candidates, by smallest persona as a share of customers; empty for none.
     density_space : {"umap", "pca", "scaled"}, default="umap"
@@ -194,8 +275,11 @@ def select_segmentation(
         Resamples per finalist.
     min_stability : float, default=0.6
         Mean adjusted Rand index a finalist needs to win on quality.
-    family_margin : float, default=0.05
+    family_margin : float, default=0.0
         K-means keeps the win unless a density model beats its quality by more.
+    min_agreement : float, default=0.8
+        K-means also keeps the win when the best density model finds the same personas:
+        adjusted Rand index with k-means, on the customers it places, at least this.
     outlier_score : float, default=0.5
         GLOSH score above which a density model flags a customer as an outlier.
     force : str, optional
@@ -206,7 +290,8 @@ def select_segmentation(
     Returns
     -------
     Segmentation
-        The winner, fitted on every customer, with the candidates table.
+        The winner, fitted on every customer, with the candidates table and the verdict
+        (``structure``, ``structure_reason``).
     """
     rng = np.random.default_rng(random_state)
     n = len(X)
@@ -219,6 +304,11 @@ def select_segmentation(
         n_init=n_init,
         sample_size=sample_size,
         tie_tolerance=tie_tolerance,
+        criterion=criterion,
+        max_valley=max_valley,
+        min_valley_z=min_valley_z,
+        min_distance=min_distance,
+        min_share=min_share,
         random_state=random_state,
     ).fit(X)
     for k, s in kmeans.scores_.iterrows():
@@ -249,6 +339,9 @@ def select_segmentation(
                 logger.info("%s skipped: %s", name, error)
                 continue
             scores = _scores(X[sample], model.labels_, random_state)
+            placed = model.labels_ >= 0
+            if scores["n_clusters"] >= 2:
+                scores.update(separation(X[sample][placed], model.labels_[placed]))
             rows.append(
                 {
                     "name": name,
@@ -256,7 +349,8 @@ def select_segmentation(
                     "space": density_space,
                     "param": share,
                     **scores,
-                    "finalist": scores["n_clusters"] >= k_min,
+                    # a model that leaves most customers out cannot describe the base
+                    "finalist": scores["n_clusters"] >= k_min and scores["noise_share"] <= 0.5,
                 }
             )
     table = pd.DataFrame(rows).set_index("name")
@@ -266,15 +360,26 @@ def select_segmentation(
         if len(sample) <= stability_sample
         else np.sort(rng.choice(sample, stability_sample, replace=False))
     )
-    boots = {}
+    boots, finalist_labels = {}, {}
+    kmeans_name = f"kmeans_k{kmeans.n_clusters_}"
     for name, row in table[table["finalist"]].iterrows():
         fit_predict, Z = _refitter(row, n_init, sample_size, X, space)
-        labels = fit_predict(Z[stab_rows], random_state)
+        if name == kmeans_name:  # the search's own partition, not a fresh k-means
+            labels = np.asarray(kmeans.labels_)[stab_rows]
+        else:
+            labels = fit_predict(Z[stab_rows], random_state)
+        finalist_labels[name] = labels
         dbcv = _dbcv(X[stab_rows], labels)
         table.loc[name, "dbcv"] = dbcv
-        table.loc[name, "quality"] = (-1.0 if np.isnan(dbcv) else dbcv) * (
-            1 - float((labels < 0).mean())
+        # (1 + DBCV) / 2 in [0, 1], times the share placed: leaving customers out never helps
+        table.loc[name, "quality"] = (
+            (1 + (-1.0 if np.isnan(dbcv) else dbcv)) / 2 * float((labels >= 0).mean())
         )
+        if name != kmeans_name and kmeans_name in finalist_labels:
+            placed = labels >= 0
+            table.loc[name, "agreement"] = float(
+                adjusted_rand_score(finalist_labels[kmeans_name][placed], labels[placed])
+            )
         boots[name] = clusterboot(
             fit_predict, Z[stab_rows], labels, n_resamples=n_resamples, random_state=random_state
         )
@@ -292,17 +397,41 @@ def select_segmentation(
         winner, reason = force, f"{force} was forced by the config (model.force)."
     else:
         stable = finalists[finalists["stability"] >= min_stability]
-        if len(stable):
-            winner = stable["quality"].idxmax()
-            kmeans_best = stable[stable["family"] == "kmeans"]["quality"]
-            if len(kmeans_best) and kmeans_best.max() >= stable["quality"].max() - family_margin:
-                winner = kmeans_best.idxmax()
+        if len(finalists) == 1:
+            winner = finalists.index[0]
             reason = (
-                f"{winner} has the best quality (DBCV x placed share = "
-                f"{table.loc[winner, 'quality']:.3f}) among the finalists with stability "
-                f">= {min_stability} (its ARI over {n_resamples} resamples: "
-                f"{table.loc[winner, 'stability']:.2f})."
+                f"{winner} is the only finalist (no density candidate: model.density_shares); "
+                f"its ARI over {n_resamples} resamples: {table.loc[winner, 'stability']:.2f}."
             )
+        elif len(stable):
+            best = stable["quality"].idxmax()
+            winner = best
+            reason = (
+                f"{best} has the best quality ((1 + DBCV) / 2 x placed share = "
+                f"{table.loc[best, 'quality']:.3f}) among the finalists with stability "
+                f">= {min_stability} (its ARI over {n_resamples} resamples: "
+                f"{table.loc[best, 'stability']:.2f})."
+            )
+            if kmeans_name in stable.index and best != kmeans_name:
+                agree = table.loc[best].get("agreement", np.nan)
+                if table.loc[kmeans_name, "quality"] >= table.loc[best, "quality"] - family_margin:
+                    winner = kmeans_name
+                    within = f"is within {family_margin:g} of" if family_margin else "matches"
+                    reason = (
+                        f"{kmeans_name} {within} the best quality "
+                        f"({best}: {table.loc[best, 'quality']:.3f}, "
+                        f"{kmeans_name}: {table.loc[kmeans_name, 'quality']:.3f}) and places "
+                        f"every customer (its ARI over {n_resamples} resamples: "
+                        f"{table.loc[kmeans_name, 'stability']:.2f})."
+                    )
+                elif agree >= min_agreement:
+                    winner = kmeans_name
+                    reason = (
+                        f"{best} finds the same personas as {kmeans_name} (ARI {agree:.2f} on "
+                        f"the customers it places), so k-means keeps the win: it places "
+                        f"every customer (its ARI over {n_resamples} resamples: "
+                        f"{table.loc[kmeans_name, 'stability']:.2f})."
+                    )
         else:
             winner = finalists["stability"].idxmax()
             reason = (
@@ -310,7 +439,8 @@ def select_segmentation(
                 f"stable ({table.loc[winner, 'stability']:.2f})."
             )
     table["winner"] = table.index == winner
-    return _final(
+    reason = f"{_how_many(kmeans, k_min, min_distance)} {reason}"
+    seg = _final(
         table.loc[winner],
         winner,
         X,
@@ -325,6 +455,66 @@ def select_segmentation(
         n_resamples,
         stab_rows,
         outlier_score,
+    )
+    _verdict(seg, X, kmeans, min_stability, random_state)
+    return seg
+
+
+def _how_many(kmeans: AutoKMeans, k_min: int, min_distance: float) -> str:
+    """How k-means' number of personas was chosen, in a sentence."""
+    k = kmeans.n_clusters_
+    if kmeans.n_groups_ is None:
+        return f"K-means chose {k} personas by silhouette."
+    valleys, groups = kmeans.n_valleys_, kmeans.n_groups_
+    if valleys <= 1:
+        found = "No split of the customers leaves a density valley between two groups"
+    else:
+        found = f"Density valleys separate {valleys} groups of customers"
+        if groups < valleys:
+            found += (
+                f", {groups} once neighbours closer than {min_distance:g} spreads are merged "
+                "(they differ in one behaviour, not as personas)"
+            )
+    if k > max(groups, 1):
+        return f"{found}; model.k_min={k_min} asks for at least {k}, so k-means cuts {k}."
+    return f"{found}, so k-means looks for {k}."
+
+
+def _verdict(seg: Segmentation, X, kmeans: AutoKMeans, min_stability: float, seed: int):
+    """Set ``seg.structure`` and its reason; add the gap to the k-means row it tested."""
+    k = kmeans.n_clusters_
+    Xs = X if kmeans.sample_ is None else X[kmeans.sample_]
+    rows = np.random.default_rng(seed).permutation(len(Xs))[:3000]
+    centers = kmeans.search_centers_[k]
+    Z = Xs[rows]
+    inertia = float(((Z[:, None, :] - centers[None, :, :]) ** 2).sum(axis=2).min(axis=1).sum())
+    gap, sd = gap_statistic(Z, inertia, k, random_state=seed)
+    gap_z = gap / sd if sd > 0 else 0.0
+    seg.candidates.loc[f"kmeans_k{k}", ["gap", "gap_z"]] = [gap, gap_z]
+    if kmeans.n_valleys_ is None:  # the k came from silhouette: look for valleys all the same
+        found = divisive_search(
+            Xs,
+            k_max=kmeans.k_max,
+            max_valley=kmeans.max_valley,
+            min_valley_z=kmeans.min_valley_z,
+            min_distance=kmeans.min_distance,
+            min_share=kmeans.min_share,
+            random_state=seed,
+        )
+        n_valleys, n_groups = found["n_valleys"], found["n_groups"]
+        scores = separation(Xs, found["partitions"][n_groups]) if n_groups >= 2 else None
+    else:
+        n_valleys, n_groups = kmeans.n_valleys_, kmeans.n_groups_
+        scores = seg.candidates.loc[f"kmeans_k{n_groups}"] if n_groups >= 2 else None
+    seg.structure, seg.structure_reason = structure_verdict(
+        n_valleys=n_valleys,
+        n_groups=n_groups,
+        valley=None if scores is None else float(scores["valley"]),
+        distance=None if scores is None else float(scores["distance"]),
+        gap_z=gap_z,
+        k_tested=k,
+        stability=seg.stability.get("ari"),
+        min_stability=min_stability,
     )
 
 
@@ -364,13 +554,7 @@ def _final(
 ) -> Segmentation:
     if row["family"] == "kmeans":
         k = int(row["param"])
-        model = (
-            kmeans
-            if k == kmeans.n_clusters_
-            else AutoKMeans(
-                k_min=k, k_max=k, n_init=n_init, sample_size=sample_size, random_state=seed
-            ).fit(X)
-        )
+        model = kmeans if k == kmeans.n_clusters_ else kmeans.with_k(X, k)
         labels = model.labels_
         confidence, nearest, used = model.confidence(X), labels, None
         outlier = np.zeros(len(labels), dtype=bool)

@@ -26,7 +26,7 @@ def test_defaults_load():
     cfg = load_config()
     assert cfg == DEFAULTS
     assert cfg["seed"] == 42
-    assert (cfg["model"]["k_min"], cfg["model"]["k_max"]) == (3, 10)
+    assert (cfg["model"]["k_min"], cfg["model"]["k_max"]) == (3, 15)
     assert cfg["as_of"] is None
 
 
