@@ -143,7 +143,14 @@ def name_personas(personas: list[dict], naming: dict, min_effect: float) -> list
             phrase = _phrase(t, naming["phrases"])
             if phrase and phrase not in phrases:
                 phrases.append(phrase)
-        phrases = phrases or [naming["fallback"]]
+        plain = [  # what tells a persona apart when no rule names it: its raw traits
+            f"{'more' if t['std_diff'] > 0 else 'less'} {t['label']}"
+            for t in p["all_traits"]
+            if abs(t["std_diff"]) >= min_effect
+            and t.get("label")
+            and _phrase(t, naming["phrases"]) is None
+        ]
+        phrases = (phrases or [naming["fallback"]]) + [x for x in plain if x not in phrases]
         candidates.append((value_word, phrases))
     names: list[str] = []
     for value_word, phrases in candidates:

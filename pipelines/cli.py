@@ -265,6 +265,10 @@ def train(
             f"{p['respondents']:,}",
         )
     out.print(table)
+    from pipelines.report.segmentation import continuum_note
+
+    if note := continuum_note(result.segmentation):
+        out.print(f"Note: {note}")
     if result.people is not None:
         out.print(f"People in their account's persona: {result.output / 'people_assignments.csv'}")
     out.print(f"Report: {result.output / 'report.html'} (summary: report.md)")

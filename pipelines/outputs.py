@@ -110,6 +110,8 @@ def write_outputs(
         if assignments.people is not None:
             b2b.write_people(folder, assignments.people, key)
         (folder / "personas.json").write_text(json.dumps(personas, indent=2))
+        summary = segments.selection.summary()
+        (folder / "segmentation.json").write_text(json.dumps(summary, indent=2))
         (folder / "data_quality.json").write_text(json.dumps(loaded.quality, indent=2, default=str))
         frame = table.frame
         if key is not None:
@@ -162,6 +164,7 @@ def _write_reports(folder, run_id, cfg, loaded, built, segments, profile, identi
         map_sample=cfg["report"]["map_sample"],
         changes=identity.changes,
         promotion=identity.promotion,
+        segmentation=seg.summary(),
     )
     write_markdown(
         folder / "report.md",
@@ -171,4 +174,5 @@ def _write_reports(folder, run_id, cfg, loaded, built, segments, profile, identi
         focus_rule=cfg["focus"],
         min_respondents=cfg["profile"]["min_respondents"],
         alpha=cfg["profile"]["alpha"],
+        segmentation=seg.summary(),
     )

@@ -77,7 +77,15 @@ def log_run(
         if built.accounts is not None:
             metrics.update(b2b.metrics(personas, built.accounts))
         tracking.log_metrics(metrics)
-        tracking.set_tags({"model": seg.name, "model_reason": seg.reason, "level": cfg["level"]})
+        tracking.set_tags(
+            {
+                "model": seg.name,
+                "model_reason": seg.reason,
+                "level": cfg["level"],
+                "structure": seg.structure,
+                "structure_reason": seg.structure_reason,
+            }
+        )
         tracking.log_candidates(seg.candidates)
         tracking.log_artifacts(output)
 

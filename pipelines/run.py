@@ -3,7 +3,8 @@
 - `stage`: logs a stage's start and duration; on a terminal, a spinner with a timer;
 - `load`: loads and checks the data source with a run's settings;
 - `salt`: the secret behind pseudonymized ids, checked before any work;
-- `staged_folder`: an output folder that appears whole, or not at all.
+- `staged_folder`: an output folder that appears whole, or not at all;
+- `TrainResult`: what a train run hands its caller.
 """
 
 from __future__ import annotations
@@ -14,15 +15,17 @@ import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from features import LoadedData, load_data
 from pipelines.config import PROJ_ROOT, ConfigError
 
-__all__ = ["load", "output_folder", "salt", "stage", "staged_folder"]
+__all__ = ["TrainResult", "load", "output_folder", "salt", "stage", "staged_folder"]
 
 logger = logging.getLogger(__name__)
 
@@ -107,3 +110,39 @@ def staged_folder(output: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+@dataclass
+class TrainResult:
+    """What a train run produced.
+
+    Attributes
+    ----------
+    run_id : str
+        The MLflow run id.
+    output : Path
+        The output folder.
+    personas : list of dict
+        The persona table.
+    assignments : pandas.DataFrame
+        One row per customer (per account at ``level: account``, ``account_id`` first).
+    model_uri : str
+        URI of the served model (registry version, or the run's artifact).
+    promoted : bool
+        Whether the model became the champion.
+    level : {"customer", "account"}
+        Whose personas; at account level, ``people`` places every person (else None).
+    people : pandas.DataFrame or None
+    segmentation : dict
+        ``segmentation.json``: the choice, every candidate, the reason, the structure.
+    """
+
+    run_id: str
+    output: Path
+    personas: list[dict]
+    assignments: pd.DataFrame
+    model_uri: str = ""
+    promoted: bool = True
+    level: str = "customer"
+    people: pd.DataFrame | None = None
+    segmentation: dict | None = None

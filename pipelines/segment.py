@@ -21,6 +21,13 @@ __all__ = ["VALUE_FAMILIES", "Segments", "merge_small", "modelled_columns", "seg
 
 logger = logging.getLogger(__name__)
 
+#: Settings of ``model:`` that `select_segmentation` takes under the same name.
+_SELECTION = (
+    "k_min", "k_max", "n_init", "tie_tolerance", "criterion", "max_valley", "min_valley_z",
+    "min_distance", "min_share", "density_space", "sample_size", "stability_sample",
+    "min_stability", "family_margin", "min_agreement", "outlier_score", "force",
+)  # fmt: skip
+
 #: Families that describe what a customer is worth: the value lens clusters on them.
 VALUE_FAMILIES = ("revenue", "rfm", "clv")
 
@@ -138,20 +145,10 @@ def segment(table: FeatureTable, cfg: dict) -> Segments:
         try:
             seg = select_segmentation(
                 X,
-                k_min=m["k_min"],
-                k_max=m["k_max"],
-                n_init=m["n_init"],
-                tie_tolerance=m["tie_tolerance"],
+                **{key: m[key] for key in _SELECTION},
                 density_shares=tuple(m["density_shares"]),
-                density_space=m["density_space"],
                 umap_params=m["umap"],
-                sample_size=m["sample_size"],
-                stability_sample=m["stability_sample"],
                 n_resamples=m["stability_resamples"],
-                min_stability=m["min_stability"],
-                family_margin=m["family_margin"],
-                outlier_score=m["outlier_score"],
-                force=m["force"],
                 random_state=cfg["seed"],
             )
         except ValueError as error:

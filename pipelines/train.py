@@ -6,10 +6,7 @@ things go"); `score` shares load and build-the-table, applying what train fitted
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-
-import pandas as pd
 
 from features import LoadedData
 from features.engine import Engine
@@ -21,44 +18,11 @@ from pipelines.outputs import Assignments, assign, write_outputs
 from pipelines.profile import profile
 from pipelines.publish import publish_outputs
 from pipelines.record import log_inputs, log_model, log_run, persona_model, serve
-from pipelines.run import load, output_folder, salt, stage
+from pipelines.run import TrainResult, load, output_folder, salt, stage
 from pipelines.segment import modelled_columns, segment
 from pipelines.table import build_table
 
 __all__ = ["TrainResult", "load", "modelled_columns", "train"]
-
-
-@dataclass
-class TrainResult:
-    """What a train run produced.
-
-    Attributes
-    ----------
-    run_id : str
-        The MLflow run id.
-    output : Path
-        The output folder (assignments.csv, personas.json, features.parquet, report.html).
-    personas : list of dict
-        The persona table.
-    assignments : pandas.DataFrame
-        One row per customer (per account at ``level: account``, ``account_id`` first).
-    model_uri : str
-        URI of the served model (registry version, or the run's artifact).
-    promoted : bool
-        Whether the model became the champion.
-    level : {"customer", "account"}
-        Whose personas; at account level, ``people`` places every person (else None).
-    people : pandas.DataFrame or None
-    """
-
-    run_id: str
-    output: Path
-    personas: list[dict]
-    assignments: pd.DataFrame
-    model_uri: str = ""
-    promoted: bool = True
-    level: str = "customer"
-    people: pd.DataFrame | None = None
 
 
 def train(
@@ -146,4 +110,5 @@ def _train(data, loaded: LoadedData, engine: Engine, cfg: dict, run_id: str, out
         promoted=identity.promotion["promoted"],
         level=cfg["level"],
         people=assignments.people,
+        segmentation=segments.selection.summary(),
     )

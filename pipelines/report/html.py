@@ -29,10 +29,11 @@ from pipelines.report.figures import (
     size_figure,
     trait_figure,
 )
-from pipelines.report.influence import influence_card, influence_markdown, units
+from pipelines.report.influence import influence_card, units
+from pipelines.report.segmentation import continuum_note, segmentation_section
 
 # PALETTE lives in `pipelines.report.figures`; it is re-exported here, where it was first.
-__all__ = ["PALETTE", "write_markdown", "write_report"]
+__all__ = ["PALETTE", "write_report"]
 
 _DIRECTION = {1: " (higher: better score)", -1: " (higher: worse score)"}
 
@@ -218,12 +219,19 @@ background:#009E73;color:#fff} .badge.risk{background:#D55E00;color:#fff}
 .gap{border-left:3px solid #CC79A7;padding:.2rem .7rem;font-size:.9rem} .where{display:grid;
 grid-template-columns:1fr 1fr;gap:1.5rem} .why{font-size:.9rem;color:#333;margin:.2rem 0}
 figure{margin:1rem 0} figcaption{color:#555;font-size:.9rem}
+.warning{border-left:4px solid #D55E00;background:#fdf1e8;padding:.5rem .8rem}
 """
 
 
-def _rule(focus_rule: dict | None, min_respondents: int, alpha: float) -> str:
+def rule_text(focus_rule: dict | None, min_respondents: int, alpha: float) -> str:
+    """Return the focus and at-risk rule in words, with the run's settings."""
     settings = {**DEFAULT_FOCUS_RULE, **(focus_rule or {})}
     return focus_rule_text(**settings, min_respondents=min_respondents, alpha=alpha)
+
+
+def _continuum(segmentation: dict | None) -> str:
+    note = continuum_note(segmentation)
+    return f"<p class='warning'><b>{html.escape(note)}</b></p>" if note else ""
 
 
 def _num(value) -> str:
@@ -291,6 +299,7 @@ def write_report(
     map_sample: int = 5000,
     changes: dict | None = None,
     promotion: dict | None = None,
+    segmentation: dict | None = None,
 ) -> Path:
     """Write ``report.html``: one self-contained page, no network requests.
 
@@ -322,13 +331,18 @@ def write_report(
         The profiler's significance level for NPS vs the rest.
     map_sample : int, default=5000
         Most points drawn on the persona map.
+    changes, promotion : dict, optional
+        ``changes.json`` and the promotion decision, for "What changed".
+    segmentation : dict, optional
+        ``segmentation.json``: a "How many personas" section, and a warning when the
+        personas are slices of a continuum.
 
     Returns
     -------
     Path
         The written file.
     """
-    rule = _rule(focus_rule, min_respondents, alpha)
+    rule = rule_text(focus_rule, min_respondents, alpha)
     figures = [
         ("NPS per persona", "Grey: too few respondents to rank.", nps_figure(personas)),
         ("Value vs NPS", "High value and low NPS is where to act first.", bubble_figure(personas)),
@@ -377,6 +391,7 @@ def write_report(
 <p class="meta">{units(model)} as of {html.escape(str(model["as_of"]))} ·
 {sum(p["persona_id"] != -1 for p in personas)} personas · {fit}clustered on
 {html.escape(", ".join(model.get("families", [])))} · MLflow run {html.escape(run_id)}</p>
+{_continuum(segmentation)}
 <h2>Where to act</h2>
 {_focus_block(personas, rule)}
 <h2>Overview</h2>
@@ -384,6 +399,7 @@ def write_report(
 <h2>Personas</h2>
 {"".join(_card(p, model.get("unit", "customers")) for p in personas)}
 {_changes_section(changes, promotion)}
+{segmentation_section(segmentation)}
 <h2>Figures</h2>
 {figs}
 <h2>How to read this</h2>
@@ -403,89 +419,4 @@ money). {html.escape(driver_note)} Comments are scrubbed of e-mails, phone numbe
 """
     path = Path(path)
     path.write_text(page, encoding="utf-8")
-    return path
-
-
-def write_markdown(
-    path: str | Path,
-    *,
-    personas: list[dict],
-    model: dict,
-    run_id: str,
-    focus_rule: dict | None = None,
-    min_respondents: int = 30,
-    alpha: float = 0.05,
-) -> Path:
-    """Write ``report.md``: the summary for a chat message or an e-mail.
-
-    Parameters
-    ----------
-    path : str or Path
-        Where to write the file.
-    personas : list of dict
-        The persona table.
-    model : dict
-        ``n_customers`` and ``as_of``; for personas of accounts also ``unit``,
-        ``people`` and ``gap_rule``.
-    run_id : str
-        The MLflow run id.
-    focus_rule : dict, optional
-        The settings `models.actions.pick_focus` ran with.
-    min_respondents : int, default=30
-        The profiler's threshold below which NPS is not ranked.
-    alpha : float, default=0.05
-        The profiler's significance level.
-
-    Returns
-    -------
-    Path
-        The written file.
-    """
-    shown = [p for p in personas if p["persona_id"] != -1]
-    lines = [
-        f"# Customer personas: {units(model)} as of {model['as_of']}",
-        "",
-        f"{len(shown)} personas · MLflow run `{run_id}`",
-        "",
-        f"| persona | {model.get('unit', 'customers')} | revenue | NPS [95%] | vs the rest |",
-        "|---|---:|---:|---|---|",
-    ]
-    for p in personas:
-        if p.get("nps") is None:
-            nps = "no respondents"
-        else:
-            nps = format_nps(p["nps"], p["nps_ci_low"], p["nps_ci_high"])
-            nps += "" if nps_is_reliable(p) else f" (too few respondents: {p['respondents']})"
-        vs = "—"
-        if nps_is_reliable(p) and p.get("nps_vs_rest") is not None:
-            vs = f"{p['nps_vs_rest']:+.0f}{' (significant)' if p['nps_significant'] else ''}"
-        lines.append(
-            f"| {persona_name(p)} | {p['size']:,} ({percent(p['share'])}) "
-            f"| {percent(p.get('revenue_share'))} | {nps} | {vs} |"
-        )
-    for title, key, reason in [
-        ("Focus", "is_focus", "focus_reason"),
-        ("At risk", "is_at_risk", "risk_reason"),
-    ]:
-        picked = [f"**{persona_name(p)}** ({p[reason]})" for p in shown if p.get(key)]
-        lines += ["", f"**{title}:** " + ("; ".join(picked) if picked else "none meets the rule.")]
-    lines += ["", f"_Rule: {_rule(focus_rule, min_respondents, alpha)}_"]
-    lines += ["", f"_{model['gap_rule']}_"] if model.get("gap_rule") else []
-    lines += ["", "## Personas", ""]
-    for p in shown:
-        themes = p.get("themes") or {}
-        words = ", ".join(f"“{k['term']}”" for k in themes.get("keywords", [])[:3])
-        topics = ", ".join(t["topic"] for t in themes.get("topics", [])[:2])
-        needs = "; ".join(
-            x for x in [words and f"they say {words}", topics and f"tickets on {topics}"] if x
-        )
-        action = (p.get("actions") or [{}])[0].get("action")
-        lines.append(
-            f"- **{persona_name(p)}**: {p.get('custom_description') or p['description']}"
-            + influence_markdown(p)
-            + (f" Needs: {needs}." if needs else "")
-            + (f" Do: {action}" if action else "")
-        )
-    path = Path(path)
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path

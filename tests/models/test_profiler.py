@@ -410,17 +410,19 @@ def test_names_fallback_when_no_rule_matches():
     assert name_personas([_p()], NAMING, 0.2) == ["Customers"]
 
 
-def test_names_unique_with_next_phrase_then_number():
+def test_names_unique_with_next_phrase_then_what_sets_them_apart_then_number():
     personas = [
         _p(_t("usage_events", 1.0), value_effect=1.0),
         _p(_t("usage_events", 1.0), _t("tenure_days", 0.8), value_effect=1.0),
+        _p(_t("usage_events", 0.9), _t("nps_latest", -0.6, "NPS"), value_effect=1.0),
         _p(_t("usage_events", 0.9), value_effect=1.0),
     ]
     out = name_personas(personas, NAMING, 0.2)
     assert out == [
         "High-value power users",
         "High-value power users, long-time customers",
-        "High-value power users 3",
+        "High-value power users, less NPS",  # no rule names it: its own strongest trait
+        "High-value power users 4",  # nothing else sets it apart
     ]
     assert len(set(out)) == len(out)
 

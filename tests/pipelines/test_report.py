@@ -297,10 +297,24 @@ def test_data_quality_table_is_data_quality_json(demo, page):
 
 
 @pytest.mark.slow
+def test_segmentation_json_and_the_report_show_the_choice(demo, page):
+    summary = json.loads((demo["out"] / "segmentation.json").read_text())
+    personas = json.loads((demo["out"] / "personas.json").read_text())
+    assert summary["n_personas"] == len(personas)
+    assert summary["structure"] == "distinct"  # the demo's planted personas
+    assert summary["chosen"] in {c["name"] for c in summary["candidates"]}
+    assert summary["reason"] and summary["reason"].endswith(".")
+    text = page.text
+    assert "How many personas" in text
+    assert f"{summary['n_personas']} personas ({summary['chosen']})" in text
+    assert "slices of a continuum" not in text  # distinct groups: no continuum warning
+    assert "slices of a continuum" not in (demo["out"] / "report.md").read_text()
+
+
 def test_html_report_is_self_contained_and_small(demo, page):
     text = demo["html"].read_text()
     captions = [f.text for f in page.find_all("figcaption")]
-    assert len(page.find_all("img")) == len(captions) == 6
+    assert len(page.find_all("img")) == len(captions) == 7
     assert any(c.startswith("Key drivers.") for c in captions)
     assert all(
         img.attrs["src"].startswith("data:image/png;base64,") for img in page.find_all("img")
@@ -643,3 +657,46 @@ def test_greyed_nps_and_escaped_quotes(tmp_path):
         tmp_path / "r.md", personas=personas, model={"n_customers": 10, "as_of": "x"}, run_id="r"
     ).read_text()
     assert "(too few respondents: 12)" in md
+
+
+def _continuum(folder: Path, n: int = 800, seed: int = 2) -> Path:
+    """One behaviour profile with customer-level spread: no groups to find."""
+    rng = np.random.default_rng(seed)
+    ids = [f"K{i:04d}" for i in range(n)]
+    intensity = rng.lognormal(0.0, 0.5, n)
+    usage, pays, answers = [], [], []
+    for cid, level in zip(ids, intensity, strict=True):
+        for _ in range(1 + rng.poisson(20 * level)):
+            day = pd.Timestamp("2026-01-01") + pd.Timedelta(days=float(rng.uniform(0, 180)))
+            usage.append((cid, day.strftime("%Y-%m-%d %H:%M"), rng.choice(["a", "b", "c"])))
+        for _ in range(1 + rng.poisson(4 * level)):
+            day = pd.Timestamp("2025-07-01") + pd.Timedelta(days=int(rng.integers(0, 360)))
+            pays.append((cid, day.strftime("%Y-%m-%d"), round(float(rng.gamma(3, 10)), 2)))
+        answers.append((cid, "2026-06-01", int(rng.integers(0, 11))))
+    folder.mkdir(parents=True)
+    pd.DataFrame({"customer_id": ids}).to_csv(folder / "customers.csv", index=False)
+    for name, rows, columns in (
+        ("usage_events", usage, ["customer_id", "timestamp", "feature"]),
+        ("transactions", pays, ["customer_id", "timestamp", "amount"]),
+        ("feedback", answers, ["customer_id", "timestamp", "nps"]),
+    ):
+        pd.DataFrame(rows, columns=columns).to_csv(folder / f"{name}.csv", index=False)
+    return folder
+
+
+def test_a_base_without_groups_is_called_a_continuum(tmp_path):
+    data = _continuum(tmp_path / "flat")
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "-m", "pipelines", "train", "--data", data, "--output", out],
+        env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((out / "segmentation.json").read_text())
+    assert summary["structure"] in {"none", "weak"}
+    assert "slices of a continuum" in (out / "report.md").read_text()
+    assert "slices of a continuum" in (out / "report.html").read_text()
+    assert "slices of a continuum" in done.stdout
+    names = [p["name"] for p in json.loads((out / "personas.json").read_text())]
+    assert not any(re.fullmatch(r"Customers( \d+)?", n) for n in names), names
