@@ -226,7 +226,10 @@ def cost(n: int, work: Path, model: dict | None = None) -> dict:
     from pipelines.config import load_config
     from pipelines.train import _fit
 
-    runs = sorted((work / "runs").glob("*_chosen"))
+    # the base with the most personas: the search costs most there
+    runs = sorted(
+        (work / "runs").glob("*_chosen"), key=lambda p: ("fourteen" not in p.name, p.name)
+    )
     if not runs:
         raise SystemExit("--cost needs a chosen run in --work: run the benchmark first.")
     path = runs[0] / "features.parquet"
@@ -336,7 +339,7 @@ def write(rows: list[dict], costs: list[dict], shaped: list[dict], command: str)
     lines += ["", "Why each chosen run chose what it did:", ""]
     lines += [f"- {r['design']} {r['seed']}: {r['reason']} {r['structure_reason']}" for r in rows]
     (HERE / "selection.md").write_text("\n".join(lines) + "\n")
-    results = {"runs": rows, "cost": costs, "non_convex": shaped}
+    results = {"command": command, "runs": rows, "cost": costs, "non_convex": shaped}
     (HERE / "selection.json").write_text(json.dumps(results, indent=1))
 
 
@@ -350,6 +353,9 @@ def main() -> None:
     parser.add_argument("--density", action="store_true", help="also compare model families")
     parser.add_argument("--cost", type=int, default=0, help="also time the model stage on N")
     parser.add_argument(
+        "--reuse", action="store_true", help="take the runs from selection.json, only time"
+    )
+    parser.add_argument(
         "--density-cost", type=int, default=0, help="also time it on N with HDBSCAN candidates"
     )
     args = parser.parse_args()
@@ -357,14 +363,22 @@ def main() -> None:
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     seeds = [int(s) for s in args.seeds.split(",")]
-    rows = bench(
-        args.designs.split(","), seeds, args.customers, work, not args.no_silhouette, args.density
-    )
-    shaped = shapes(seeds) if args.density else []
+    if args.reuse:
+        previous = json.loads((HERE / "selection.json").read_text())
+        rows, shaped = previous["runs"], previous["non_convex"]
+    else:
+        rows = bench(
+            args.designs.split(","), seeds, args.customers, work, not args.no_silhouette,
+            args.density,
+        )  # fmt: skip
+        shaped = shapes(seeds) if args.density else []
     costs = [cost(args.cost, work)] if args.cost else []
     if args.density_cost:
         costs.append(cost(args.density_cost, work, DENSITY))
-    write(rows, costs, shaped, "python benchmarks/selection.py " + " ".join(sys.argv[1:]))
+    command = "python benchmarks/selection.py " + " ".join(sys.argv[1:])
+    if args.reuse:
+        command = previous["command"] + f"`, timed again with `{command}"
+    write(rows, costs, shaped, command)
 
 
 if __name__ == "__main__":

@@ -248,8 +248,8 @@ def divisive_search(
     Parameters
     ----------
     X : ndarray of shape (n_samples, n_features)
-        The customers (a sample: the search is quadratic in nothing, but it refits k-means
-        once per split).
+        The customers (a sample: nothing here is quadratic, but k-means is refitted once
+        per split).
     k_max : int, default=15
         Most groups; partitions up to ``k_max`` are returned even past the last valley
         (by the split that explains most spread), so every number can be scored or forced.
