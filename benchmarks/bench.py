@@ -37,7 +37,7 @@ from sklearn.preprocessing import StandardScaler
 ROOT = Path(__file__).resolve().parents[1]
 CHUNK = 100_000  # bigger bases are generated this many customers at a time (~2.3 GiB each)
 GIB = 2**30
-STAGES = dict(  # table column -> the recipe's stages (as `pipelines.train._stage` logs them)
+STAGES = dict(  # table column -> the recipe's stages (as `pipelines.run.stage` logs them)
     load=("Load and validate",), features=("Features",), clv=("Customer lifetime value",),
     model=("Model",),
     profile=("Drivers and themes", "Profile", "Compare with the champion"),
@@ -169,7 +169,7 @@ def train(folder: Path, peak: Peak) -> dict:
     from pipelines.train import train as run_train
 
     stages = StageLog(peak)
-    logging.getLogger("pipelines.train").addHandler(stages)
+    logging.getLogger("pipelines.run").addHandler(stages)  # where `pipelines.run.stage` logs
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_config()
         cfg["tracking"]["uri"] = f"sqlite:///{tmp}/mlflow.db"

@@ -8,6 +8,8 @@ differ between engines are the `Dialect`.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from typing import TypeVar
 
 import pandas as pd
 
@@ -15,6 +17,12 @@ from features.loading import LoadedData
 from features.sql import sql_name, sql_text, sql_time
 
 __all__ = ["Dialect", "Engine", "slug", "sql_text", "sql_time", "window_start"]
+
+T = TypeVar("T")
+
+#: Up to this many possible values, `Dialect.distinct_days` and `Dialect.distinct_values`
+#: count in a bit string per customer; beyond, as ``COUNT(DISTINCT ...)``.
+MAX_BITS = 1024
 
 
 class Dialect:
@@ -41,6 +49,36 @@ class Dialect:
         """
         return expr
 
+    def arg_min(self, value: str, key: str) -> str:
+        """Aggregate: ``value`` of the row with the smallest ``key`` (Spark: ``min_by``)."""
+        return f"arg_min({value}, {key})"
+
+    def distinct_days(self, timestamp: str, start: pd.Timestamp, days: int) -> str:
+        """Aggregate: the exact number of distinct calendar days of ``timestamp``.
+
+        ``timestamp`` is NULL or a time after ``start`` and at most ``days`` days later.
+        DuckDB's ``COUNT(DISTINCT ...)`` keeps a hash set per group, which costs more than
+        the rest of a scan of a hundred million events: each day sets one bit of a bit
+        string per customer instead (``bitstring_agg``), and the count is its set bits.
+        """
+        if days + 2 > MAX_BITS:
+            return f"COUNT(DISTINCT CAST({timestamp} AS DATE))"
+        day = f"date_diff('day', DATE '{start:%Y-%m-%d}', CAST({timestamp} AS DATE))"
+        return f"COALESCE(bit_count(bitstring_agg({day}, 0, {days + 1})), 0)"
+
+    def distinct_values(self, expr: str, values: list[str]) -> str:
+        """Aggregate: the exact number of distinct values of ``expr``, NULL or one of ``values``.
+
+        As `distinct_days`, one bit per value (its position in ``values``).
+        """
+        if not values or len(values) > MAX_BITS:
+            return f"COUNT(DISTINCT {expr})"
+        listed = ", ".join(sql_text(v) for v in values)
+        return (
+            f"COALESCE(bit_count(bitstring_agg(list_position([{listed}], {expr}), "
+            f"1, {len(values)})), 0)"
+        )
+
 
 class Engine:
     """Runs builder SQL on the loaded DuckDB tables and hands back pandas frames."""
@@ -49,6 +87,7 @@ class Engine:
 
     def __init__(self, data: LoadedData):
         self.data = data
+        self._shared: dict[tuple, object] = {}
 
     def has(self, table: str, column: str | None = None) -> bool:
         """Whether a table (and optionally one of its columns) is present."""
@@ -59,6 +98,21 @@ class Engine:
     def query(self, sql: str) -> pd.DataFrame:
         """Run a query and return its result as a DataFrame."""
         return self.data.con.execute(sql).df()
+
+    def shared(self, key: tuple, compute: Callable[[], T]) -> T:
+        """Return ``compute()``, computed once per engine and ``key``.
+
+        One scan of a table serves several feature families (usage and usage mix) or
+        stages (RFM scores and the CLV summary). ``key`` starts with the table read and
+        names everything else the result depends on.
+        """
+        if key not in self._shared:
+            self._shared[key] = compute()
+        return self._shared[key]  # type: ignore[return-value]
+
+    def release(self, *tables: str) -> None:
+        """Forget the shared results that read these tables (see `shared`)."""
+        self._shared = {k: v for k, v in self._shared.items() if k[0] not in tables}
 
 
 def window_start(as_of: pd.Timestamp, days: int) -> str:

@@ -37,30 +37,66 @@ Built = tuple[pd.DataFrame, list[Feature], dict]
 logger = logging.getLogger(__name__)
 
 
+def _usage_scan(engine: Engine, as_of: pd.Timestamp, params: dict) -> dict:
+    """Scan usage_events once for the usage and usage mix families (shared on the engine).
+
+    A first, cheap query totals each product feature's usage in the window (the spellings
+    the batch holds and how much each is used). The scan then aggregates every customer's
+    usage: the usage family's counts and, pivoted in SQL (one conditional sum per product
+    feature of the batch), their usage of each product feature in the window. Returns
+    ``totals`` (spelling -> usage in the window) and ``frame`` (one row per customer with
+    usage; ``_q<i>`` is the usage of the i-th spelling of ``totals``).
+    """
+    w, t = params["window_days"], params["trend_days"]
+
+    def scan() -> dict:
+        qty = "COALESCE(quantity, 1)" if engine.has("usage_events", "quantity") else "1"
+        start, recent, before = (
+            window_start(as_of, w),
+            window_start(as_of, t),
+            window_start(as_of, 2 * t),
+        )
+        totals = engine.query(f"""
+            SELECT feature, SUM({qty}) AS q FROM usage_events
+            WHERE timestamp > {start} AND feature IS NOT NULL GROUP BY feature""")
+        totals = totals.sort_values("feature", ignore_index=True)
+        spellings = totals["feature"].astype(str).tolist()
+        days = engine.dialect.days("max(timestamp)", sql_time(as_of))
+        in_window = f"timestamp > {start}"
+        distinct_days = engine.dialect.distinct_days(
+            f"CASE WHEN {in_window} THEN timestamp END", as_of - pd.Timedelta(days=w), w
+        )
+        breadth = engine.dialect.distinct_values(
+            f"CASE WHEN {in_window} THEN feature END", spellings
+        )
+        per = "".join(
+            f",\n SUM(CASE WHEN {in_window} AND feature = {sql_text(f)} THEN {qty} ELSE 0 END)"
+            f" AS _q{i}"
+            for i, f in enumerate(spellings)
+        )
+        frame = engine.query(f"""
+            SELECT customer_id,
+              SUM(CASE WHEN {in_window} THEN {qty} ELSE 0 END) AS usage_events,
+              {distinct_days} AS usage_active_days,
+              {breadth} AS usage_breadth,
+              {days} AS usage_recency_days,
+              SUM(CASE WHEN timestamp > {recent} THEN {qty} ELSE 0 END) AS _last,
+              SUM(CASE WHEN timestamp > {before} AND timestamp <= {recent} THEN {qty} ELSE 0 END)
+                AS _prev{per}
+            FROM usage_events GROUP BY customer_id""")
+        return {"totals": dict(zip(spellings, totals["q"], strict=True)), "frame": frame}
+
+    return engine.shared(("usage_events", as_of, w, t), scan)
+
+
 def usage(engine: Engine, as_of: pd.Timestamp, params: dict, fitted=None) -> Built:
     """Intensity, activity, breadth, recency and trend of product usage (nothing fitted)."""
     w, t = params["window_days"], params["trend_days"]
-    qty = "COALESCE(quantity, 1)" if engine.has("usage_events", "quantity") else "1"
-    start, recent, before = (
-        window_start(as_of, w),
-        window_start(as_of, t),
-        window_start(as_of, 2 * t),
-    )
-    days = engine.dialect.days("max(timestamp)", sql_time(as_of))
-    frame = engine.query(f"""
-        SELECT customer_id,
-          SUM(CASE WHEN timestamp > {start} THEN {qty} ELSE 0 END) AS usage_events,
-          COUNT(DISTINCT CASE WHEN timestamp > {start} THEN CAST(timestamp AS DATE) END)
-            AS usage_active_days,
-          COUNT(DISTINCT CASE WHEN timestamp > {start} THEN feature END) AS usage_breadth,
-          {days} AS usage_recency_days,
-          SUM(CASE WHEN timestamp > {recent} THEN {qty} ELSE 0 END) AS _last,
-          SUM(CASE WHEN timestamp > {before} AND timestamp <= {recent} THEN {qty} ELSE 0 END)
-            AS _prev
-        FROM usage_events GROUP BY customer_id""")
-    total = frame["_last"] + frame["_prev"]
-    frame["usage_trend"] = np.where(total > 0, (frame["_last"] - frame["_prev"]) / total, 0.0)
-    frame = frame.drop(columns=["_last", "_prev"])
+    scanned = _usage_scan(engine, as_of, params)["frame"]
+    columns = ["usage_events", "usage_active_days", "usage_breadth", "usage_recency_days"]
+    frame = scanned[["customer_id", *columns]].copy()
+    total = scanned["_last"] + scanned["_prev"]
+    frame["usage_trend"] = np.where(total > 0, (scanned["_last"] - scanned["_prev"]) / total, 0.0)
     return (
         frame,
         [
@@ -131,66 +167,66 @@ def usage_mix(engine: Engine, as_of: pd.Timestamp, params: dict, fitted=None) ->
     ``mix_reports``, labelled with the spelling that has the most usage. Fitted: the
     product features (and, beyond ``mix_max_features`` of them, the NMF basis of the usage
     themes). A product feature the fit never saw still counts in a customer's total usage.
+    The usage per product feature comes pivoted from the usage scan (`_usage_scan`).
     """
-    qty = "COALESCE(quantity, 1)" if engine.has("usage_events", "quantity") else "1"
-    long = engine.query(f"""
-        SELECT customer_id, feature, SUM({qty}) AS q FROM usage_events
-        WHERE timestamp > {window_start(as_of, params["window_days"])} AND feature IS NOT NULL
-        GROUP BY customer_id, feature""")
+    scanned = _usage_scan(engine, as_of, params)
+    totals, frame = scanned["totals"], scanned["frame"]
     if fitted is None:
-        if long.empty:
+        if not totals:
             return pd.DataFrame({"customer_id": []}), [], {}
-        fitted = _fit_mix(long, params)
+        labels = _spellings(pd.DataFrame({"feature": list(totals), "q": list(totals.values())}),
+                            "feature", "q")  # fmt: skip
+        fitted = {"slugs": sorted(labels), "labels": labels}
+    if not totals:  # nobody used the product in the window: every share is 0
+        return pd.DataFrame({"customer_id": []}), _mix_features(fitted), fitted
+    # each product feature's usage: the sum of its spellings' columns, in the batch's order
+    spelled = [slug(f) for f in totals]
+    used = np.zeros((len(frame), len(fitted["slugs"])))
+    for j, s in enumerate(fitted["slugs"]):
+        for i, spelled_as in enumerate(spelled):
+            if spelled_as == s:
+                used[:, j] += frame[f"_q{i}"].to_numpy(dtype=float)
+    total = frame[[f"_q{i}" for i in range(len(spelled))]].to_numpy(dtype=float).sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        shares = np.where(total[:, None] > 0, used / total[:, None], 0.0)
+    if "themes" not in fitted and len(fitted["slugs"]) > params["mix_max_features"]:
+        fitted = _fit_themes(frame, shares, fitted, params)
+    values = theme_weights(shares, fitted["basis"]) if "themes" in fitted else shares
+    out = pd.DataFrame(values, columns=[f.name for f in _mix_features(fitted)])
+    out.insert(0, "customer_id", frame["customer_id"].to_numpy())
+    return out, _mix_features(fitted), fitted
+
+
+def _mix_features(fitted: dict) -> list[Feature]:
+    """Return the columns of the usage mix: one per product feature, or per usage theme."""
     labels = fitted["labels"]
     if "themes" in fitted:
-        columns = [c for c, _ in fitted["themes"]]
-        feats = [
+        return [
             Feature(column, "usage_mix", "needs", f"weight of the usage theme led by {label}",
                     "share", "none", label)
             for column, label in fitted["themes"]
         ]  # fmt: skip
-    else:
-        columns = [f"mix_{s}" for s in fitted["slugs"]]
-        feats = [
-            Feature(f"mix_{s}", "usage_mix", "needs", f"share of usage that goes to {labels[s]}",
-                    "share", "none", labels[s].replace("_", " "))
-            for s in fitted["slugs"]
-        ]  # fmt: skip
-    if long.empty:  # nobody used the product in the window: every share is 0
-        return pd.DataFrame({"customer_id": []}), feats, fitted
-    slugs = {f: slug(f) for f in long["feature"].unique()}  # a few names, millions of rows
-    wide = (
-        long.assign(feature=long["feature"].map(slugs))
-        .groupby(["customer_id", "feature"])["q"]
-        .sum()
-        .unstack(fill_value=0.0)
-        .astype(float)
-    )
-    total = wide.sum(axis=1).replace(0, np.nan)
-    shares = wide.reindex(columns=fitted["slugs"], fill_value=0.0).div(total, axis=0).fillna(0.0)
-    if "themes" in fitted:
-        values = theme_weights(shares.to_numpy(), fitted["basis"])
-    else:
-        values = shares.to_numpy()
-    frame = pd.DataFrame(values, columns=columns, index=shares.index)
-    return frame.reset_index(), feats, fitted
+    return [
+        Feature(f"mix_{s}", "usage_mix", "needs", f"share of usage that goes to {labels[s]}",
+                "share", "none", labels[s].replace("_", " "))
+        for s in fitted["slugs"]
+    ]  # fmt: skip
 
 
-def _fit_mix(long: pd.DataFrame, params: dict) -> dict:
-    """Learn the product features (and the usage themes when there are too many)."""
-    labels = _spellings(long, "feature", "q")
-    fitted = {"slugs": sorted(labels), "labels": labels}
-    if len(labels) <= params["mix_max_features"]:
-        return fitted
+def _fit_themes(frame: pd.DataFrame, shares: np.ndarray, fitted: dict, params: dict) -> dict:
+    """Learn the usage themes (NMF) from the customers with usage in the window.
+
+    The rows are those customers' shares, sorted by customer id, as the fit always saw them.
+    """
     from sklearn.decomposition import NMF  # here: importing sklearn costs a second per process
 
-    wide = long.assign(feature=long["feature"].map(slug)).pivot_table(
-        index="customer_id", columns="feature", values="q", aggfunc="sum", fill_value=0.0
-    )[fitted["slugs"]]
-    shares = wide.div(wide.sum(axis=1).replace(0, np.nan), axis=0).fillna(0.0)
-    k = min(params["mix_themes"], shares.shape[1])
+    active = frame["usage_breadth"].to_numpy() > 0
+    ids = frame["customer_id"].astype(str).to_numpy()[active]
+    rows = shares[active][np.argsort(ids, kind="stable")]
+    labels = fitted["labels"]
+    k = min(params["mix_themes"], rows.shape[1])
     nmf = NMF(n_components=k, init="nndsvda", random_state=params["seed"], max_iter=400)
-    nmf.fit(shares.to_numpy())
+    nmf.fit(rows)
     themes = []
     for i, comp in enumerate(nmf.components_):
         top = [fitted["slugs"][j] for j in np.argsort(comp)[::-1][:2]]
@@ -245,11 +281,16 @@ def _fit_channels(engine: Engine, limit: int) -> dict:
 
 
 def _channel_counts(engine: Engine) -> pd.DataFrame:
-    counts = engine.query(
-        "SELECT channel, COUNT(*) AS n FROM engagement_events WHERE channel IS NOT NULL "
-        "GROUP BY channel"
-    )
-    return counts.assign(slug=counts["channel"].map(slug))
+    """Return each channel spelling's events and slug (one query per engine: shared)."""
+
+    def count() -> pd.DataFrame:
+        counts = engine.query(
+            "SELECT channel, COUNT(*) AS n FROM engagement_events WHERE channel IS NOT NULL "
+            "GROUP BY channel"
+        )
+        return counts.assign(slug=counts["channel"].map(slug))
+
+    return engine.shared(("engagement_events", "channels"), count)
 
 
 def engagement(engine: Engine, as_of: pd.Timestamp, params: dict, fitted=None) -> Built:
@@ -270,13 +311,16 @@ def engagement(engine: Engine, as_of: pd.Timestamp, params: dict, fitted=None) -
         for s, name in columns.items()
     )
     events, recency, silent = _ENGAGEMENT_TOTALS
+    # aggregated per customer first, then joined to every customer: the silent ones too
+    counted = "".join(f", COALESCE(e.{name}, 0) AS {name}" for name in columns.values())
     frame = engine.query(f"""
-        SELECT customer_id,
-          SUM(CASE WHEN timestamp > {start} THEN 1 ELSE 0 END) AS {events},
-          {engine.dialect.days("max(timestamp)", sql_time(as_of))} AS {recency},
-          CASE WHEN SUM(CASE WHEN timestamp > {start} THEN 1 ELSE 0 END) > 0 THEN 0.0 ELSE 1.0
-            END AS {silent}{per}
-        FROM customers LEFT JOIN engagement_events USING (customer_id) GROUP BY customer_id""")
+        SELECT customer_id, COALESCE(e.{events}, 0) AS {events}, e.{recency},
+          CASE WHEN COALESCE(e.{events}, 0) > 0 THEN 0.0 ELSE 1.0 END AS {silent}{counted}
+        FROM customers LEFT JOIN (
+          SELECT customer_id,
+            SUM(CASE WHEN timestamp > {start} THEN 1 ELSE 0 END) AS {events},
+            {engine.dialect.days("max(timestamp)", sql_time(as_of))} AS {recency}{per}
+          FROM engagement_events GROUP BY customer_id) e USING (customer_id)""")
     feats = [
         Feature(
             events,
@@ -324,6 +368,35 @@ def engagement(engine: Engine, as_of: pd.Timestamp, params: dict, fitted=None) -
     return frame, feats, fitted
 
 
+def _tenure_days(
+    engine: Engine, as_of: pd.Timestamp, family: str, first_transaction: bool
+) -> tuple[str, Feature] | None:
+    """Return SQL of the tenure in days (reading ``signup_date`` and ``first_transaction``).
+
+    None without either source; see `tenure`.
+    """
+    starts, words = [], []
+    if engine.has("customers", "signup_date"):
+        starts.append("signup_date")
+        words.append("signup")
+    if first_transaction:
+        starts.append("first_transaction")
+        words.append("the first transaction")
+    if not starts:
+        return None
+    days = engine.dialect.days(f"COALESCE({', '.join(starts)})", sql_time(as_of))
+    return days, Feature(
+        "tenure_days",
+        family,
+        "value",
+        f"days since {', else '.join(words)}",
+        "days",
+        "log",
+        "tenure",
+        fill="nan",
+    )
+
+
 def tenure(engine: Engine, as_of: pd.Timestamp, family: str) -> tuple[pd.DataFrame, list[Feature]]:
     """Days each customer has been with us at ``as_of``: ``tenure_days``.
 
@@ -331,34 +404,19 @@ def tenure(engine: Engine, as_of: pd.Timestamp, family: str) -> tuple[pd.DataFra
     first transaction (when there is a transactions table). A signup after ``as_of`` gives
     0; a customer with neither gets NaN. Without either source there is no feature.
     """
-    starts, words, joined = [], [], ""
-    if engine.has("customers", "signup_date"):
-        starts.append("signup_date")
-        words.append("signup")
-    if engine.has("transactions"):
-        starts.append("first_transaction")
-        words.append("the first transaction")
-        joined = (
-            " LEFT JOIN (SELECT customer_id, min(timestamp) AS first_transaction"
-            " FROM transactions GROUP BY customer_id) USING (customer_id)"
-        )
-    if not starts:
+    found = _tenure_days(engine, as_of, family, engine.has("transactions"))
+    if found is None:
         return pd.DataFrame({"customer_id": []}), []
-    days = engine.dialect.days(f"COALESCE({', '.join(starts)})", sql_time(as_of))
+    days, feature = found
+    joined = (
+        " LEFT JOIN (SELECT customer_id, min(timestamp) AS first_transaction"
+        " FROM transactions GROUP BY customer_id) USING (customer_id)"
+        if engine.has("transactions")
+        else ""
+    )
     frame = engine.query(f"SELECT customer_id, {days} AS tenure_days FROM customers{joined}")
     frame["tenure_days"] = frame["tenure_days"].clip(lower=0.0)
-    return frame, [
-        Feature(
-            "tenure_days",
-            family,
-            "value",
-            f"days since {', else '.join(words)}",
-            "days",
-            "log",
-            "tenure",
-            fill="nan",
-        )
-    ]
+    return frame, [feature]
 
 
 def revenue(engine: Engine, as_of: pd.Timestamp, params: dict, fitted=None) -> Built:
@@ -400,17 +458,23 @@ def revenue(engine: Engine, as_of: pd.Timestamp, params: dict, fitted=None) -> B
                 fill="nan",
             )
         )
+    names = ["revenue_monetary", "revenue_12m", "revenue_frequency", "revenue_avg_order"]
+    names += ["revenue_recency_days", "revenue_refunds"] + [f.name for f in feats]
+    # one scan: the first transaction joins the aggregates, and tenure covers every customer
+    days_since, feat_tenure = _tenure_days(engine, as_of, "revenue", True)
     frame = engine.query(f"""
-        SELECT customer_id,
-          SUM(amount) AS revenue_monetary,
-          SUM(CASE WHEN timestamp > {year} THEN amount ELSE 0 END) AS revenue_12m,
-          SUM(CASE WHEN amount > 0 THEN 1 ELSE 0 END) AS revenue_frequency,
-          AVG(CASE WHEN amount > 0 THEN amount END) AS revenue_avg_order,
-          {days} AS revenue_recency_days,
-          SUM(CASE WHEN amount < 0 THEN 1 ELSE 0 END) AS revenue_refunds{extra}
-        FROM transactions GROUP BY customer_id""")
-    since, feats_tenure = tenure(engine, as_of, "revenue")
-    frame = frame.merge(since, on="customer_id", how="outer")
+        SELECT customer_id, {", ".join(f"r.{n}" for n in names)}, {days_since} AS tenure_days
+        FROM customers LEFT JOIN (
+          SELECT customer_id,
+            SUM(amount) AS revenue_monetary,
+            SUM(CASE WHEN timestamp > {year} THEN amount ELSE 0 END) AS revenue_12m,
+            SUM(CASE WHEN amount > 0 THEN 1 ELSE 0 END) AS revenue_frequency,
+            AVG(CASE WHEN amount > 0 THEN amount END) AS revenue_avg_order,
+            {days} AS revenue_recency_days,
+            SUM(CASE WHEN amount < 0 THEN 1 ELSE 0 END) AS revenue_refunds{extra},
+            min(timestamp) AS first_transaction
+          FROM transactions GROUP BY customer_id) r USING (customer_id)""")
+    frame["tenure_days"] = frame["tenure_days"].clip(lower=0.0)
     return (
         frame,
         [
@@ -471,7 +535,7 @@ def revenue(engine: Engine, as_of: pd.Timestamp, params: dict, fitted=None) -> B
                 "refunds",
             ),
             *feats,
-            *feats_tenure,
+            feat_tenure,
         ],
         {},
     )
@@ -677,19 +741,21 @@ def _fit_attributes(raw: pd.DataFrame, names: list[str], params: dict) -> list[d
     fitted: list[dict] = []
     for name in names:
         col = raw[name]
-        values = pd.to_numeric(col, errors="coerce")
-        present = col.notna().sum()
+        counts = col.value_counts()  # each value once: parsing a million strings is slow
+        numbers = pd.to_numeric(pd.Series(counts.index, dtype=object), errors="coerce")
+        present, numeric = counts.sum(), counts[numbers.notna().to_numpy()].sum()
         column = f"attr_{slug(name)}"
         if any(a["column"] == column for a in fitted):
             logger.warning("Attribute %r is named like another one (%s); not used.", name, column)
-        elif col.nunique(dropna=False) <= 1:
+        elif len(counts) + bool(col.isna().any()) <= 1:
             logger.info("Attribute %r is the same for every customer (or empty); not used.", name)
-        elif present and values.notna().sum() >= 0.95 * present:
+        elif present and numeric >= 0.95 * present:
+            values = pd.to_numeric(col, errors="coerce")
             heavy = values.min() >= 0 and values.quantile(0.99) > 20 * max(values.median(), 1)
             transform = "log" if heavy else "none"
             fitted.append({"name": name, "column": column, "transform": transform, "levels": None})
-        elif present and col.nunique() <= max(0.5 * present, params["max_categories"]):
-            levels = list(col.value_counts().index[: params["max_categories"]])
+        elif present and len(counts) <= max(0.5 * present, params["max_categories"]):
+            levels = list(counts.index[: params["max_categories"]])
             fitted.append({"name": name, "column": column, "transform": "category",
                            "levels": levels})  # fmt: skip
         else:

@@ -12,6 +12,7 @@ import datetime as dt
 import difflib
 import hashlib
 import logging
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -143,6 +144,30 @@ def _parse(spec: ColumnSpec, col: str, dtype: str) -> str:
     return f"CASE WHEN isfinite({number}) THEN {number} END"
 
 
+def _plain(spec: ColumnSpec, col: str, dtype: str) -> tuple[str, bool] | None:
+    """Return SQL reading a typed column as its contract type without `_parse`'s cleaning.
+
+    Returns the expression and whether it always equals `_parse`'s (True: an integer id
+    written as text, an integer or decimal as a double, a timestamp), or only when the
+    column holds nothing to clean (False: text that needs no trimming and is never empty,
+    floats that are all finite); None when the column must be parsed (text holding
+    numbers or times, a float id). When every row passes the checks and these hold, later
+    reads skip the parsing and checking (see `_valid_view`).
+    """
+    q = sql_name(col)
+    if spec.kind in ("id", "text") and dtype == "VARCHAR":
+        return q, False
+    if spec.kind == "id" and dtype in _INTEGERS:
+        return f"CAST({q} AS VARCHAR)", True
+    if spec.kind == "timestamp" and dtype.startswith(("TIMESTAMP", "DATE")):
+        return f"CAST({q} AS TIMESTAMP)", True
+    if spec.kind in ("number", "integer") and (dtype in _INTEGERS or dtype.startswith("DECIMAL")):
+        return f"CAST({q} AS DOUBLE)", True
+    if spec.kind in ("number", "integer") and dtype in _FLOATS:
+        return f"CAST({q} AS DOUBLE)", False
+    return None
+
+
 def _did_you_mean(name: str, names: list[str]) -> str:
     """Return ``" (did you mean 'x'?)"`` for the closest of ``names``, or nothing."""
     close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
@@ -244,36 +269,142 @@ def _checks(table: TableSpec, found: dict[str, str]) -> list[_Check]:
     return checks
 
 
-def _check_table(
+def _scan(
+    con: duckdb.DuckDBPyConnection,
+    rows: str,
+    checks: list[_Check],
+    extra: list[str],
+    derived: list[str] | None = None,
+) -> tuple[int, int, list[int], list]:
+    """Count rows, invalid rows and the rows breaking each check, in one scan with ``extra``.
+
+    ``rows`` is SQL of the rows with a boolean column ``__bad_<i>`` per check; ``extra``
+    are more aggregates over them, which may read ``__valid`` (no check broken) and the
+    ``derived`` columns (SQL over a row and ``__valid``, computed once per row). Counts
+    are ``count_if(...)``: DuckDB evaluates them several times faster than ``FILTER``.
+    Returns the row count, the invalid count, the count per check and the ``extra`` values.
+    """
+    flags = [f"__bad_{i}" for i in range(len(checks))]
+    counts = [f"count_if({f})" for f in flags]
+    aggregates = ["count(*)", "count_if(NOT __valid)", *counts, *extra]
+    rows = f"(SELECT *, NOT ({' OR '.join(flags) or 'false'}) AS __valid FROM {rows})"
+    if derived:
+        rows = f"(SELECT *, {', '.join(derived)} FROM {rows})"
+    row = con.execute(f"SELECT {', '.join(aggregates)} FROM {rows}").fetchone()
+    n = len(checks)
+    return int(row[0]), int(row[1]), [int(v) for v in row[2 : 2 + n]], list(row[2 + n :])
+
+
+def _failed(
     con: duckdb.DuckDBPyConnection,
     table: TableSpec,
     checks: list[_Check],
+    counts: list[int],
     n_examples: int,
     salt: str | None,
-) -> tuple[int, int, dict[tuple[str, str], dict]]:
-    """Count rows, bad rows and rows breaking each check in one scan; quote a few examples.
+) -> dict[tuple[str, str], dict]:
+    """Return the broken checks with their row counts and a few offending values.
 
     Examples of an id column (a duplicated ``customer_id``) are pseudonyms when ``salt``
     is given.
     """
-    name = table.name
-    any_bad = " OR ".join(f"({c.bad})" for c in checks) or "false"
-    counts = "".join(f", count(*) FILTER (WHERE {c.bad})" for c in checks)
-    row = con.execute(
-        f"SELECT count(*), count(*) FILTER (WHERE {any_bad}){counts} FROM staged_{name}"
-    ).fetchone()
     failed = {}
-    for check, n_bad in zip(checks, row[2:], strict=True):
+    for check, n_bad in zip(checks, counts, strict=True):
         if n_bad:
             examples = con.execute(
-                f"SELECT DISTINCT CAST({check.shown} AS VARCHAR) FROM staged_{name} "
+                f"SELECT DISTINCT CAST({check.shown} AS VARCHAR) FROM staged_{table.name} "
                 f"WHERE {check.bad} LIMIT {n_examples}"
             ).fetchall()
             shown = [e[0] for e in examples]
             if table.column(check.column).kind == "id":
                 shown = pseudonymize_values(shown, salt)
             failed[(check.column, check.reason)] = {"rows": int(n_bad), "examples": shown}
-    return int(row[0]), int(row[1]), failed
+    return failed
+
+
+def _mask(checks: list[_Check]) -> str:
+    """Return SQL of a row's broken checks as bits of one integer (check ``i``: bit ``i``)."""
+    if len(checks) > 62:  # a table has a few checks per column
+        raise RuntimeError(f"Too many checks for one bit mask: {len(checks)}")
+    bits = [f"CASE WHEN {c.bad} THEN {1 << i} ELSE 0 END" for i, c in enumerate(checks)]
+    return f"CAST({' + '.join(bits) or '0'} AS BIGINT)"
+
+
+def _stage_columns(time_col: str, cutoff: str) -> list[str]:
+    """Return the columns `_stage_aggregates` reads, to compute once per row.
+
+    The rows need ``__valid`` and ``__known`` (the row names a customer of the customers
+    table); ``cutoff`` is as_of when it is configured, else now (see `_load`).
+    """
+    return [
+        "__valid AND __known AS __mine",
+        f"__valid AND __known AND {sql_name(time_col)} <= {cutoff} AS __used",
+    ]
+
+
+def _stage_aggregates(
+    time_col: str, profile: TableProfile, cutoff: str, now: str, bounds: dict[str, float]
+) -> list[str]:
+    """Return the aggregates of an event table's valid rows that staging reads (`_Staging`).
+
+    They read the columns of `_stage_columns`.
+    """
+    t = sql_name(time_col)
+    return [
+        "count_if(__valid)",
+        "count_if(__valid AND NOT __known)",
+        f"count_if(__mine AND {t} > {cutoff})",
+        f"count_if(__mine AND {t} > {now})",
+        f"min(CASE WHEN __mine THEN {t} END)",
+        f"max(CASE WHEN __mine THEN {t} END)",
+        f"max(CASE WHEN __mine AND {t} <= {now} THEN {t} END)",
+        *profile.aggregates("__used", bounds),
+    ]
+
+
+def _bounds(
+    con: duckdb.DuckDBPyConnection, rows: str, sizes: dict[str, str], ratio: float
+) -> dict[str, float]:
+    """Return each number column's largest size in ``rows`` over the extreme ratio.
+
+    ``sizes`` maps a column to SQL of its values (its source column in a typed file, whose
+    statistics tell the smallest and largest value without a scan); see
+    `features.quality.TableProfile.aggregates` for what the bounds are for. A column
+    whose largest size is not a finite number gets no bound.
+    """
+    if not sizes or ratio <= 0:
+        return {}
+    row = con.execute(
+        f"SELECT {', '.join(f'min({v}), max({v})' for v in sizes.values())} FROM {rows}"
+    ).fetchone()
+    bounds = {}
+    for i, c in enumerate(sizes):
+        ends = [row[2 * i], row[2 * i + 1]]
+        if None not in ends:
+            largest = max(abs(float(v)) for v in ends)
+            if math.isfinite(largest):
+                bounds[c] = largest / ratio
+    return bounds
+
+
+@dataclass
+class _Staging:
+    """What staging needs to know of an event table, read in the scan that checks it."""
+
+    n_valid: int
+    n_unknown: int
+    n_later: int
+    n_future: int
+    first: object
+    last: object
+    past: object  # the latest timestamp up to now, for as_of
+    profile: list
+    bounds: dict[str, float]  # see `_bounds`
+
+    @classmethod
+    def of(cls, values: list, bounds: dict[str, float]) -> _Staging:
+        """Read `_stage_aggregates` back."""
+        return cls(*[int(v) for v in values[:4]], *values[4:7], list(values[7:]), bounds)
 
 
 def load_data(
@@ -392,6 +523,17 @@ def _load(
     table_digests: dict[str, str] = {}
     schemas: dict[str, dict[str, str]] = {}
     quarantining = validation["on_error"] == "quarantine"
+    ratio = float(validation["extreme_ratio"])
+    # The scan that checks an event table also gathers what staging needs, which depends on
+    # as_of. A configured as_of is known now. An inferred one is the latest valid timestamp
+    # of a known customer up to now, so for those rows "up to as_of" is "up to now"; only
+    # when every timestamp is in the future does staging scan again (`_restage`).
+    now = _now()
+    try:
+        cutoff = now if as_of is None else _parse_as_of(as_of)
+    except DataError:
+        cutoff = now  # raised where as_of is resolved, after the data's own problems
+    staging: dict[str, _Staging] = {}
 
     for name in [t for t in TABLES if t in readers]:
         table, file = TABLES[name], names[name]
@@ -403,6 +545,14 @@ def _load(
         found, attrs, pii = _map_columns(table, raw_cols, mapping.get(name, {}), file, privacy)
         if name == "customers":
             attributes = attrs
+        # Customers and text sources (CSV) are parsed once: their typed rows, with a bit mask
+        # of the checks each breaks, are kept in memory and every later step reads them.
+        # Typed event tables (Parquet, DuckDB) stay views, read in one scan that checks them
+        # and gathers what staging needs; when every row passes, later reads skip the parsing
+        # (`_plain`): reading the file again is cheaper than holding 100M events in memory.
+        held = name == "customers" or "read_csv" in readers[name]
+        plain = {} if held else {c: _plain(table.column(c), s, dtypes[s]) for c, s in found.items()}
+        compared = [c for c, got in plain.items() if got is not None and not got[1]]
         select = [
             f"{_parse(table.column(c), s, dtypes[s])} AS {sql_name(c)}" for c, s in found.items()
         ]
@@ -410,6 +560,7 @@ def _load(
             f"{_raw(table.column(c), s, dtypes[s])} AS {sql_name('__raw_' + c)}"
             for c, s in found.items()
         ]
+        select += [f"{plain[c][0]} AS {sql_name('__plain_' + c)}" for c in compared]
         select += [sql_name(a) for a in attrs]
         dup = name == "customers"
         if dup:  # the first row of each id wins; later ones are duplicates
@@ -424,32 +575,69 @@ def _load(
             + f" FROM (SELECT {', '.join(select)} FROM raw_{name})"
         )
         checks = _checks(table, found)
-        with reading(file, n_examples):
-            n_rows, n_bad, failed = _check_table(con, table, checks, n_examples, privacy["salt"])
         bad = " OR ".join(f"({c.bad})" for c in checks) or "false"
+        drop = ", ".join(
+            [sql_name("__raw_" + c) for c in found]
+            + [sql_name("__plain_" + c) for c in compared]
+            + (["__row", "__dup"] if dup else [])
+        )
+        available[name] = list(found) + attrs
+        if held:
+            with reading(file, n_examples):
+                con.execute(
+                    f"CREATE TEMP TABLE checked_{name} AS SELECT * EXCLUDE ({drop}), "
+                    f"{_mask(checks)} AS __bad FROM staged_{name}"
+                )
+            flags = [f"(__bad & {1 << i}) <> 0 AS __bad_{i}" for i in range(len(checks))]
+            rows = f"checked_{name}"
+        else:
+            flags = [f"({c.bad}) AS __bad_{i}" for i, c in enumerate(checks)]
+            rows = f"staged_{name}"
+        extra = [
+            f"count_if({sql_name(c)} IS DISTINCT FROM {sql_name('__plain_' + c)})" for c in compared
+        ]
+        derived = None
+        if name != "customers":
+            known = "customer_id IN (SELECT customer_id FROM valid_customers) AS __known"
+            flags.append(known)
+            profile = TableProfile.of(name, table, available[name], [])
+            if held:
+                sizes = {c: sql_name(c) for c in profile.numbers}
+            else:  # a typed file's statistics tell, without a scan
+                sizes = {c: sql_name(found[c]) for c in profile.numbers if plain[c] is not None}
+            with reading(file, n_examples):
+                bounds = _bounds(con, rows if held else f"raw_{name}", sizes, ratio)
+            extra += _stage_aggregates(
+                table.time_column, profile, _stamp(cutoff), _stamp(now), bounds
+            )
+            derived = _stage_columns(table.time_column, _stamp(cutoff))
+        with reading(file, n_examples):
+            n_rows, n_bad, counts, values = _scan(
+                con, f"(SELECT *, {', '.join(flags)} FROM {rows})", checks, extra, derived
+            )
+            failed = _failed(con, table, checks, counts, n_examples, privacy["salt"])
         for (col, reason), st in failed.items():
             ids = _as_pseudonyms(privacy["salt"]) if table.column(col).kind == "id" else ""
             problems.append(
                 f"{file}: column {col!r} {reason} in {st['rows']:,} of {n_rows:,} rows "
                 f"(e.g. {', '.join(repr(e) for e in st['examples'])}{ids}){_hint(reason, st)}"
             )
-        drop = ", ".join(
-            [sql_name("__raw_" + c) for c in found] + (["__row", "__dup"] if dup else [])
-        )
         if failed and quarantining:
-            rows = _quarantined(con, name, found, attrs, checks)
-            quarantine[name] = _pseudonymized(rows, table, privacy["salt"])
-        # Text sources (CSV) are parsed once: their valid rows, typed, are kept in memory and
-        # every later step (as_of, unknown ids, staging, features) reads them. Typed sources
-        # (Parquet, DuckDB) stay views: reading them again is cheaper than holding 100M
-        # events in memory.
-        kind_of_valid = "TEMP TABLE" if "read_csv" in readers[name] else "VIEW"
-        with reading(file, n_examples):
-            con.execute(
-                f"CREATE {kind_of_valid} valid_{name} AS SELECT * EXCLUDE ({drop}) "
-                f"FROM staged_{name} WHERE NOT ({bad})"
+            rows_out = _quarantined(con, name, found, attrs, checks)
+            quarantine[name] = _pseudonymized(rows_out, table, privacy["salt"])
+        clean = not n_bad and not any(values[: len(compared)]) and None not in plain.values()
+        if held:
+            valid = f"SELECT * EXCLUDE (__bad) FROM checked_{name}" + (
+                " WHERE __bad = 0" if n_bad else ""
             )
-        available[name] = list(found) + attrs
+        elif clean:  # nothing to clean or leave out: read the source's columns as they are
+            cols = [f"{plain[c][0]} AS {sql_name(c)}" for c in found] + [sql_name(a) for a in attrs]
+            valid = f"SELECT {', '.join(cols)} FROM raw_{name}"
+        else:
+            valid = f"SELECT * EXCLUDE ({drop}) FROM staged_{name} WHERE NOT ({bad})"
+        con.execute(f"CREATE VIEW valid_{name} AS {valid}")
+        if name != "customers":
+            staging[name] = _Staging.of(values[len(compared) :], bounds)
         quality["tables"][name] = {
             "file": file,
             "rows": n_rows,
@@ -474,10 +662,12 @@ def _load(
     quality["problems"] = problems
 
     _require_customers(con, quality["tables"]["customers"])
-    now = _now()
-    as_of_ts = _resolve_as_of(con, list(readers), as_of, quality, now)
+    as_of_ts = _resolve_as_of(staging, as_of, quality, now)
+    if as_of is None and all(st.past is None for st in staging.values()):
+        for name in staging:
+            staging[name] = _restage(con, name, available[name], as_of_ts, now, staging[name])
     salt = privacy["salt"]
-    _stage(con, list(readers), available, attributes, as_of_ts, quality, validation, now, salt)
+    _stage(con, staging, available, attributes, as_of_ts, quality, validation, salt)
     quality["as_of"] = str(as_of_ts)
     return LoadedData(
         con=con,
@@ -588,40 +778,26 @@ def _now() -> pd.Timestamp:
 
 
 def _resolve_as_of(
-    con: duckdb.DuckDBPyConnection,
-    tables: list[str],
-    as_of: str | None,
-    quality: dict,
-    now: pd.Timestamp,
+    staging: dict[str, _Staging], as_of: str | None, quality: dict, now: pd.Timestamp
 ) -> pd.Timestamp:
     """Return the configured reference time, else the latest timestamp of a known customer.
 
     Rows naming customers that are not in the customers table do not count, so a stray
     row of an unknown id cannot move the reference date; nor do rows dated after ``now``
     (a placeholder ``2099-01-01``, a day and month swapped), unless every row is (see
-    `_parse_as_of` for how a configured value is read).
+    `_parse_as_of` for how a configured value is read). ``staging`` holds each event
+    table's latest timestamps, from the scan that checked it.
     """
     if as_of is not None:
         return _parse_as_of(as_of)
-    known = "customer_id IN (SELECT customer_id FROM valid_customers)"
-    times = [
-        f"SELECT {sql_name(TABLES[t].time_column)} AS t FROM valid_{t} WHERE {known}"
-        for t in tables
-        if TABLES[t].time_column
-    ]
-    past, latest = con.execute(
-        f"SELECT max(t) FILTER (WHERE t <= {_stamp(now)}), max(t) "
-        f"FROM ({' UNION ALL '.join(times)})"
-    ).fetchone()
+    past = max((st.past for st in staging.values() if st.past is not None), default=None)
+    latest = max((st.last for st in staging.values() if st.last is not None), default=None)
     if latest is None:
-        counts = []
-        for t in tables:
-            if TABLES[t].time_column:
-                n_known = con.execute(f"SELECT count(*) FROM valid_{t} WHERE {known}").fetchone()
-                counts.append(
-                    f"{Path(quality['tables'][t]['file']).name}: {quality['tables'][t]['rows']:,} "
-                    f"rows, {n_known[0]:,} valid of known customers"
-                )
+        counts = [
+            f"{Path(quality['tables'][t]['file']).name}: {quality['tables'][t]['rows']:,} "
+            f"rows, {st.n_valid - st.n_unknown:,} valid of known customers"
+            for t, st in staging.items()
+        ]
         raise DataError(
             f"No table has a single valid timestamp of a known customer ({'; '.join(counts)}), "
             "so as_of cannot be inferred and there is no behaviour to segment on. Check that "
@@ -631,6 +807,26 @@ def _resolve_as_of(
         logger.warning("Every timestamp is after today (%s); as_of is the latest, %s.", now, latest)
         return pd.Timestamp(latest)
     return pd.Timestamp(past)
+
+
+def _restage(
+    con: duckdb.DuckDBPyConnection,
+    name: str,
+    columns: list[str],
+    as_of: pd.Timestamp,
+    now: pd.Timestamp,
+    first: _Staging,
+) -> _Staging:
+    """Gather what staging needs of an event table again, up to ``as_of`` (a second scan)."""
+    profile, time_col = TableProfile.of(name, TABLES[name], columns, []), TABLES[name].time_column
+    aggregates = _stage_aggregates(time_col, profile, _stamp(as_of), _stamp(now), first.bounds)
+    derived = _stage_columns(time_col, _stamp(as_of))
+    values = con.execute(
+        f"SELECT {', '.join(aggregates)} FROM (SELECT *, {', '.join(derived)} FROM (SELECT *, "
+        "true AS __valid, customer_id IN (SELECT customer_id FROM valid_customers) AS __known "
+        f"FROM valid_{name}))"
+    ).fetchone()
+    return _Staging.of(list(values), first.bounds)
 
 
 def _require_customers(con: duckdb.DuckDBPyConnection, info: dict) -> None:
@@ -648,31 +844,30 @@ def _require_customers(con: duckdb.DuckDBPyConnection, info: dict) -> None:
     )
 
 
-def _near_matches(con: duckdb.DuckDBPyConnection, name: str, known: str) -> tuple[int, list]:
+def _near_matches(con: duckdb.DuckDBPyConnection, name: str) -> tuple[int, list]:
     """Count the unknown ids of a table that match a customer once written alike.
 
     Returns the count and up to three ``(id in the table, id in customers)`` pairs
     (``('7', '007')``); see `features.quality.id_key`.
     """
     pairs = con.execute(
-        f"SELECT u.customer_id, min(c.customer_id) FROM "
-        f"(SELECT DISTINCT customer_id FROM valid_{name} WHERE NOT {known}) u "
+        f"SELECT u.customer_id, min(c.customer_id) FROM unknown_{name} u "
         f"JOIN customers c ON {id_key('u.customer_id')} = {id_key('c.customer_id')} "
         "GROUP BY u.customer_id ORDER BY u.customer_id"
     ).fetchall()
     return len(pairs), pairs[:3]
 
 
-def _stage(con, tables, available, attributes, as_of, quality, validation, now, salt):
+def _stage(con, staging, available, attributes, as_of, quality, validation, salt):
     """Create the final views over the valid rows: known customers only, nothing after ``as_of``.
 
     The quality summary of each event table counts the rows of unknown customers (and
     how many of their ids would match a customer once written alike), the rows after
-    ``as_of`` and the rows dated after ``now``; its ``first`` and ``last`` (the data span)
-    cover the valid rows of known customers, after ``as_of`` included. The profile of the
-    rows used (`features.quality.TableProfile`) comes from the same scan. With a ``salt``
-    (``privacy.pseudonymize_ids``), the unknown ids that the summary, the warning and the
-    error quote are pseudonyms.
+    ``as_of`` and the rows dated after now; its ``first`` and ``last`` (the data span)
+    cover the valid rows of known customers, after ``as_of`` included. These, and the
+    profile of the rows used (`features.quality.TableProfile`), come from the scan that
+    checked the table (``staging``). With a ``salt`` (``privacy.pseudonymize_ids``), the
+    unknown ids that the summary, the warning and the error quote are pseudonyms.
     """
     ratio, n_examples = float(validation["extreme_ratio"]), int(validation["examples"])
     con.execute("CREATE VIEW customers AS SELECT * FROM valid_customers")
@@ -680,52 +875,49 @@ def _stage(con, tables, available, attributes, as_of, quality, validation, now, 
     values = con.execute(f"SELECT {', '.join(profile.aggregates())} FROM customers").fetchone()
     quality["tables"]["customers"]["rows_used"] = values[0]
     quality["tables"]["customers"].update(profile.summary(values, con, ratio, n_examples))
-    stamp, future = _stamp(as_of), _stamp(now)
-    for name in [t for t in tables if t != "customers"]:
+    stamp = _stamp(as_of)
+    for name, st in staging.items():
         time_col = sql_name(TABLES[name].time_column)
         info = quality["tables"][name]
         known = "customer_id IN (SELECT customer_id FROM customers)"
         profile = TableProfile.of(name, TABLES[name], available[name], [])
-        row = con.execute(
-            "SELECT count(*), count(*) FILTER (WHERE NOT __known), "
-            "count(DISTINCT customer_id) FILTER (WHERE NOT __known), "
-            f"count(*) FILTER (WHERE __known AND {time_col} > {stamp}), "
-            f"count(*) FILTER (WHERE __known AND {time_col} > {future}), "
-            f"min({time_col}) FILTER (WHERE __known), max({time_col}) FILTER (WHERE __known), "
-            + ", ".join(profile.aggregates(f"__known AND {time_col} <= {stamp}"))
-            + f" FROM (SELECT *, {known} AS __known FROM valid_{name})"
-        ).fetchone()
-        n_valid, n_unknown, n_unknown_ids, n_later, n_future, first, last = row[:7]
+        n_unknown_ids = 0
+        if st.n_unknown:  # their ids, once: the examples, the near matches, the count
+            con.execute(
+                f"CREATE TEMP TABLE unknown_{name} AS SELECT DISTINCT customer_id "
+                f"FROM valid_{name} WHERE NOT {known}"
+            )
+            n_unknown_ids = con.execute(f"SELECT count(*) FROM unknown_{name}").fetchone()[0]
         info.update(
-            unknown_customer_rows=int(n_unknown),
+            unknown_customer_rows=st.n_unknown,
             unknown_customer_ids=int(n_unknown_ids),
-            rows_after_as_of=int(n_later),
-            rows_in_future=int(n_future),
-            first=str(first) if first is not None else None,
-            last=str(last) if last is not None else None,
+            rows_after_as_of=st.n_later,
+            rows_in_future=st.n_future,
+            first=str(st.first) if st.first is not None else None,
+            last=str(st.last) if st.last is not None else None,
         )
-        if n_future:
+        if st.n_future:
             logger.warning(
                 "%s: %d rows are dated after today (up to %s); as_of is %s.",
                 info["file"],
-                n_future,
-                last,
+                st.n_future,
+                st.last,
                 as_of,
             )
-        share = n_unknown / n_valid if n_valid else 0.0
-        if n_unknown:
+        share = st.n_unknown / st.n_valid if st.n_valid else 0.0
+        if st.n_unknown:
             examples = pseudonymize_values(
                 (
                     r[0]
                     for r in con.execute(
-                        f"SELECT DISTINCT customer_id FROM valid_{name} WHERE NOT {known} "
+                        f"SELECT customer_id FROM unknown_{name} ORDER BY customer_id "
                         f"LIMIT {int(validation['examples'])}"
                     ).fetchall()
                 ),
                 salt,
             )
             info["unknown_customer_examples"] = examples
-            n_near, pairs = _near_matches(con, name, known)
+            n_near, pairs = _near_matches(con, name)
             pairs = zip(
                 pseudonymize_values([u for u, _ in pairs], salt),
                 pseudonymize_values([c for _, c in pairs], salt),
@@ -743,7 +935,7 @@ def _stage(con, tables, available, attributes, as_of, quality, validation, now, 
             )
             if share > validation["max_unknown_share"]:
                 raise DataError(
-                    f"{info['file']}: {n_unknown:,} of {n_valid:,} rows ({share:.1%}) name "
+                    f"{info['file']}: {st.n_unknown:,} of {st.n_valid:,} rows ({share:.1%}) name "
                     f"{n_unknown_ids:,} customer ids that are not in customers (e.g. "
                     f"{', '.join(repr(e) for e in examples)}{_as_pseudonyms(salt)}); the limit is "
                     f"validation.max_unknown_share = {validation['max_unknown_share']:.1%}. "
@@ -752,14 +944,16 @@ def _stage(con, tables, available, attributes, as_of, quality, validation, now, 
             logger.warning(
                 "%s: %d rows (%.2f%%) name unknown customers; they are left out and counted.%s",
                 info["file"],
-                n_unknown,
+                st.n_unknown,
                 100 * share,
                 hint,
             )
         cols = ", ".join(sql_name(c) for c in available[name])
+        # the rows of unknown customers are left out; when there are none, no join is needed
+        where = f"{known} AND " if st.n_unknown else ""
         con.execute(
             f"CREATE VIEW {name} AS SELECT {cols} FROM valid_{name} "
-            f"WHERE {known} AND {time_col} <= {stamp}"
+            f"WHERE {where}{time_col} <= {stamp}"
         )
-        info["rows_used"] = int(n_valid - n_unknown - n_later)
-        info.update(profile.summary(row[7:], con, ratio, n_examples))
+        info["rows_used"] = int(st.n_valid - st.n_unknown - st.n_later)
+        info.update(profile.summary(st.profile, con, ratio, n_examples, st.bounds))

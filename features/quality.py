@@ -46,7 +46,7 @@ class TableProfile:
     `load_data` already scans every event table once to count unknown customers; the
     profile adds its aggregates to that query (`aggregates`) and reads them back
     (`summary`), so a large table is not read again. Only a column whose largest value
-    is extreme costs a second, filtered query.
+    could be extreme costs more queries: its exact median size, then the extreme values.
 
     Parameters
     ----------
@@ -78,13 +78,25 @@ class TableProfile:
         """Whether the table holds refunds (negative transaction amounts)."""
         return self.name == "transactions" and "amount" in self.columns
 
-    def aggregates(self, used: str = "true") -> list[str]:
+    def aggregates(self, used: str = "true", bounds: dict[str, float] | None = None) -> list[str]:
         """Return the SQL aggregates of the profile over the rows where ``used`` holds.
+
+        Conditional counts are ``count_if(...)``: in a scan of a hundred million rows
+        DuckDB evaluates them several times faster than ``FILTER`` clauses.
+        A number column's median size is not estimated here (a quantile sketch costs more
+        than the rest of the scan). Instead the scan counts the sizes below the column's
+        bound, its largest size in the whole table (a Parquet file's statistics tell it)
+        over the extreme ratio: when fewer than half the sizes are below it, the median is
+        above it and no value can be extreme. Only otherwise does `summary` compute the
+        exact median.
 
         Parameters
         ----------
         used : str, default="true"
             SQL predicate selecting the rows the features use.
+        bounds : dict of str to float, optional
+            Per number column, its bound (finite); a column without one always gets its
+            exact median computed. `summary` needs the same.
 
         Returns
         -------
@@ -92,19 +104,23 @@ class TableProfile:
             Aggregate expressions, in the order `summary` reads them.
         """
 
-        def agg(expr: str, where: str = "") -> str:
-            return f"{expr} FILTER (WHERE ({used}){f' AND {where}' if where else ''})"
+        def count(where: str = "") -> str:
+            return f"count_if(({used}){f' AND {where}' if where else ''})"
 
-        parts = [agg("count(*)")]
-        parts += [agg("count(*)", f"{_q(c)} IS NULL") for c in self.columns]
+        parts = [count()]
+        parts += [count(f"{_q(c)} IS NULL") for c in self.columns]
         for c in self.numbers:
-            parts += [agg(f"approx_quantile(abs({_q(c)}), 0.5)"), agg(f"max(abs({_q(c)}))")]
-        parts += [agg(f"count(DISTINCT {_q(a)})") for a in self.attributes]
+            bound = (bounds or {}).get(c)
+            parts.append(f"max(CASE WHEN {used} THEN abs({_q(c)}) END)")
+            parts.append(count(f"{_q(c)} = 0"))
+            parts.append(count(f"abs({_q(c)}) < {bound!r}") if bound is not None else "NULL")
+        parts += [f"count(DISTINCT CASE WHEN {used} THEN {_q(a)} END)" for a in self.attributes]
         parts += [
-            agg(f"count(TRY_CAST(CAST({_q(a)} AS VARCHAR) AS DOUBLE))") for a in self.attributes
+            f"count(CASE WHEN {used} THEN TRY_CAST(CAST({_q(a)} AS VARCHAR) AS DOUBLE) END)"
+            for a in self.attributes
         ]
         if self.refunds:
-            parts.append(agg("count(*)", '"amount" < 0'))
+            parts.append(count('"amount" < 0'))
         return parts
 
     def summary(
@@ -113,6 +129,7 @@ class TableProfile:
         con: duckdb.DuckDBPyConnection,
         extreme_ratio: float,
         n_examples: int,
+        bounds: dict[str, float] | None = None,
     ) -> dict:
         """Read the aggregates back into the table's entries of the data-quality summary.
 
@@ -121,12 +138,14 @@ class TableProfile:
         values : list
             The values of `aggregates`, in order.
         con : duckdb.DuckDBPyConnection
-            Connection holding the staged table ``name``, for the examples of extreme
-            values.
+            Connection holding the staged table ``name``, for the median size of a column
+            whose largest value could be extreme, and for the examples of extreme values.
         extreme_ratio : float
             A number is extreme when ``|x| > extreme_ratio * median(|x|)``.
         n_examples : int
             How many extreme values to quote.
+        bounds : dict of str to float, optional
+            The bounds `aggregates` was given.
 
         Returns
         -------
@@ -140,16 +159,25 @@ class TableProfile:
         it = iter(values)
         n_rows = next(it)
         missing = {c: int(next(it)) for c in self.columns}
-        spread = {c: (next(it), next(it)) for c in self.numbers}
+        sizes = {c: (next(it), next(it), (bounds or {}).get(c), next(it)) for c in self.numbers}
         distinct = {a: int(next(it)) for a in self.attributes}
         numeric = {a: int(next(it)) for a in self.attributes}
+        extremes = {}
+        for c, (largest, zeros, bound, below) in sizes.items():
+            n = n_rows - missing[c]
+            if not n or not largest or zeros > n // 2:  # no value, or a median of 0: none
+                continue
+            # fewer than half the sizes below the bound: the median is at least the bound
+            if bound is not None and below <= (n - 1) // 2 and largest <= extreme_ratio * bound:
+                continue
+            median = con.execute(
+                f"SELECT median(abs({_q(c)})) FROM {self.name} WHERE {_q(c)} IS NOT NULL"
+            ).fetchone()[0]
+            if median and largest > extreme_ratio * median:
+                extremes[c] = self._extremes(con, c, float(median), extreme_ratio, n_examples)
         info: dict = {
             "missing": {c: n for c, n in missing.items() if n},
-            "extreme_values": {
-                c: self._extremes(con, c, float(median), extreme_ratio, n_examples)
-                for c, (median, largest) in spread.items()
-                if median and largest > extreme_ratio * median
-            },
+            "extreme_values": extremes,
         }
         if self.refunds:
             info["refund_rows"] = int(next(it))

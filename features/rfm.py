@@ -71,29 +71,41 @@ def _purchase_days_sql(as_of: pd.Timestamp) -> str:
 
 
 def _purchases_sql(engine: Engine, as_of: pd.Timestamp) -> str:
-    """Return the SQL of one row per customer who bought: CLV summary and RFM inputs.
+    """Return the SQL of one row per customer: CLV summary and RFM inputs.
 
     Columns: ``customer_id``, ``frequency``, ``recency``, ``T``, ``monetary_value``,
     ``days_since`` (days from the last purchase day to the day of ``as_of``) and
-    ``day_spend`` (mean amount per purchase day, the first included).
+    ``day_spend`` (mean amount per purchase day, the first included); all NULL for a
+    customer who never bought. The mean of the repeat purchase days is the days' total
+    less the first day's spend, over their number (one aggregation, no window function
+    to number the days).
     """
     _require_transactions(engine)
     today = f"date_trunc('day', {sql_time(as_of)})"
     days = engine.dialect.days
+    first = engine.dialect.arg_min("spend", "day")
     return f"""
-        WITH purchase_days AS ({_purchase_days_sql(as_of)}), numbered AS (
-          SELECT *, ROW_NUMBER() OVER (PARTITION BY customer_id ORDER BY day) AS n
-          FROM purchase_days
-        )
-        SELECT customer_id,
-          COUNT(*) - 1 AS frequency,
-          {days("min(day)", "max(day)")} / 7.0 AS recency,
-          {days("min(day)", today)} / 7.0 AS T,
-          -- rounded: parallel sums differ in the last bits, and the CLV fit would amplify that
-          ROUND(COALESCE(AVG(CASE WHEN n > 1 THEN spend END), 0.0), 9) AS monetary_value,
-          {days("max(day)", today)} AS days_since,
-          ROUND(AVG(spend), 9) AS day_spend
-        FROM numbered GROUP BY customer_id"""
+        SELECT customer_id, p.frequency, p.recency, p.T, p.monetary_value, p.days_since,
+          p.day_spend
+        FROM customers LEFT JOIN (
+          SELECT customer_id,
+            COUNT(*) - 1 AS frequency,
+            {days("min(day)", "max(day)")} / 7.0 AS recency,
+            {days("min(day)", today)} / 7.0 AS T,
+            -- rounded: parallel sums differ in the last bits, and the CLV fit would amplify that
+            ROUND(CASE WHEN COUNT(*) > 1 THEN (SUM(spend) - {first}) / (COUNT(*) - 1)
+              ELSE 0.0 END, 9) AS monetary_value,
+            {days("max(day)", today)} AS days_since,
+            ROUND(AVG(spend), 9) AS day_spend
+          FROM ({_purchase_days_sql(as_of)}) GROUP BY customer_id) p USING (customer_id)"""
+
+
+def _purchases(engine: Engine, as_of: pd.Timestamp) -> pd.DataFrame:
+    """Return `_purchases_sql`'s rows, computed once per engine (RFM and CLV both read them)."""
+    return engine.shared(
+        ("transactions", "purchases", as_of),
+        lambda: engine.query(_purchases_sql(engine, as_of)),
+    )
 
 
 def clv_summary(engine: Engine, as_of: pd.Timestamp, params: dict | None = None) -> pd.DataFrame:
@@ -121,10 +133,9 @@ def clv_summary(engine: Engine, as_of: pd.Timestamp, params: dict | None = None)
     DataError
         When the data has no transactions table.
     """
-    cols = ", ".join(CLV_COLUMNS)
-    frame = engine.query(
-        f"SELECT {cols} FROM ({_purchases_sql(engine, as_of)}) ORDER BY customer_id"
-    )
+    frame = _purchases(engine, as_of)
+    frame = frame.loc[frame["frequency"].notna(), list(CLV_COLUMNS)]  # those who bought
+    frame = frame.sort_values("customer_id", ignore_index=True)  # as ORDER BY: code points
     frame["customer_id"] = frame["customer_id"].astype("string")
     frame["frequency"] = frame["frequency"].astype("int64")
     for c in CLV_COLUMNS[2:]:
@@ -152,6 +163,12 @@ def billing_history(engine: Engine, as_of: pd.Timestamp) -> pd.DataFrame:
         purchase days; NaN with fewer than two gaps). The purchase days are those of
         `clv_summary`.
     """
+    return engine.shared(
+        ("transactions", "billing", as_of), lambda: _billing_history(engine, as_of)
+    ).copy()
+
+
+def _billing_history(engine: Engine, as_of: pd.Timestamp) -> pd.DataFrame:
     days = engine.dialect.days
     today = f"date_trunc('day', {sql_time(as_of)})"
     _require_transactions(engine)
@@ -241,19 +258,20 @@ def rfm(engine: Engine, as_of: pd.Timestamp, params: dict, fitted=None) -> Built
         When ``value_tiers`` is not two totals with ``3 <= mid <= high <= 15``.
     """
     high, mid = _check_tiers(params.get("value_tiers", VALUE_TIERS))
-    bought = engine.query(f"""
-        SELECT customer_id, -days_since AS r, frequency AS f, day_spend AS m
-        FROM ({_purchases_sql(engine, as_of)})""")
-    values = {c: bought[c].to_numpy(float) for c in "rfm"}
+    customers = _purchases(engine, as_of)  # every customer; NULL for those who never bought
+    bought = customers["frequency"].notna().to_numpy()
+    values = {
+        "r": -customers["days_since"].to_numpy(float)[bought],
+        "f": customers["frequency"].to_numpy(float)[bought],
+        "m": customers["day_spend"].to_numpy(float)[bought],
+    }
     if fitted is None:
         fitted = {c: _edges(v) for c, v in values.items()}
-    scores = pd.DataFrame(
-        {f"rfm_{c}": 1.0 + (v[:, None] >= np.asarray(fitted[c])[None, :]).sum(axis=1)
-         for c, v in values.items()},
-        index=bought["customer_id"],
-    )  # fmt: skip
-    ids = engine.query("SELECT customer_id FROM customers")["customer_id"]
-    frame = scores.reindex(ids).fillna(0.0).reset_index()
+    frame = pd.DataFrame({"customer_id": customers["customer_id"]})
+    for c, v in values.items():
+        score = np.zeros(len(customers))
+        score[bought] = 1.0 + (v[:, None] >= np.asarray(fitted[c])[None, :]).sum(axis=1)
+        frame[f"rfm_{c}"] = score
     total = frame["rfm_r"] + frame["rfm_f"] + frame["rfm_m"]
     tier = np.select([total == 0, total >= high, total >= mid], ["none", "high", "mid"], "low")
     frame["value_tier"] = pd.Series(tier, index=frame.index, dtype="string")

@@ -77,7 +77,8 @@ class SparkDialect(Dialect):
     (the zone the staged timestamps are in). Identifiers are quoted with backticks, since
     Spark reads ``"text"`` as a string. Spark types ``1.0`` as a decimal and keeps a fixed
     number of places when it averages or divides one (a share of ``1.0``/``0.0`` flags
-    comes out to 5 places), where DuckDB uses doubles: `double` casts.
+    comes out to 5 places), where DuckDB uses doubles: `double` casts. Distinct counts are
+    plain ``COUNT(DISTINCT ...)`` (DuckDB's bit strings are DuckDB's).
     """
 
     def days(self, start: str, end: str) -> str:
@@ -92,6 +93,18 @@ class SparkDialect(Dialect):
     def double(self, expr: str) -> str:
         """Return a decimal expression as a double (Spark averages ``1.0`` to 5 places)."""
         return f"CAST({expr} AS DOUBLE)"
+
+    def arg_min(self, value: str, key: str) -> str:
+        """Aggregate: ``value`` of the row with the smallest ``key``."""
+        return f"min_by({value}, {key})"
+
+    def distinct_days(self, timestamp: str, start: pd.Timestamp, days: int) -> str:
+        """Aggregate: the exact number of distinct calendar days of ``timestamp``."""
+        return f"COUNT(DISTINCT CAST({timestamp} AS DATE))"
+
+    def distinct_values(self, expr: str, values: list[str]) -> str:
+        """Aggregate: the exact number of distinct values of ``expr``."""
+        return f"COUNT(DISTINCT {expr})"
 
 
 class SparkEngine(Engine):

@@ -174,7 +174,7 @@ def key_drivers(
     exclude_families: tuple[str, ...] = ("feedback",),
     n_splits: int = 3,
     n_repeats: int = 5,
-    sample_size: int = 20_000,
+    sample_size: int = 6_000,
     min_respondents: int = 30,
     max_categories: int = 20,
     ci_level: float = 0.95,
@@ -205,8 +205,9 @@ def key_drivers(
         Cross-fitting folds: each respondent's error is measured on a held-out model.
     n_repeats : int, default=5
         Shuffles per feature.
-    sample_size : int, default=20000
-        Respondents used at most (a seeded sample), which keeps large runs fast.
+    sample_size : int, default=6000
+        Respondents used at most (a seeded sample): an importance's 95% interval is
+        +-1.96 s/sqrt(n), s its spread over respondents, whatever the size of the base.
     min_respondents : int, default=30
         Personas with fewer respondents get no drivers of their own.
     max_categories : int, default=20

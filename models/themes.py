@@ -13,6 +13,8 @@ import re
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from sklearn.feature_extraction.text import TfidfVectorizer
 
 __all__ = ["persona_themes", "scrub"]
@@ -72,10 +74,29 @@ def _as_frame(data: pd.DataFrame | None, column: str) -> pd.DataFrame:
     return out.assign(customer_id=out["customer_id"].astype(str))
 
 
+def _persona_of(rows: pd.DataFrame, persona: pd.Series) -> np.ndarray:
+    """Return the persona of each row's ``customer_id`` (NaN when not in ``persona``).
+
+    As ``rows["customer_id"].map(persona)``, with the ids matched by Arrow's hash join:
+    pandas would turn millions of ids into Python strings first.
+    """
+    ids = pa.array(rows["customer_id"].astype(str), type=pa.string())
+    known = pa.array(persona.index.astype(str), type=pa.string())
+    at = pc.index_in(ids, value_set=known).to_numpy(zero_copy_only=False)
+    found = ~np.isnan(at)
+    out = np.full(len(rows), np.nan)
+    out[found] = persona.to_numpy(dtype=float)[at[found].astype(np.int64)]
+    return out
+
+
 def _keywords(docs, top_terms, min_count, min_lift, max_docs, seed, n):
-    """Over-represented terms and example comments per persona (``docs``: persona, text)."""
+    """Over-represented terms and example comments per persona (``docs``: persona, text).
+
+    The texts are scrubbed (`scrub`) once sampled.
+    """
     if len(docs) > max_docs:
         docs = docs.sample(max_docs, random_state=seed)
+    docs = docs.assign(text=docs["text"].map(scrub))
     clean = docs["text"].map(lambda t: _PLACEHOLDER.sub(" ", t))
     vectorizer = TfidfVectorizer(
         stop_words="english",
@@ -128,11 +149,11 @@ def _examples(docs: pd.DataFrame, weights, chosen: list[int], n: int = 3, width:
     if not chosen:
         return []
     score = np.asarray(weights[:, chosen].sum(axis=1)).ravel()
-    seen, out = set(), []
+    seen, out, texts = set(), [], docs["text"].to_numpy()
     for i in np.argsort(-score, kind="stable"):
         if score[i] <= 0 or len(out) == n:
             break
-        text = docs["text"].iloc[i]
+        text = texts[i]
         key = re.sub(r"[^.]*\[(?:email|phone|link)\][^.]*", "", text).lower().strip(" .!")
         if key in seen:
             continue
@@ -174,7 +195,7 @@ def persona_themes(
     examples: int = 3,
     min_count: int = 3,
     min_lift: float = 1.25,
-    max_comments: int = 200_000,
+    max_comments: int = 20_000,
     random_state: int = 0,
 ) -> dict[int, dict]:
     """Themes per persona from survey comments and support-ticket topics.
@@ -198,8 +219,9 @@ def persona_themes(
     min_lift : float, default=1.25
         A keyword or topic is a theme when its share in the persona is at least this many
         times its share among everyone else.
-    max_comments : int, default=200000
-        Comments used at most (a seeded sample).
+    max_comments : int, default=20000
+        Comments used at most (a seeded sample) for the keywords and examples; the
+        comment and ticket counts and the ticket topics use every one.
     random_state : int, default=0
         Seed of that sample.
 
@@ -214,13 +236,12 @@ def persona_themes(
     """
     persona = pd.Series(labels.to_numpy(), index=labels.index.astype(str), name="persona")
     docs = _as_frame(comments, "text")
-    docs = docs.assign(
-        text=docs["text"].astype(str).map(scrub), persona=docs["customer_id"].map(persona)
-    )
+    # scrubbing never empties a text nor fills an empty one: only the sampled ones are scrubbed
+    docs = docs.assign(text=docs["text"].astype(str), persona=_persona_of(docs, persona))
     docs = docs[docs["persona"].notna() & (docs["text"].str.strip() != "")]
     docs = docs.astype({"persona": int}).reset_index(drop=True)
     tickets = _as_frame(topics, "topic")
-    tickets = tickets.assign(persona=tickets["customer_id"].map(persona)).dropna()
+    tickets = tickets.assign(persona=_persona_of(tickets, persona)).dropna()
     tickets = tickets.astype({"persona": int})
     words = (
         _keywords(docs, top_terms, min_count, min_lift, max_comments, random_state, examples)
