@@ -23,7 +23,7 @@ comparison picks on round, overlapping personas; and the same comparison, in pro
 non-round groups (`generators.non_convex`: half-moons in 12 dimensions, rings in 2), in
 the UMAP and in the scaled space.
 
-``--cost N`` also times the model stage (`pipelines.train._fit`: scaling, the search, the
+``--cost N`` also times the model stage (`pipelines.segment.segment`: scaling, the search, the
 stability resamples, the final fit) on N customers: the features of the first base's
 chosen run, drawn with replacement under new ids.
 
@@ -84,9 +84,9 @@ def _capture_and_train(data: str, out: str, config: str, extra: str) -> None:
 
     selection.select_segmentation = spy
     models.select_segmentation = spy
-    import pipelines.train
+    import pipelines.segment
 
-    pipelines.train.select_segmentation = spy
+    pipelines.segment.select_segmentation = spy
     from pipelines.cli import app
 
     sys.argv = ["personas", "train", "--data", data, "--config", config, "--output", out]
@@ -219,12 +219,12 @@ def shapes(seeds) -> list[dict]:
 
 
 def cost(n: int, work: Path, model: dict | None = None) -> dict:
-    """Time the model stage (`pipelines.train._fit`) on ``n`` customers."""
+    """Time the model stage (`pipelines.segment.segment`) on ``n`` customers."""
     import pyarrow.parquet as pq
 
     from features.table import Feature, FeatureTable
     from pipelines.config import load_config
-    from pipelines.train import _fit
+    from pipelines.segment import segment
 
     # the base with the most personas: the search costs most there
     runs = sorted(
@@ -246,7 +246,7 @@ def cost(n: int, work: Path, model: dict | None = None) -> dict:
     cfg = load_config(None)
     cfg["model"].update(model or {})
     t0, c0 = time.perf_counter(), time.process_time()
-    X, seg, *_ = _fit(table, cfg)
+    seg = segment(table, cfg).selection
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     log.info("model stage on %d customers: %.1f s wall, %.1f s CPU (%s)", n, wall, cpu, seg.name)
     return {"customers": n, "wall_s": wall, "cpu_s": cpu, "chosen": seg.name, "model": model}
@@ -329,7 +329,8 @@ def write(rows: list[dict], costs: list[dict], shaped: list[dict], command: str)
             for r in shaped
         ]
     if costs:
-        lines += ["", "Model stage (`pipelines.train._fit`), features drawn with replacement:", ""]
+        stage = "Model stage (`pipelines.segment.segment`)"
+        lines += ["", f"{stage}, features drawn with replacement:", ""]
         lines += [
             f"- {c['customers']:,} customers"
             + (f", {json.dumps(c['model'])}" if c.get("model") else ", default config")
