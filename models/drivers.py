@@ -10,7 +10,9 @@ is mean +- z standard errors of the per-respondent error increases, and a driver
 "clear" only when a one-sided test of importance > 0 holds after Holm's correction across
 the features of its list, so that among forty noise features none looks like a driver.
 Gradient boosting runs on one thread below 50,000 respondents: OpenMP start-up costs more
-than it saves on small data.
+than it saves on small data. A shuffled copy is predicted by the trees that split on the
+shuffled feature only; the other trees' values are reused, summed in scikit-learn's order,
+so the predictions (and importances) are the model's own, bit for bit.
 """
 
 from __future__ import annotations
@@ -30,8 +32,6 @@ from models.nps import holm
 __all__ = ["key_drivers"]
 
 logger = logging.getLogger(__name__)
-
-_BATCH_ROWS = 200_000  # rows per prediction call: few calls, bounded memory
 
 _KINDS = {
     "score": ("increase in mean absolute error of the 0-10 score", "score points"),
@@ -131,35 +131,94 @@ def _summaries(delta, X, y, rows, names, meta, categorical, z, alpha) -> list[di
     return sorted(out, key=lambda r: -r["importance"])
 
 
+class _Trees:
+    """A fitted model's trees, to predict copies of the held-out rows with one column shuffled.
+
+    A tree that never splits on a feature gives every row the same value whatever that
+    feature holds, so once each tree's values on the held-out rows are known, shuffling a
+    feature only needs the trees that split on it (a quarter of them, typically): the
+    others' values are reused. They are
+    summed in the order scikit-learn sums them (its ``_raw_predict``), so the predictions
+    are bit for bit the model's own; `of` checks that on the held-out rows and returns None
+    (predict the plain way) when they differ or scikit-learn's internals have moved.
+    """
+
+    def __init__(self, model, kind: str, X: np.ndarray):
+        self.model, self.kind = model, kind
+        self.bitsets, self.f_idx_map = model._bin_mapper.make_known_categories_bitsets()
+        self.trees = [tree for iteration in model._predictors for tree in iteration]
+        self.splits_on = [
+            set(tree.nodes["feature_idx"][tree.nodes["is_leaf"] == 0].tolist())
+            for tree in self.trees
+        ]
+        self.X = np.ascontiguousarray(model._preprocess_X(X, reset=False))
+        self.values = [self._tree(tree, self.X) for tree in self.trees]
+
+    @classmethod
+    def of(cls, model, kind: str, X: np.ndarray, expected: np.ndarray) -> _Trees | None:
+        """Return the trees of ``model`` on the held-out rows ``X`` (None: predict plainly)."""
+        try:
+            trees = cls(model, kind, X)
+            ok = model.n_trees_per_iteration_ == 1 and np.array_equal(trees.predict(X), expected)
+        except (AttributeError, TypeError, ValueError, KeyError, IndexError):
+            return None
+        return trees if ok else None
+
+    def _tree(self, tree, X: np.ndarray) -> np.ndarray:
+        # one thread: thousands of short calls, where OpenMP's start-up (and, on a shared
+        # machine, its spinning) costs more than a second thread saves
+        return tree.predict(
+            X, known_cat_bitsets=self.bitsets, f_idx_map=self.f_idx_map, n_threads=1
+        )
+
+    def predict(self, stacked: np.ndarray) -> np.ndarray:
+        """Predict ``stacked``: copies of the held-out rows that differ in a column or two.
+
+        The columns are compared after scikit-learn's own preprocessing, which encodes
+        and reorders categorical features, so no assumption is made about its layout.
+        """
+        copies = len(stacked) // len(self.X)
+        X = np.ascontiguousarray(self.model._preprocess_X(stacked, reset=False))
+        same = np.tile(self.X, (copies, 1))
+        differ = (X != same) & ~(np.isnan(X) & np.isnan(same))
+        changed = set(np.flatnonzero(differ.any(axis=0)).tolist())
+        raw = np.zeros((len(X), 1), dtype=self.model._baseline_prediction.dtype, order="F")
+        raw += self.model._baseline_prediction
+        for tree, splits_on, values in zip(self.trees, self.splits_on, self.values, strict=True):
+            raw[:, 0] += self._tree(tree, X) if splits_on & changed else np.tile(values, copies)
+        if self.kind == "score":
+            return self.model._loss.link.inverse(raw.ravel())
+        return self.model._loss.predict_proba(raw)[:, 1]
+
+
 def _cross_fit(X, y, groups, cat_mask, kind, *, n_splits, n_repeats, rng, seed):
     """Held-out predictions and per-respondent error increases when a feature is shuffled.
 
     Returns the predictions, and two (n_rows, n_features) arrays of error increases:
-    shuffling across all held-out rows, and shuffling within each persona.
+    shuffling across all held-out rows, and shuffling within each persona. Each shuffled
+    copy is predicted by the trees that split on the shuffled feature only (`_Trees`).
     """
     pred = np.empty(y.size)
     overall = np.zeros(X.shape)
     inside = np.zeros(X.shape)
+    copies = 2 * n_repeats
     for fold, (train, test) in enumerate(_folds(groups, n_splits, seed)):
-        # small fits run faster on one thread; the big batched predictions below use them all
+        # small fits run faster on one thread
         with threadpool_limits(limits=1 if train.size < 50_000 else None, user_api="openmp"):
             model = _model(kind, cat_mask, seed + fold).fit(X[train], y[train])
         Xt, yt, m = X[test], y[test], len(test)
         pred[test] = _predict(model, Xt, kind)
         base = _error(yt, pred[test], kind)
-        per = max(1, _BATCH_ROWS // (2 * n_repeats * m))
-        for chunk in range(0, X.shape[1], per):
-            js = range(chunk, min(chunk + per, X.shape[1]))
-            stacked = np.tile(Xt, (2 * n_repeats * len(js), 1))
-            for b, j in enumerate(js):
-                for r in range(2 * n_repeats):
-                    order = rng.permutation(m) if r < n_repeats else _within(groups[test], rng)
-                    at = (b * 2 * n_repeats + r) * m
-                    stacked[at : at + m, j] = Xt[order, j]
-            err = _error(np.tile(yt, 2 * n_repeats * len(js)), _predict(model, stacked, kind), kind)
-            err = err.reshape(len(js), 2 * n_repeats, m) - base
-            overall[test, js.start : js.stop] = err[:, :n_repeats].mean(axis=1).T
-            inside[test, js.start : js.stop] = err[:, n_repeats:].mean(axis=1).T
+        trees = _Trees.of(model, kind, Xt, pred[test])
+        for j in range(X.shape[1]):
+            stacked = np.tile(Xt, (copies, 1))
+            for r in range(copies):
+                order = rng.permutation(m) if r < n_repeats else _within(groups[test], rng)
+                stacked[r * m : (r + 1) * m, j] = Xt[order, j]
+            shuffled = _predict(model, stacked, kind) if trees is None else trees.predict(stacked)
+            err = _error(np.tile(yt, copies), shuffled, kind).reshape(copies, m) - base
+            overall[test, j] = err[:n_repeats].mean(axis=0)
+            inside[test, j] = err[n_repeats:].mean(axis=0)
     return pred, overall, inside
 
 
