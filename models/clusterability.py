@@ -240,6 +240,7 @@ def divisive_search(
     min_valley_z: float = 2.0,
     min_distance: float = 0.85,
     min_share: float = 0.02,
+    min_size: int = 20,
     n_cuts: int = 4,
     random_state: int = 0,
 ) -> dict:
@@ -261,6 +262,9 @@ def divisive_search(
         Neighbours closer than this (`distance`) are merged back after the search.
     min_share : float, default=0.02
         Smallest group, as a share of the customers.
+    min_size : int, default=20
+        Smallest group, in customers (the larger of the two applies): a group the privacy
+        rule (``privacy.min_persona_size``) would merge away is not a persona.
     n_cuts : int, default=4
         2-means runs (seeds) tried on each group; the split with the most convincing valley
         (highest z-score) is kept.
@@ -276,7 +280,7 @@ def divisive_search(
         pairs were merged back).
     """
     n = len(X)
-    min_size = max(2, int(np.ceil(min_share * n)))
+    min_size = max(2, min_size, int(np.ceil(min_share * n)))
     labels = np.zeros(n, dtype=int)
     partitions = {1: labels}
     seeds = np.random.default_rng(random_state).integers(2**31 - 1, size=n_cuts)
