@@ -240,6 +240,7 @@ def divisive_search(
     min_valley_z: float = 2.0,
     min_distance: float = 0.85,
     min_share: float = 0.02,
+    min_size: int = 20,
     n_cuts: int = 4,
     random_state: int = 0,
 ) -> dict:
@@ -261,6 +262,9 @@ def divisive_search(
         Neighbours closer than this (`distance`) are merged back after the search.
     min_share : float, default=0.02
         Smallest group, as a share of the customers.
+    min_size : int, default=20
+        Smallest group, in customers (the larger of the two applies): a group the privacy
+        rule (``privacy.min_persona_size``) would merge away is not a persona.
     n_cuts : int, default=4
         2-means runs (seeds) tried on each group; the split with the most convincing valley
         (highest z-score) is kept.
@@ -276,22 +280,23 @@ def divisive_search(
         pairs were merged back).
     """
     n = len(X)
-    min_size = max(2, int(np.ceil(min_share * n)))
+    min_size = max(2, min_size, int(np.ceil(min_share * n)))
     labels = np.zeros(n, dtype=int)
     partitions = {1: labels}
     seeds = np.random.default_rng(random_state).integers(2**31 - 1, size=n_cuts)
     n_valleys = None
-    for k in range(1, min(k_max, n // max(min_size, 1)) if n else 1):
+    # splits past the last valley (to score or force any k) may make groups of any size
+    for k in range(1, min(k_max, n)):
         best, forced = None, None
         for c in range(k):
             rows = np.flatnonzero(labels == c)
-            if len(rows) < 2 * min_size:
+            if len(rows) < 2:
                 continue
             total = max(((X[rows] - X[rows].mean(axis=0)) ** 2).sum(), 1e-12)
             tried = []
             for seed in seeds:
                 side = _cut(X, rows, int(seed))
-                if side is None or min(side.sum(), (~side).sum()) < min_size:
+                if side is None:
                     continue
                 if any((side == other).all() or (side != other).all() for other in tried):
                     continue  # the same cut from another seed
@@ -304,7 +309,7 @@ def divisive_search(
                 ).sum()
                 if forced is None or 1 - within / total > forced[0]:
                     forced = (1 - within / total, candidate)
-                if n_valleys is None:
+                if n_valleys is None and min(side.sum(), (~side).sum()) >= min_size:
                     ratio, z = pair_valley(X, in_a, in_b)
                     if ratio <= max_valley and z >= min_valley_z and (best is None or z > best[0]):
                         best = (z, candidate)
@@ -315,13 +320,12 @@ def divisive_search(
             break
         labels = chosen[1]
         refined = _refine(X, labels, random_state)
-        if _sizes_ok(refined, k + 1, min_size):
-            if best is None:
+        if best is None:
+            labels = refined if _sizes_ok(refined, k + 1, 1) else labels
+        elif _sizes_ok(refined, k + 1, min_size):
+            sep = separation(X, refined)
+            if sep["valley"] <= max_valley and sep["valley_z"] >= min_valley_z:
                 labels = refined
-            else:
-                sep = separation(X, refined)
-                if sep["valley"] <= max_valley and sep["valley_z"] >= min_valley_z:
-                    labels = refined
         partitions[k + 1] = labels
     if n_valleys is None:
         n_valleys = max(partitions)

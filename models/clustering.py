@@ -90,6 +90,9 @@ class AutoKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         Neighbours closer than this many spreads are one persona (``valley``).
     min_share : float, default=0.02
         Smallest group a split may make, as a share of the sample (``valley``).
+    min_size : int, default=20
+        Smallest group a split may make, in rows of the sample (``valley``; the larger of
+        the two applies).
     random_state : int, RandomState instance or None, default=None
         Seed for sampling and k-means.
 
@@ -135,6 +138,7 @@ class AutoKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         "min_valley_z": [Interval(Real, 0, None, closed="left")],
         "min_distance": [Interval(Real, 0, None, closed="left")],
         "min_share": [Interval(Real, 0, 1, closed="left")],
+        "min_size": [Interval(Integral, 1, None, closed="left")],
         "random_state": ["random_state"],
     }
 
@@ -151,6 +155,7 @@ class AutoKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         min_valley_z=2.0,
         min_distance=0.85,
         min_share=0.02,
+        min_size=20,
         random_state=None,
     ):
         self.k_min = k_min
@@ -163,6 +168,7 @@ class AutoKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         self.min_valley_z = min_valley_z
         self.min_distance = min_distance
         self.min_share = min_share
+        self.min_size = min_size
         self.random_state = random_state
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -289,6 +295,7 @@ class AutoKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
             min_valley_z=self.min_valley_z,
             min_distance=self.min_distance,
             min_share=self.min_share,
+            min_size=self.min_size,
             random_state=int(rng.randint(np.iinfo(np.int32).max)),
         )
         self.n_valleys_, self.n_groups_ = found["n_valleys"], found["n_groups"]

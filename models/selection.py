@@ -231,6 +231,7 @@ def select_segmentation(
     min_valley_z: float = 2.0,
     min_distance: float = 0.85,
     min_share: float = 0.02,
+    min_size: int = 20,
     density_shares: tuple = (0.02, 0.05, 0.1),
     density_space: str = "umap",
     umap_params: dict | None = None,
@@ -259,6 +260,9 @@ def select_segmentation(
         The valley search (see `models.clusterability.divisive_search`): deepest valley
         ratio, its least z-score, least distance between neighbours in spreads, smallest
         persona as a share of the sample.
+    min_size : int, default=20
+        Smallest persona the valley search may make, in customers of the sample (the
+        larger of this and ``min_share``); pass ``privacy.min_persona_size``.
     density_shares : tuple of float, default=(0.02, 0.05, 0.1)
         HDBSCAN candidates, by smallest persona as a share of customers; empty for none.
     density_space : {"umap", "pca", "scaled"}, default="umap"
@@ -309,6 +313,7 @@ def select_segmentation(
         min_valley_z=min_valley_z,
         min_distance=min_distance,
         min_share=min_share,
+        min_size=min_size,
         random_state=random_state,
     ).fit(X)
     for k, s in kmeans.scores_.iterrows():
@@ -499,6 +504,7 @@ def _verdict(seg: Segmentation, X, kmeans: AutoKMeans, min_stability: float, see
             min_valley_z=kmeans.min_valley_z,
             min_distance=kmeans.min_distance,
             min_share=kmeans.min_share,
+            min_size=kmeans.min_size,
             random_state=seed,
         )
         n_valleys, n_groups = found["n_valleys"], found["n_groups"]
