@@ -149,6 +149,7 @@ def segment(table: FeatureTable, cfg: dict) -> Segments:
                 density_shares=tuple(m["density_shares"]),
                 umap_params=m["umap"],
                 n_resamples=m["stability_resamples"],
+                min_size=cfg["privacy"]["min_persona_size"],  # no persona privacy would merge
                 random_state=cfg["seed"],
             )
         except ValueError as error:
