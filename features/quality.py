@@ -156,12 +156,12 @@ class TableProfile:
             distinct and numeric values) with ``attributes_empty`` (no value at all) and
             ``attributes_constant`` (one value, for every customer).
         """
-        it = iter(values)
-        n_rows = next(it)
-        missing = {c: int(next(it)) for c in self.columns}
+        it = iter(values)  # count_if over no rows is NULL in DuckDB: 0 here
+        n_rows = int(next(it) or 0)
+        missing = {c: int(next(it) or 0) for c in self.columns}
         sizes = {c: (next(it), next(it), (bounds or {}).get(c), next(it)) for c in self.numbers}
-        distinct = {a: int(next(it)) for a in self.attributes}
-        numeric = {a: int(next(it)) for a in self.attributes}
+        distinct = {a: int(next(it) or 0) for a in self.attributes}
+        numeric = {a: int(next(it) or 0) for a in self.attributes}
         extremes = {}
         for c, (largest, zeros, bound, below) in sizes.items():
             n = n_rows - missing[c]
