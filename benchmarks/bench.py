@@ -120,6 +120,44 @@ def io_floor(folder: Path) -> dict:
     return {"seconds": sum(tables.values()), "tables": tables}
 
 
+def generate_csv(n: int, folder: Path) -> dict[str, int]:
+    """Write the demo base of ``n`` customers as CSV, as `personas demo` does (seed 0)."""
+    from pipelines.demo.customers import write_demo
+
+    return write_demo(folder, n_customers=n, seed=0, file_format="csv")
+
+
+def csv_floor(folder: Path) -> dict:
+    """Time DuckDB's own ``read_csv`` of every CSV table, every column once (best of two)."""
+    con, tables = duckdb.connect(), {}
+    for path in sorted(folder.glob("*.csv")):
+        if path.stem == "planted_personas":  # the ground truth, not an input table
+            continue
+        sql = f"SELECT count(*), bit_xor(hash(COLUMNS(*))) FROM read_csv('{path}')"
+        stmt, env = f"con.sql({sql!r}).fetchall()", {"con": con}
+        tables[path.stem] = min(timeit.repeat(stmt, globals=env, number=1, repeat=2))
+    return {"seconds": sum(tables.values()), "tables": tables}
+
+
+def csv_load(folder: Path) -> dict:
+    """Time `load_data` (checks included) and `build_features` on the CSV demo."""
+    from features import build_features, load_data
+    from pipelines.config import load_config
+
+    cfg = load_config()
+    start, used = time.perf_counter(), time.process_time()
+    loaded = load_data(
+        folder, columns=cfg["columns"], validation=cfg["validation"], privacy=cfg["privacy"],
+        as_of=cfg["as_of"], tables=cfg["tables"],
+    )  # fmt: skip
+    load = time.perf_counter() - start
+    build_features(loaded, {**cfg["features"], "seed": cfg["seed"]})
+    return dict(
+        load_seconds=load, features_seconds=time.perf_counter() - start - load,
+        seconds=time.perf_counter() - start, cpu_seconds=time.process_time() - used,
+    )  # fmt: skip
+
+
 def baseline(folder: Path) -> dict:
     """Features by pandas group-bys, log + StandardScaler, k-means (k=6), silhouette on 10k."""
     laps = [("start", time.perf_counter())]
@@ -262,6 +300,8 @@ def worker(kind: str, n: int, folder: Path, out: Path) -> None:
         generate=lambda: {"rows": generate(n, folder)}, floor=lambda: io_floor(folder),
         baseline=lambda: baseline(folder), train=lambda: train(folder, peak),
         clv=lambda: clv_at_scale(n), score=lambda: score_at_scale(n, folder),
+        generate_csv=lambda: {"rows": generate_csv(n, folder)}, csv_floor=lambda: csv_floor(folder),
+        csv_load=lambda: csv_load(folder),
     )[kind]()  # fmt: skip
     peak.reset()
     result.update(wall_seconds=time.perf_counter() - start, peak_rss=peak.overall)
@@ -297,7 +337,8 @@ def _grouped(train_result: dict, key: str = "seconds") -> dict[str, float]:
 ROW = (
     "| {customers:,} | {events:.1f}M | " + "".join(f"{{{k}:.1f}} | " for k in STAGES)
     + "{other:.1f} | **{total:.1f}** | {cpu:.0f} | {peak:.2f} | {score:.1f} | {floor:.2f} "
-    "| {ratio:.0f}x | {baseline:.1f} | {baseline_peak:.2f} |"
+    "| {ratio:.0f}x | {ratio_load:.0f}x | {baseline:.1f} | {baseline_peak:.2f} "
+    "| {vs_baseline:.2f}x |"
 )  # fmt: skip
 
 
@@ -305,7 +346,8 @@ def table_md(results: dict) -> str:
     """Render the results as a markdown table (seconds of wall time unless stated)."""
     m, sizes = results["machine"], results["sizes"]
     head = ["customers", "events", *STAGES, "other", "**total**", "CPU s", "peak GiB", "score"]
-    head += ["I/O floor", "features / floor", "baseline", "baseline GiB"]
+    head += ["I/O floor", "features / floor", "load + features / floor", "baseline"]
+    head += ["baseline GiB", "total / baseline"]
     lines = [
         f"Measured {m['date']} on {m['nproc']} CPUs ({m['cpu']}), {m['ram_gib']} GiB RAM, "
         f"load average {m['load_average'][0]:.1f} at start; `{results['command']}`.\n",
@@ -319,7 +361,8 @@ def table_md(results: dict) -> str:
             other=tr["seconds"] - sum(cols.values()), cpu=tr["cpu_seconds"],
             peak=tr["peak_rss"] / GIB, score=tr["score"]["seconds"], floor=floor["seconds"],
             ratio=cols["features"] / floor["seconds"], baseline=base["seconds"],
-            baseline_peak=base["peak_rss"] / GIB,
+            ratio_load=(cols["load"] + cols["features"]) / floor["seconds"],
+            baseline_peak=base["peak_rss"] / GIB, vs_baseline=tr["seconds"] / base["seconds"],
         )  # fmt: skip
         lines.append(ROW.format(**values))
     for a, b in zip(sizes, sizes[1:], strict=False):  # CPU time ~ n^x: 1 linear, 2 quadratic
@@ -330,6 +373,16 @@ def table_md(results: dict) -> str:
     seen = {s for r in sizes for s in r["train"]["stages"]}
     extra = seen - {s for v in STAGES.values() for s in v}
     lines.append(f"\n`other`: MLflow run start, params{''.join(', ' + s for s in sorted(extra))}.")
+    if "csv" in results:
+        c = results["csv"]
+        floor, ours = c["csv_floor"]["seconds"], c["csv_load"]
+        lines.append(
+            f"\nThe {c['customers']:,}-customer demo as CSV "
+            f"({(c['rows']['usage_events'] + c['rows']['engagement_events']) / 1e6:.1f}M "
+            f"events): DuckDB's own `read_csv` of every file {floor:.1f} s; our load and checks "
+            f"{ours['load_seconds']:.1f} s, features {ours['features_seconds']:.1f} s: "
+            f"**{ours['seconds'] / floor:.1f}x** `read_csv` ({ours['cpu_seconds']:.0f} CPU s)."
+        )
     if "scale" in results:
         clv, score = results["scale"]["clv"], results["scale"]["score"]
         fitted = ", ".join(
@@ -358,6 +411,10 @@ def main(argv: list[str] | None = None) -> None:
         "--scale", type=int, default=1_000_000,
         help="customers for the CLV and scoring benchmarks (0: skip them)",
     )  # fmt: skip
+    parser.add_argument(
+        "--csv", type=int, default=200_000,
+        help="customers of the CSV demo whose load is timed against read_csv (0: skip it)",
+    )  # fmt: skip
     parser.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)  # KIND N DATA RESULT
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -378,6 +435,16 @@ def main(argv: list[str] | None = None) -> None:
         size.update({kind: spawn(kind, n, folder) for kind in ("floor", "baseline", "train")})
         results["sizes"].append(size)
         args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "results.json").write_text(json.dumps(results, indent=2))
+        (args.out / "results.md").write_text(table_md(results))
+    if args.csv:  # the demo as CSV: our load (checks, parsing) and features vs DuckDB's read_csv
+        folder = args.data_root / f"csv{args.csv}"
+        stamp = folder / "rows.json"
+        if not stamp.exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            stamp.write_text(json.dumps(spawn("generate_csv", args.csv, folder)["rows"]))
+        results["csv"] = dict(customers=args.csv, rows=json.loads(stamp.read_text()))
+        results["csv"].update({k: spawn(k, args.csv, folder) for k in ("csv_floor", "csv_load")})
         (args.out / "results.json").write_text(json.dumps(results, indent=2))
         (args.out / "results.md").write_text(table_md(results))
     if args.scale:  # scoring uses the smallest base's train; its features repeat to --scale rows

@@ -31,14 +31,18 @@ __all__ = ["FAMILIES", "Dialect", "Engine", "FeatureSpec", "build_features"]
 logger = logging.getLogger(__name__)
 
 
-def _fill(frame: pd.DataFrame, feats: list[Feature], span_days: float) -> pd.DataFrame:
-    """Give customers without events their true value (see `Feature.fill`)."""
-    for f in feats:
-        if f.fill == "zero":
-            frame[f.name] = frame[f.name].fillna(0.0)
-        elif f.fill == "span":
-            frame[f.name] = frame[f.name].fillna(span_days)
-    return frame
+def _filled(column, feature: Feature, span_days: float, n: int):
+    """Return a column with customers without events given their true value (`Feature.fill`).
+
+    ``column`` is None when the batch cannot make the feature (an absent optional column):
+    it is empty (NaN), then filled as any other.
+    """
+    values = pd.Series(np.full(n, np.nan) if column is None else column, copy=False)
+    if feature.fill == "zero":
+        values = values.fillna(0.0)
+    elif feature.fill == "span":
+        values = values.fillna(span_days)
+    return values.array
 
 
 @dataclass
@@ -133,14 +137,16 @@ def build_features(
             fitted[family] = state
             logger.info("Features: %s (%d columns)", family, len(feats))
     engine.release("usage_events", "engagement_events")  # what only the families read
-    frame = pd.DataFrame(columns, index=index)
     names = pd.Index([f.name for f in features])
     if names.has_duplicates:  # a builder bug, never the user's data
         raise RuntimeError(f"Feature names built twice: {sorted(set(names[names.duplicated()]))}")
     if spec is not None:  # a column the batch cannot make (an absent optional column) is empty
-        frame, features = frame.reindex(columns=[f.name for f in spec.features]), spec.features
-    frame = _fill(frame, features, span_days)
-    frame = frame[[f.name for f in features]]
+        features = spec.features
+    # one frame, built once in its final order: no wide frame copied per family or fill
+    frame = pd.DataFrame(
+        {f.name: _filled(columns.get(f.name), f, span_days, len(index)) for f in features},
+        index=index,
+    )
     spec = spec or FeatureSpec(params=params, first=first, families=fitted, features=features)
     return FeatureTable(frame=frame, features=features, as_of=as_of, spec=spec)
 

@@ -52,7 +52,12 @@ def raw_sql(spec: ColumnSpec, col: str, dtype: str) -> str:
     if spec.kind == "text":
         return f"NULLIF({text}, '')"
     markers = ", ".join(sql_text(m) for m in MISSING_MARKERS)
-    return f"CASE WHEN lower({text}) IN ({markers}) THEN NULL ELSE {text} END"
+    # the markers are short: longer values skip lowering (a hundred million of them add up)
+    short = max(len(m.encode()) for m in MISSING_MARKERS)
+    return (
+        f"CASE WHEN strlen({text}) <= {short} AND lower({text}) IN ({markers}) THEN NULL "
+        f"ELSE {text} END"
+    )
 
 
 def parse_sql(spec: ColumnSpec, col: str, dtype: str) -> str:

@@ -20,7 +20,7 @@ __all__ = ["Dialect", "Engine", "slug", "sql_text", "sql_time", "window_start"]
 
 T = TypeVar("T")
 
-#: Up to this many possible values, `Dialect.distinct_days` and `Dialect.distinct_values`
+#: Up to this many possible values, `Dialect.distinct_days` and `Dialect.distinct_positions`
 #: count in a bit string per customer; beyond, as ``COUNT(DISTINCT ...)``.
 MAX_BITS = 1024
 
@@ -66,18 +66,19 @@ class Dialect:
         day = f"date_diff('day', DATE '{start:%Y-%m-%d}', CAST({timestamp} AS DATE))"
         return f"COALESCE(bit_count(bitstring_agg({day}, 0, {days + 1})), 0)"
 
-    def distinct_values(self, expr: str, values: list[str]) -> str:
-        """Aggregate: the exact number of distinct values of ``expr``, NULL or one of ``values``.
+    def position(self, values: list[str], expr: str) -> str:
+        """Return SQL of the 1-based position of ``expr`` in ``values`` (NULL for NULL)."""
+        return f"list_position([{', '.join(sql_text(v) for v in values)}], {expr})"
 
-        As `distinct_days`, one bit per value (its position in ``values``).
+    def distinct_positions(self, position: str, expr: str, n: int) -> str:
+        """Aggregate: the exact number of distinct values of ``expr``, NULL or one of n values.
+
+        ``position`` is the value's position among them (`position`). As `distinct_days`,
+        one bit per value; beyond `MAX_BITS` values, ``COUNT(DISTINCT expr)``.
         """
-        if not values or len(values) > MAX_BITS:
+        if not n or n > MAX_BITS:
             return f"COUNT(DISTINCT {expr})"
-        listed = ", ".join(sql_text(v) for v in values)
-        return (
-            f"COALESCE(bit_count(bitstring_agg(list_position([{listed}], {expr}), "
-            f"1, {len(values)})), 0)"
-        )
+        return f"COALESCE(bit_count(bitstring_agg({position}, 1, {n})), 0)"
 
 
 class Engine:

@@ -102,7 +102,11 @@ class SparkDialect(Dialect):
         """Aggregate: the exact number of distinct calendar days of ``timestamp``."""
         return f"COUNT(DISTINCT CAST({timestamp} AS DATE))"
 
-    def distinct_values(self, expr: str, values: list[str]) -> str:
+    def position(self, values: list[str], expr: str) -> str:
+        """Return SQL of the 1-based position of ``expr`` in ``values`` (NULL for NULL)."""
+        return f"array_position(array({', '.join(sql_text(v) for v in values)}), {expr})"
+
+    def distinct_positions(self, position: str, expr: str, n: int) -> str:
         """Aggregate: the exact number of distinct values of ``expr``."""
         return f"COUNT(DISTINCT {expr})"
 

@@ -212,8 +212,10 @@ def stage_views(con, staging, available, attributes, as_of, quality, validation,
                 hint,
             )
         cols = ", ".join(sql_name(c) for c in available[name])
-        # the rows of unknown customers are left out; when there are none, no join is needed
-        where = f"{known} AND " if st.n_unknown else ""
+        # the rows of unknown customers are left out: their few ids make a small hash table
+        # to probe (rather than every customer's); when there are none, no join at all
+        unknown = f"customer_id NOT IN (SELECT customer_id FROM unknown_{name}) AND "
+        where = unknown if st.n_unknown else ""
         con.execute(
             f"CREATE VIEW {name} AS SELECT {cols} FROM valid_{name} "
             f"WHERE {where}{time_col} <= {stamp}"

@@ -14,7 +14,7 @@ import logging
 import numpy as np
 import pandas as pd
 
-from features.engine import Engine, slug, sql_text, sql_time, window_start
+from features.engine import Engine, slug, sql_time, window_start
 from features.table import Feature
 
 __all__ = ["spellings", "theme_weights", "usage", "usage_mix"]
@@ -48,29 +48,34 @@ def _usage_scan(engine: Engine, as_of: pd.Timestamp, params: dict) -> dict:
             WHERE timestamp > {start} AND feature IS NOT NULL GROUP BY feature""")
         totals = totals.sort_values("feature", ignore_index=True)
         spellings = totals["feature"].astype(str).tolist()
-        days = engine.dialect.days("max(timestamp)", sql_time(as_of))
+        dialect = engine.dialect
+        days = dialect.days("max(timestamp)", sql_time(as_of))
+        # each row's window flags, once: the aggregates then add up plain columns
         in_window = f"timestamp > {start}"
-        distinct_days = engine.dialect.distinct_days(
-            f"CASE WHEN {in_window} THEN timestamp END", as_of - pd.Timedelta(days=w), w
-        )
-        breadth = engine.dialect.distinct_values(
-            f"CASE WHEN {in_window} THEN feature END", spellings
-        )
+        distinct_days = dialect.distinct_days("_seen", as_of - pd.Timedelta(days=w), w)
+        window_feature = f"CASE WHEN {in_window} THEN feature END"
+        position = dialect.position(spellings, window_feature) if spellings else "NULL"
         per = "".join(
-            f",\n SUM(CASE WHEN {in_window} AND feature = {sql_text(f)} THEN {qty} ELSE 0 END)"
-            f" AS _q{i}"
-            for i, f in enumerate(spellings)
+            f",\n SUM(CASE WHEN _i = {i + 1} THEN _used ELSE 0 END) AS _q{i}"
+            for i in range(len(spellings))
         )
         frame = engine.query(f"""
             SELECT customer_id,
-              SUM(CASE WHEN {in_window} THEN {qty} ELSE 0 END) AS usage_events,
+              SUM(_used) AS usage_events,
               {distinct_days} AS usage_active_days,
-              {breadth} AS usage_breadth,
+              {dialect.distinct_positions("_i", "_feature", len(spellings))} AS usage_breadth,
               {days} AS usage_recency_days,
-              SUM(CASE WHEN timestamp > {recent} THEN {qty} ELSE 0 END) AS _last,
-              SUM(CASE WHEN timestamp > {before} AND timestamp <= {recent} THEN {qty} ELSE 0 END)
+              SUM(CASE WHEN timestamp > {recent} THEN _q ELSE 0 END) AS _last,
+              SUM(CASE WHEN timestamp > {before} AND timestamp <= {recent} THEN _q ELSE 0 END)
                 AS _prev{per}
-            FROM usage_events GROUP BY customer_id""")
+            FROM (
+              SELECT customer_id, timestamp, {qty} AS _q,
+                CASE WHEN {in_window} THEN {qty} ELSE 0 END AS _used,
+                CASE WHEN {in_window} THEN timestamp END AS _seen,
+                {window_feature} AS _feature,
+                {position} AS _i
+              FROM usage_events)
+            GROUP BY customer_id""")
         return {"totals": dict(zip(spellings, totals["q"], strict=True)), "frame": frame}
 
     return engine.shared(("usage_events", as_of, w, t), scan)
