@@ -180,7 +180,7 @@ class TableProfile:
             "extreme_values": extremes,
         }
         if self.refunds:
-            info["refund_rows"] = int(next(it))
+            info["refund_rows"] = int(next(it) or 0)
         if self.name == "customers":
             info["attributes"] = {
                 a: {"missing": missing[a], "distinct": distinct[a], "numeric": numeric[a]}
