@@ -21,7 +21,15 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-__all__ = ["IdentityReducer", "PCAReducer", "UMAPReducer", "import_umap", "numba_cache_dir"]
+__all__ = [
+    "DENSITY_SPACES",
+    "density_reducer",
+    "IdentityReducer",
+    "PCAReducer",
+    "UMAPReducer",
+    "import_umap",
+    "numba_cache_dir",
+]
 
 
 def numba_cache_dir() -> Path:
@@ -335,3 +343,40 @@ class UMAPReducer(TransformerMixin, BaseEstimator):
         check_is_fitted(self)
         import_umap()
         return self._place(validate_data(self, X, reset=False, dtype=np.float64))
+
+
+#: The spaces HDBSCAN can work in (``model.density_space``).
+DENSITY_SPACES = ("umap", "pca", "scaled")
+
+
+def density_reducer(space: str, umap_params: dict | None = None, random_state: int = 0):
+    """Return the unfitted reducer of a density space.
+
+    Parameters
+    ----------
+    space : {"umap", "pca", "scaled"}
+        ``umap``: a seeded `UMAPReducer` (``umap_params``); ``pca``: a seeded `PCAReducer`
+        keeping the components that explain 90% of the variance; ``scaled``: the scaled
+        features as they are (`IdentityReducer`).
+    umap_params : dict, optional
+        Parameters of `UMAPReducer`.
+    random_state : int, default=0
+        Seed of the reducer.
+
+    Returns
+    -------
+    object
+        A scikit-learn transformer.
+
+    Raises
+    ------
+    ValueError
+        For another space.
+    """
+    if space == "umap":
+        return UMAPReducer(**{"random_state": random_state, **(umap_params or {})})
+    if space == "pca":
+        return PCAReducer(random_state=random_state)
+    if space == "scaled":
+        return IdentityReducer()
+    raise ValueError(f"density_space should be one of {', '.join(DENSITY_SPACES)}; got {space!r}.")
