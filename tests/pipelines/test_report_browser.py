@@ -72,7 +72,7 @@ def test_every_card_renders(page):
 def test_every_figure_renders(page):
     tab, _ = page
     images = tab.locator("img")
-    assert images.count() == 6
+    assert images.count() == 7  # six figures and the candidates of "How many personas"
     sizes = tab.evaluate(
         "() => Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.naturalHeight])"
     )
