@@ -219,13 +219,13 @@ def test_accounts_family_is_allowed(write):
 # Each of these used to pass load_config and stop the run much later with a ValueError
 # ("unexpected ValueError ... Run again with --debug"), after the data was read.
 
-FORCE_FORMS = "kmeans_k<k> with k from model.k_min to model.k_max (kmeans_k3 to kmeans_k10)"
+FORCE_FORMS = "kmeans_k<k> with k from model.k_min to model.k_max (kmeans_k3 to kmeans_k15)"
 
 
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("model:\n  force: kmeans_k12\n", f"model.force should name a candidate: {FORCE_FORMS}"),
+        ("model:\n  force: kmeans_k16\n", f"model.force should name a candidate: {FORCE_FORMS}"),
         ("model:\n  force: kmeans_k2\n", "got 'kmeans_k2'"),
         ("model:\n  force: hdbscan_umap_0.05\n", "needs the share in model.density_shares"),
         (
