@@ -100,7 +100,7 @@ def attributes(engine: Engine, as_of: pd.Timestamp, params: dict, fitted=None) -
             frame[a["column"]] = col.where(kept, "other").astype("string")
         unit, transform = (a["name"], a["transform"]) if a["levels"] is None else ("category",) * 2
         feats.append(
-            Feature(a["column"], "attributes", "value", f"{a['name']} (customer attribute)",
+            Feature(a["column"], "attributes", "needs", f"{a['name']} (customer attribute)",
                     unit, transform, a["name"].replace("_", " "), fill="nan")
         )  # fmt: skip
     if fitted["tenure"]:

@@ -108,6 +108,11 @@ _NUMBERS = {
     "model.outlier_score": (0, 1, False),
     "model.family_margin": (0, None, False),
     "model.unstable_below": (0, 1, False),
+    "model.max_valley": (0, 1, False),
+    "model.min_valley_z": (0, None, False),
+    "model.min_distance": (0, None, False),
+    "model.min_share": (0, 1, True),
+    "model.min_agreement": (0, 1, False),
     "model.umap.min_dist": (0, None, False),
     "validation.max_unknown_share": (0, 1, False),
     "validation.extreme_ratio": (0, None, True),
@@ -175,6 +180,8 @@ def _check(cfg: dict, source: str) -> None:
         ("noise", ("nearest", "unassigned")),
         ("density_space", ("umap", "pca", "scaled")),
         ("lens", ("both", "needs", "value")),
+        ("criterion", ("valley", "silhouette")),
+        ("attributes", ("auto", "always", "never")),
     ):
         if m[key] not in allowed:
             raise ConfigError(
@@ -200,6 +207,12 @@ def _check(cfg: dict, source: str) -> None:
         raise ConfigError(
             f"{source}: model.families should list some of {', '.join(families)}; "
             f"got {m['families']!r}."
+        )
+    if "feedback" in m["families"]:
+        raise ConfigError(
+            f"{source}: model.families lists feedback, which never shapes the personas: a "
+            "persona's NPS is an outcome of who its customers are and what they do, so it "
+            "is measured per persona, not clustered on. Remove feedback from model.families."
         )
     weights = m["family_weights"]
     if (

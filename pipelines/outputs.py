@@ -110,7 +110,10 @@ def write_outputs(
         if assignments.people is not None:
             b2b.write_people(folder, assignments.people, key)
         (folder / "personas.json").write_text(json.dumps(personas, indent=2))
-        summary = segments.selection.summary()
+        # which features shaped the personas, and their families (model.attributes decides)
+        families = sorted({table.meta.loc[c, "family"] for c in segments.columns})
+        summary = {**segments.selection.summary(), "features": segments.columns,
+                   "families": families}  # fmt: skip
         (folder / "segmentation.json").write_text(json.dumps(summary, indent=2))
         (folder / "data_quality.json").write_text(json.dumps(loaded.quality, indent=2, default=str))
         frame = table.frame

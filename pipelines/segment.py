@@ -1,7 +1,7 @@
 """Stage: segment the customers — scale the modelled features and choose the model.
 
-Which features shape the personas is `modelled_columns` (``model.families`` and
-``model.lens``); the scaling is `models.Preprocessor`; the model search is
+Which features shape the personas is `modelled_columns` (``model.families``,
+``model.attributes`` and ``model.lens``); the scaling is `models.Preprocessor`; the model search is
 `models.select_segmentation`. Personas smaller than ``privacy.min_persona_size`` are
 merged into the nearest larger one, and the personas are numbered by size.
 """
@@ -17,7 +17,15 @@ from features import DataError, FeatureTable
 from models import Preprocessor, Segmentation, order_by_size, select_segmentation
 from pipelines.run import stage
 
-__all__ = ["VALUE_FAMILIES", "Segments", "merge_small", "modelled_columns", "segment"]
+__all__ = [
+    "BEHAVIOUR_FAMILIES",
+    "VALUE_FAMILIES",
+    "Segments",
+    "merge_small",
+    "modelled_columns",
+    "segment",
+    "shaping_families",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -66,14 +74,42 @@ class Segments:
     renumber: dict[int, int]
 
 
+#: Families read from the logs of what customers do; without any, what they hold (products,
+#: plan, contract: the customers' attributes) is what tells their needs apart.
+BEHAVIOUR_FAMILIES = ("usage", "usage_mix", "engagement")
+
+
+def shaping_families(table: FeatureTable, model: dict) -> list[str]:
+    """Return the families that shape the personas: ``model.families``, and the attributes.
+
+    ``model.attributes`` decides when the customers' attribute columns shape them:
+    ``auto`` (the default) when no usage or engagement log gave a feature (a base of
+    products held, plans and contracts, with bills); ``always``; ``never``. The feedback
+    family never does (`pipelines.config` refuses it).
+    """
+    families, rule = list(model["families"]), model["attributes"]
+    built = {f.family for f in table.features}
+    if "attributes" in families or "attributes" not in built or rule == "never":
+        return families
+    if rule == "always" or not built & set(BEHAVIOUR_FAMILIES):
+        logger.info(
+            "The customers' attributes shape the personas (model.attributes: %s%s).",
+            rule,
+            "; no usage or engagement log" if rule == "auto" else "",
+        )
+        families.append("attributes")
+    return families
+
+
 def modelled_columns(table: FeatureTable, model: dict) -> list[str]:
     """Return the features that shape the personas, by ``model.families`` and ``model.lens``.
 
-    ``both`` takes every feature of the listed families; ``needs`` only their needs
-    features (what customers do and want); ``value`` the value features of the listed
-    families and of the value families (revenue, RFM, CLV) whenever they were built.
+    ``both`` takes every feature of the shaping families (`shaping_families`); ``needs``
+    only their needs features (what customers do, want and hold); ``value`` the value
+    features of those families and of the value families (revenue, RFM, CLV) whenever
+    they were built.
     """
-    lens, families = model["lens"], model["families"]
+    lens, families = model["lens"], shaping_families(table, model)
     if lens == "both":
         return table.families(families)
     if lens == "value":

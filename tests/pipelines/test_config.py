@@ -95,6 +95,12 @@ def test_unknown_key_without_close_match_lists_known(write):
         ),
         ("model: 3\n", "'model' should be a mapping, got 3"),
         ("columns:\n  transactions: amount\n", "columns should map table"),
+        ("model:\n  families: [usage, feedback]\n", "lists feedback, which never shapes"),
+        ("model:\n  attributes: yes\n", "model.attributes should be one of auto, always"),
+        ("model:\n  criterion: gap\n", "model.criterion should be one of valley, silhouette"),
+        ("model:\n  max_valley: 2\n", "model.max_valley should be a number from 0 to 1"),
+        ("model:\n  min_share: 0\n", "model.min_share should be a number between 0 and 1"),
+        ("model:\n  min_distance: far\n", "model.min_distance should be a number >= 0"),
     ],
     ids=[
         "k_min_text",
@@ -109,6 +115,12 @@ def test_unknown_key_without_close_match_lists_known(write):
         "on_error",
         "section_not_mapping",
         "columns_not_mapping",
+        "feedback_shapes",
+        "attributes_rule",
+        "criterion",
+        "max_valley",
+        "min_share",
+        "min_distance",
     ],
 )
 def test_invalid_values_raise_naming_the_file(write, text, expected):
