@@ -344,6 +344,7 @@ def select_segmentation(
         n_resamples,
         stab_rows,
         outlier_score,
+        boots.get(winner) if winner == kmeans_name else None,
     )
     _verdict(seg, X, kmeans, min_stability, random_state)
     return seg
@@ -441,6 +442,7 @@ def _final(
     n_resamples,
     stab_rows,
     outlier_score,
+    boot=None,
 ) -> Segmentation:
     if row["family"] == "kmeans":
         k = int(row["param"])
@@ -456,15 +458,17 @@ def _final(
         nearest = np.where(labels >= 0, labels, model.nearest(space))
         outlier = (labels < 0) | (model.outlier_scores_ > outlier_score)
         used = reducer
-    # Per-persona stability is measured against the final labels, so its keys match them.
-    fit_predict, Z = _refitter(row, n_init, sample_size, X, space)
-    boot = clusterboot(
-        fit_predict,
-        Z[stab_rows],
-        np.asarray(labels)[stab_rows],
-        n_resamples=n_resamples,
-        random_state=seed,
-    )
+    # Per-persona stability is measured against the final labels, so its keys match them;
+    # the search's own k-means partition was resampled as a finalist already (``boot``).
+    if boot is None:
+        fit_predict, Z = _refitter(row, n_init, sample_size, X, space)
+        boot = clusterboot(
+            fit_predict,
+            Z[stab_rows],
+            np.asarray(labels)[stab_rows],
+            n_resamples=n_resamples,
+            random_state=seed,
+        )
     return Segmentation(
         name=name,
         labels=np.asarray(labels),
