@@ -29,6 +29,7 @@ from features.table import Feature, FeatureTable
 __all__ = ["FAMILIES", "Dialect", "Engine", "FeatureSpec", "build_features"]
 
 logger = logging.getLogger(__name__)
+_progress = logging.getLogger("personas.progress")  # shown by pipelines.run.stage
 
 
 def _filled(column, feature: Feature, span_days: float, n: int):
@@ -121,7 +122,8 @@ def build_features(
     fitted: dict[str, dict] = {}
     columns: dict[str, object] = {}
     with _Aligner(data.con, ids) as align:
-        for family, (table, builder) in FAMILIES.items():
+        for i, (family, (table, builder)) in enumerate(FAMILIES.items()):
+            _progress.info("", extra={"progress": (i, len(FAMILIES), "feature families")})
             if families is not None and family not in families:
                 continue
             if not engine.has(table):

@@ -51,6 +51,7 @@ from features.staging import (
 __all__ = ["LoadedData", "load_data"]
 
 logger = logging.getLogger(__name__)
+_progress = logging.getLogger("personas.progress")  # shown by pipelines.run.stage
 
 
 @dataclass
@@ -233,7 +234,9 @@ def _load(
         cutoff = now  # raised where as_of is resolved, after the data's own problems
     staging: dict[str, Staging] = {}
 
-    for name in [t for t in TABLES if t in readers]:
+    present = [t for t in TABLES if t in readers]
+    for i, name in enumerate(present):
+        _progress.info("", extra={"progress": (i, len(present), "tables checked")})
         table, file = TABLES[name], names[name]
         n_examples = int(validation["examples"])
         with reading(file, n_examples):

@@ -23,6 +23,7 @@ from models.clusterability import divisive_search, separation
 __all__ = ["AutoKMeans", "order_by_size"]
 
 logger = logging.getLogger(__name__)
+_progress = logging.getLogger("personas.progress")  # shown by pipelines.run.stage
 
 
 def order_by_size(labels: np.ndarray) -> np.ndarray:
@@ -278,7 +279,9 @@ class AutoKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
 
     def _search_silhouette(self, Xs, k_hi, seed, rng):
         rows, centers = [], {}
-        for k in range(self.k_min, max(k_hi, self.k_min) + 1):
+        ks = range(self.k_min, max(k_hi, self.k_min) + 1)
+        for k in ks:
+            _progress.info("", extra={"progress": (k - ks[0], len(ks), "candidates")})
             km = KMeans(n_clusters=k, n_init=self.n_init, random_state=seed).fit(Xs)
             if len(np.unique(km.labels_)) < 2:
                 continue
@@ -300,7 +303,9 @@ class AutoKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         )
         self.n_valleys_, self.n_groups_ = found["n_valleys"], found["n_groups"]
         rows, centers = [], {}
-        for k, labels in sorted(found["partitions"].items()):
+        partitions = sorted(found["partitions"].items())
+        for i, (k, labels) in enumerate(partitions):
+            _progress.info("", extra={"progress": (i + 1, len(partitions), "candidates")})
             if k < 2:
                 continue
             centers[k] = np.array([Xs[labels == c].mean(axis=0) for c in range(k)])

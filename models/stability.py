@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import numpy as np
 from sklearn.metrics import adjusted_rand_score
 
 __all__ = ["clusterboot"]
+
+_progress = logging.getLogger("personas.progress")  # shown by pipelines.run.stage
 
 
 def _jaccard_best(reference: np.ndarray, other: np.ndarray) -> dict[int, float]:
@@ -75,13 +78,14 @@ def clusterboot(
     m = max(2, int(fraction * n))
     jaccards: dict[int, list[float]] = {int(c): [] for c in np.unique(labels) if c >= 0}
     aris = []
-    for _ in range(n_resamples):
+    for i in range(n_resamples):
         rows = np.sort(rng.choice(n, m, replace=False))
         new = np.asarray(fit_predict(X[rows], int(rng.integers(2**31 - 1))))
         ref = labels[rows]
         for c, value in _jaccard_best(ref, new).items():
             jaccards[c].append(value)
         aris.append(adjusted_rand_score(ref, new))
+        _progress.info("", extra={"progress": (i + 1, n_resamples, "resamples")})
     return {
         "jaccard": {c: float(np.mean(v)) if v else 0.0 for c, v in jaccards.items()},
         "ari": float(np.mean(aris)) if aris else float("nan"),

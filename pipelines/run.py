@@ -1,6 +1,8 @@
 """What every recipe's run needs: its stages shown as they go, the data loaded, a safe output.
 
-- `stage`: logs a stage's start and duration; on a terminal, a spinner with a timer;
+- `stage`: logs a stage's start and duration; on a terminal, a bar with the count its long
+  loops report (tables, feature families, candidates, resamples, folds) and a timer, plain
+  log lines of that count otherwise;
 - `load`: loads and checks the data source with a run's settings;
 - `salt`: the secret behind pseudonymized ids, checked before any work;
 - `staged_folder`: an output folder that appears whole, or not at all;
@@ -20,7 +22,14 @@ from pathlib import Path
 
 import pandas as pd
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from features import LoadedData, load_data
 from pipelines.config import PROJ_ROOT, ConfigError
@@ -30,19 +39,70 @@ __all__ = ["TrainResult", "load", "output_folder", "salt", "stage", "staged_fold
 logger = logging.getLogger(__name__)
 
 
+#: Where long loops report their count, from any package, with no import of this one:
+#: ``logging.getLogger("personas.progress").info("", extra={"progress": (done, total,
+#: unit)})``. Only a running `stage` listens.
+PROGRESS = logging.getLogger("personas.progress")
+PROGRESS.propagate = False
+PROGRESS.setLevel(logging.INFO)
+PROGRESS.addHandler(logging.NullHandler())
+
+#: Off a terminal, a stage logs its count at most this often (and when a loop completes).
+_LOG_EVERY_S = 5.0
+
+
+class _Counted(logging.Handler):
+    """Show the counts reported on `PROGRESS` while one stage runs."""
+
+    def __init__(self, name: str, bar: Progress | None = None, task=None):
+        super().__init__()
+        self.name, self.bar, self.task, self.logged = name, bar, task, time.perf_counter()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        done, total, unit = getattr(record, "progress", (None, None, None))
+        if done is None:
+            return
+        if self.bar is not None:
+            self.bar.update(
+                self.task, completed=done, total=total, description=f"{self.name}: {unit}"
+            )
+        elif done >= total or time.perf_counter() - self.logged >= _LOG_EVERY_S:
+            logger.info("%s: %d/%d %s", self.name, done, total, unit)
+            self.logged = time.perf_counter()
+
+
 @contextmanager
 def stage(name: str) -> Iterator[None]:
-    """Log a stage's start and duration; on a terminal, show it running with a timer."""
+    """Log a stage's start and duration, and show the counts its loops report.
+
+    On a terminal: a spinner, a bar with the count (``4/20 resamples``) and a timer.
+    Otherwise: plain log lines of the count, at most every few seconds.
+    """
     start = time.perf_counter()
     logger.info("%s ...", name)
     console = Console(stderr=True)
     if console.is_terminal:
-        columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+        columns = (
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+        )
         with Progress(*columns, console=console, transient=True) as bar:
-            bar.add_task(name, total=None)
-            yield
+            counted = _Counted(name, bar, bar.add_task(name, total=None))
+            PROGRESS.addHandler(counted)
+            try:
+                yield
+            finally:
+                PROGRESS.removeHandler(counted)
     else:
-        yield
+        counted = _Counted(name)
+        PROGRESS.addHandler(counted)
+        try:
+            yield
+        finally:
+            PROGRESS.removeHandler(counted)
     logger.info("%s done in %.1fs", name, time.perf_counter() - start)
 
 
