@@ -358,7 +358,8 @@ def table_md(results: dict) -> str:
         values = dict(
             cols, customers=r["customers"], events=r["events"] / 1e6, total=tr["seconds"],
             other=tr["seconds"] - sum(cols.values()), cpu=tr["cpu_seconds"],
-            peak=tr["peak_rss"] / GIB, score=tr["score"]["seconds"], floor=floor["seconds"],
+            peak=max(v["peak_rss"] for v in tr["stages"].values()) / GIB,
+            score=tr["score"]["seconds"], floor=floor["seconds"],
             ratio=cols["features"] / floor["seconds"],
             ratio_load=(cols["load"] + cols["features"]) / floor["seconds"],
             baseline=f"{base['seconds']:.1f}" if base else "-",
@@ -374,6 +375,14 @@ def table_md(results: dict) -> str:
     seen = {s for r in sizes for s in r["train"]["stages"]}
     extra = seen - {s for v in STAGES.values() for s in v}
     lines.append(f"\n`other`: MLflow run start, params{''.join(', ' + s for s in sorted(extra))}.")
+    lines.append(
+        "\n`peak GiB`: the train's own (the largest of its stages' peak resident memory); "
+        "`score` then places every customer with the served model in the same process, "
+        + ", ".join(
+            f"{r['customers']:,}: peak {r['train']['peak_rss'] / GIB:.2f} GiB" for r in sizes
+        )
+        + "."
+    )
     if any(r.get("baseline") is None for r in sizes):
         lines.append(
             f"\nNo baseline above {results.get('baseline_max', 0):,} customers "

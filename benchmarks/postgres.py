@@ -20,7 +20,8 @@ In one run, on one machine, with the same tables:
     .venv/bin/python benchmarks/postgres.py --customers 100000
     make bench-postgres PG_CUSTOMERS=100000
 
-It prints a Markdown table and writes ``benchmarks/results_postgres.json``.
+It prints a Markdown table and writes ``benchmarks/results_postgres.json`` (one entry per
+``--customers``).
 """
 
 from __future__ import annotations
@@ -174,7 +175,12 @@ def main() -> None:
         "load_ratio": load_ratio,
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
     }
-    (ROOT / "benchmarks" / "results_postgres.json").write_text(json.dumps(report, indent=2))
+    # one entry per base size: a 1M run keeps the 100k one beside it
+    path = ROOT / "benchmarks" / "results_postgres.json"
+    kept = json.loads(path.read_text()) if path.exists() else {}
+    kept = {str(kept["customers"]): kept} if "customers" in kept else kept
+    kept[str(args.customers)] = report
+    path.write_text(json.dumps(kept, indent=2))
     lines = [
         f"{args.customers:,} customers ({sum(rows.values()):,} rows; loaded into PostgreSQL "
         f"in {ingest:.1f}s), best of {args.repeat}:",
