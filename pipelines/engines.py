@@ -220,9 +220,10 @@ def feature_engine(loaded: LoadedData, cfg: dict) -> Iterator[Engine]:
     from features.spark import SparkEngine  # pyspark is an optional extra
 
     settings = cfg["spark"]
+    buckets = max(1, -(-loaded.n_customers // settings["bucket_size"]))
     with (
         _session(settings) as spark,
-        SparkEngine.stage(loaded, spark, settings["staging_dir"]) as engine,
+        SparkEngine.stage(loaded, spark, settings["staging_dir"], buckets) as engine,
     ):
         yield engine
 

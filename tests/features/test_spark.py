@@ -1,8 +1,11 @@
 """The Spark engine: DuckDB's features, DuckDB's personas, every customer assigned on Spark.
 
-The Spark tests share one local session (``local[2]``, UI off, 4 shuffle partitions) and
-are skipped, with the reason, only where PySpark or Java is missing; ``make test``
-installs PySpark (and Java, as root). The settings and error tests run everywhere.
+The Spark tests share one session on a real cluster, Spark's ``local-cluster[2,1,1024]``
+master (two executor JVMs apart from the driver; UI off, 4 shuffle partitions), whose
+``spark.driver.maxResultSize`` is too small for the demo's whole feature table: a run
+that collected every customer to the driver would fail. They are skipped, with the
+reason, only where PySpark or Java is missing; ``make test`` installs PySpark (and Java,
+as root). The settings and error tests run everywhere.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import json
 import os
 import shutil
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -27,6 +31,13 @@ from pipelines.config import ENGINES, ConfigError, load_config
 
 AS_OF = "2026-03-31 00:00"
 DEMO_CUSTOMERS = 1500
+ROOT = Path(__file__).resolve().parents[2]
+
+#: A real cluster: two executor JVMs (one core, 1 GiB each), apart from the driver's.
+MASTER = "local-cluster[2,1,1024]"
+#: What the driver may receive from one Spark job. The demo's samples and aggregates fit;
+#: its whole feature table does not (`test_collecting_every_customer_fails`).
+MAX_RESULT_SIZE = "400k"
 
 
 @pytest.fixture(scope="session")
@@ -43,8 +54,11 @@ def spark(tmp_path_factory):
     from features.spark import pandas_warnings_silenced
 
     builder = (
-        SparkSession.builder.master("local[2]")
+        SparkSession.builder.master(MASTER)
         .appName("personas-tests")
+        .config("spark.driver.maxResultSize", MAX_RESULT_SIZE)
+        .config("spark.executorEnv.PYTHONPATH", str(ROOT))  # the executors import this tree
+        .config("spark.executorEnv.PYSPARK_PYTHON", sys.executable)
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.shuffle.partitions", "4")
@@ -65,6 +79,7 @@ def fast_config(tmp_path, engine: str) -> dict:
     cfg["model"]["stability_resamples"] = 5
     cfg["drivers"]["n_repeats"] = 2
     cfg["tracking"]["uri"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg["spark"]["bucket_size"] = 500  # three executor tasks build the demo's features
     return cfg
 
 
@@ -237,26 +252,81 @@ def trained(spark, demo, tmp_path_factory):
     return runs
 
 
+def read_features(path) -> pd.DataFrame:
+    """A written feature table (a file or a dataset), indexed and sorted by customer."""
+    frame = pd.read_parquet(path)
+    return (
+        frame.assign(customer_id=frame["customer_id"].astype(str))
+        .set_index("customer_id")
+        .sort_index()
+    )
+
+
+def read_assignments(path) -> pd.DataFrame:
+    return pd.read_csv(path, dtype={"customer_id": str})
+
+
 def test_features_equal_duckdb_on_the_demo(trained) -> None:
     (duck, _), (spark_run, _) = trained["duckdb"], trained["spark"]
-    a = pd.read_parquet(duck.output / "features.parquet").set_index("customer_id")
-    b = pd.read_parquet(spark_run.output / "features.parquet").set_index("customer_id")
+    a = read_features(duck.output / "features.parquet")
+    b = read_features(spark_run.output / "features.parquet")  # one executor merged the buckets
     assert len(a) == DEMO_CUSTOMERS and a.shape[1] > 30
     clv = [c for c in a if c.startswith("clv_")]  # fitted on the summaries: a looser match
     assert clv
     assert_same_features(a.drop(columns=clv), b.drop(columns=clv))
     np.testing.assert_allclose(b[clv].to_numpy(float), a[clv].to_numpy(float), rtol=1e-6)
+    dataset = read_features(spark_run.output / "features")  # the executors' Parquet dataset
+    assert_same_features(b, dataset)
+    assert len(list((spark_run.output / "features").glob("*.parquet"))) == 3  # three buckets
 
 
 def test_spark_train_finds_duckdbs_personas(trained) -> None:
     (duck, _), (spark_run, _) = trained["duckdb"], trained["spark"]
-    a = pd.read_csv(duck.output / "assignments.csv", dtype={"customer_id": str})
-    b = pd.read_csv(spark_run.output / "assignments.csv", dtype={"customer_id": str})
+    a = read_assignments(duck.output / "assignments.csv")
+    b = read_assignments(spark_run.output / "assignments.csv")
     assert len(b) == DEMO_CUSTOMERS and b["customer_id"].is_unique
     merged = a.merge(b, on="customer_id", suffixes=("_duckdb", "_spark"), validate="1:1")
     assert len(merged) == DEMO_CUSTOMERS
-    assert adjusted_rand_score(merged["persona_id_duckdb"], merged["persona_id_spark"]) >= 0.99
-    assert len(spark_run.personas) == len(duck.personas)
+    assert adjusted_rand_score(merged["persona_id_duckdb"], merged["persona_id_spark"]) == 1.0
+    assert (merged["persona_id_duckdb"] == merged["persona_id_spark"]).all()
+    assert (merged["persona_name_duckdb"] == merged["persona_name_spark"]).all()
+    assert (merged["is_outlier_duckdb"] == merged["is_outlier_spark"]).all()
+    np.testing.assert_allclose(merged["confidence_spark"], merged["confidence_duckdb"], atol=1e-4)
+    dataset = pd.read_parquet(spark_run.output / "assignments")
+    assert sorted(dataset["customer_id"]) == sorted(b["customer_id"])
+
+
+def test_spark_personas_equal_duckdbs_counted_on_the_cluster(trained) -> None:
+    (duck, _), (spark_run, _) = trained["duckdb"], trained["spark"]
+    a = json.loads((duck.output / "personas.json").read_text())
+    b = json.loads((spark_run.output / "personas.json").read_text())
+    assert [p["persona_id"] for p in a] == [p["persona_id"] for p in b]
+    exact = "size share respondents promoters passives detractors nps nps_ci_low nps_ci_high"
+    for x, y in zip(a, b, strict=True):
+        assert {k: y[k] for k in exact.split()} == {k: x[k] for k in exact.split()}
+        assert y["name"] == x["name"]
+        for key in ("nps_vs_rest", "nps_p_value", "nps_rank", "is_focus", "is_at_risk"):
+            assert y[key] == x[key], key
+        for key in ("revenue_share", "clv_share", "value_index", "revenue_mean", "p_alive_mean"):
+            assert y[key] == pytest.approx(x[key], abs=2e-3), key  # CLV: to 1e-6, then rounded
+        assert y["revenue_at_risk"] == pytest.approx(x["revenue_at_risk"], rel=1e-5)
+        for s, t in zip(x["traits"], y["traits"], strict=True):
+            assert t["feature"] == s["feature"]
+            for key in ("persona_value", "population_value", "std_diff"):
+                assert t[key] == pytest.approx(s[key], abs=1e-3), (t["feature"], key)
+
+
+def test_collecting_every_customer_fails(spark, trained) -> None:
+    """The run above passed with a driver that cannot take every customer's features."""
+    from features.spark import pandas_warnings_silenced
+
+    result, _ = trained["spark"]
+    features = spark.read.parquet(str(result.output / "features"))
+    assert features.count() == DEMO_CUSTOMERS
+    with pandas_warnings_silenced():
+        with pytest.raises(Exception, match="maxResultSize"):
+            features.toPandas()
+        assert len(features.limit(300).toPandas()) == 300  # a sample passes
 
 
 def test_spark_udf_assignments_equal_the_driver(trained) -> None:
@@ -268,12 +338,12 @@ def test_spark_udf_assignments_equal_the_driver(trained) -> None:
     metrics = MlflowClient(tracking_uri=cfg["tracking"]["uri"]).get_run(result.run_id).data.metrics
     assert metrics["spark.assignment_agreement"] == 1.0
     assert result.model_uri.startswith("models:/personas/")  # registered after the run
-    written = pd.read_csv(result.output / "assignments.csv", dtype={"customer_id": str})
-    features = pd.read_parquet(result.output / "features.parquet").set_index("customer_id")
+    written = read_assignments(result.output / "assignments.csv")
+    features = read_features(result.output / "features.parquet")
     driver = serving.load_served_model(result.model_uri, cfg).predict(features).reset_index()
     merged = written.merge(driver, on="customer_id", suffixes=("", "_driver"), validate="1:1")
     assert len(merged) == DEMO_CUSTOMERS
-    assert (merged["persona_id"] == merged["persona_id_driver"]).mean() >= 0.99
+    assert (merged["persona_id"] == merged["persona_id_driver"]).all()
     assert (merged["persona_name"] == merged["persona_name_driver"]).all()
     np.testing.assert_allclose(merged["confidence"], merged["confidence_driver"], atol=1e-4)
 
@@ -327,8 +397,8 @@ def test_train_from_metastore_tables_equals_the_parquet_folder(
     cfg = metastore_config(tmp_path, {"transactions": "invoices"})
     result = train(f"spark:{metastore_db}", cfg=cfg, output=tmp_path / "out")
     folder, _ = trained["spark"]
-    a = pd.read_parquet(folder.output / "features.parquet").set_index("customer_id")
-    b = pd.read_parquet(result.output / "features.parquet").set_index("customer_id")
+    a = read_features(folder.output / "features.parquet")
+    b = read_features(result.output / "features.parquet")
     clv = [c for c in a if c.startswith("clv_")]
     assert len(b) == DEMO_CUSTOMERS and clv
     assert_same_features(a.drop(columns=clv), b.drop(columns=clv))
