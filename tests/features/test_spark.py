@@ -329,6 +329,34 @@ def test_collecting_every_customer_fails(spark, trained) -> None:
         assert len(features.limit(300).toPandas()) == 300  # a sample passes
 
 
+def test_a_base_beyond_the_sample_is_fitted_on_a_sample_and_counted_whole(
+    trained, demo, tmp_path
+) -> None:
+    from pipelines.train import train
+
+    cfg = fast_config(tmp_path, "spark")
+    cfg["spark"]["sample_size"] = 700  # of 1,500 customers
+    cfg["spark"]["single_file_rows"] = 1000  # too many for single files
+    cfg["tracking"]["model_name"] = "personas_sampled"
+    result = train(demo, cfg=cfg, output=tmp_path / "out")
+    assert len(result.assignments) == 700  # what the driver fitted on
+    assert not (result.output / "assignments.csv").exists()
+    assert not (result.output / "features.parquet").exists()
+    placed = pd.read_parquet(result.output / "assignments")
+    assert len(placed) == DEMO_CUSTOMERS and placed["customer_id"].is_unique
+    assert len(read_features(result.output / "features")) == DEMO_CUSTOMERS
+    duck, _ = trained["duckdb"]
+    a = read_assignments(duck.output / "assignments.csv")
+    merged = a.merge(placed, on="customer_id", validate="1:1")
+    assert adjusted_rand_score(merged["persona_id_x"], merged["persona_id_y"]) >= 0.9
+    personas = json.loads((result.output / "personas.json").read_text())
+    sizes = placed["persona_id"].value_counts()
+    assert {p["persona_id"]: p["size"] for p in personas} == sizes.to_dict()
+    whole = json.loads((duck.output / "personas.json").read_text())  # every respondent counted
+    for key in ("respondents", "promoters", "passives", "detractors"):
+        assert sum(p[key] for p in personas) == sum(p[key] for p in whole), key
+
+
 def test_spark_udf_assignments_equal_the_driver(trained) -> None:
     from mlflow.tracking import MlflowClient
 
