@@ -21,6 +21,9 @@
    single files when there are at most ``spark.single_file_rows`` customers; optionally
    the metastore table ``spark.assignments_table``.
 
+`score_on_cluster` is ``personas score --engine spark``: steps 3 and 5 with a registered
+model, writing a metastore table, a Parquet dataset or one CSV file.
+
 What the driver holds is therefore set by ``spark.sample_size`` (its feature table, the
 model search's matrices), one row per persona, and the checked data in DuckDB, which
 reads it from disk. Left on the sample: the migration matrix and feature drift against
@@ -48,7 +51,7 @@ from pipelines.run import TrainResult, stage
 from pipelines.segment import segment
 from pipelines.table import build_table
 
-__all__ = ["ClusterOutputs", "draw_sample", "train_on_cluster"]
+__all__ = ["ClusterOutputs", "draw_sample", "score_on_cluster", "train_on_cluster"]
 
 logger = logging.getLogger(__name__)
 
@@ -331,4 +334,56 @@ def train_on_cluster(data, loaded: LoadedData, engine, cfg: dict, run_id: str, o
         promoted=identity.promotion["promoted"],
         level=cfg["level"],
         segmentation=segments.selection.summary(),
+    )
+
+
+def score_on_cluster(
+    engine, loaded: LoadedData, cfg: dict, model, uri: str, output
+) -> pd.DataFrame:
+    """Place every customer of a batch on the executors and have them write the result.
+
+    Parameters
+    ----------
+    engine : features.spark.SparkEngine
+        The score run's engine (the batch staged in buckets).
+    loaded : LoadedData
+        The checked batch.
+    cfg : dict
+        The score configuration (with the model's settings).
+    model : models.served.PersonaModel
+        The served model (its definition and columns).
+    uri : str
+        Its MLflow URI, for ``spark_udf``.
+    output : str or Path
+        ``spark:<database>.<table>`` (a metastore table, replaced), a file ending in
+        ``.csv`` (one file, written by one executor: at most ``spark.single_file_rows``
+        customers), or any other path (a Parquet dataset, replaced).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per persona: ``persona_id``, ``persona_name``, ``customers``.
+    """
+    from pyspark.sql import functions as sf
+
+    spark, work = engine.spark, engine.folder / "run"
+    features = build_on_cluster(engine, loaded, cfg, model.definition, work / "features")
+    placed = serving.assign_on_spark(spark, uri, features, model.columns)
+    target = str(output)
+    if target.startswith("spark:"):
+        placed.write.mode("overwrite").saveAsTable(target.removeprefix("spark:"))
+        written = spark.table(target.removeprefix("spark:"))
+    elif target.endswith(".csv"):
+        placed.write.parquet(str(work / "assignments"))
+        Path(target).parent.mkdir(parents=True, exist_ok=True)
+        _on_executors(spark, [str(work / "assignments")], _Merge(target, "csv"))
+        written = spark.read.parquet(str(work / "assignments"))
+    else:
+        placed.write.mode("overwrite").parquet(target)
+        written = spark.read.parquet(target)
+    counts = written.groupBy("persona_id", "persona_name").agg(sf.count("*").alias("customers"))
+    rows = counts.orderBy("persona_id").collect()  # one row per persona
+    shutil.rmtree(work, ignore_errors=True)
+    return pd.DataFrame(
+        [r.asDict() for r in rows], columns=["persona_id", "persona_name", "customers"]
     )

@@ -383,11 +383,51 @@ def test_score_on_the_cluster_places_customers_as_training_did(trained, demo, tm
     config = tmp_path / "score.yaml"
     config.write_text(f"tracking: {{uri: '{cfg['tracking']['uri']}'}}\n")
     out = tmp_path / "scored.csv"
-    score(demo, model=result.model_uri, output=out, config=config, engine="spark")
-    scored = pd.read_csv(out, dtype={"customer_id": str})
+    counts = score(demo, model=result.model_uri, output=out, config=config, engine="spark")
+    scored = pd.read_csv(out, dtype={"customer_id": str})  # one executor wrote it
     merged = scored.merge(result.assignments, on="customer_id", validate="1:1")
     assert len(merged) == len(scored) == DEMO_CUSTOMERS
     assert (merged["persona_id_x"] == merged["persona_id_y"]).all()
+    expected = result.assignments["persona_id"].value_counts().sort_index()
+    assert counts.set_index("persona_id")["customers"].to_dict() == expected.to_dict()
+
+
+def test_score_on_the_cluster_writes_a_parquet_folder_or_a_metastore_table(
+    spark, trained, demo, metastore_db, tmp_path
+) -> None:
+    from pipelines.score import score
+
+    result, cfg = trained["duckdb"]
+    tracked = f"tracking: {{uri: '{cfg['tracking']['uri']}'}}\n"
+    config = tmp_path / "metastore.yaml"
+    config.write_text(
+        tracked + "spark: {tables: {transactions: invoices}}\n"
+        "columns: {transactions: {amount: invoice_amount}}\n"
+    )
+    table = f"{metastore_db}.scored"
+    score(f"spark:{metastore_db}", model=result.model_uri, output=f"spark:{table}",
+          config=config, engine="spark")  # fmt: skip
+    folder, config = tmp_path / "scored", tmp_path / "folder.yaml"
+    config.write_text(tracked)
+    score(demo, model=result.model_uri, output=folder, config=config, engine="spark")
+    for scored in (spark.table(table).toPandas(), pd.read_parquet(folder)):
+        merged = scored.merge(result.assignments, on="customer_id", validate="1:1")
+        assert len(merged) == len(scored) == DEMO_CUSTOMERS
+        assert (merged["persona_id_x"] == merged["persona_id_y"]).all()
+
+
+def test_one_csv_beyond_single_file_rows_is_refused_before_any_work(trained, demo, tmp_path):
+    from pipelines.score import score
+
+    result, cfg = trained["duckdb"]
+    config = tmp_path / "score.yaml"
+    config.write_text(
+        f"tracking: {{uri: '{cfg['tracking']['uri']}'}}\nspark: {{single_file_rows: 1000}}\n"
+    )
+    out = tmp_path / "scored.csv"
+    with pytest.raises(ConfigError, match="more than spark.single_file_rows") as caught:
+        score(demo, model=result.model_uri, output=out, config=config, engine="spark")
+    assert "\n" not in str(caught.value) and not out.exists()
 
 
 # -- the same run from tables of the metastore -----------------------------------------
