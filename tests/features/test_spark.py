@@ -113,6 +113,15 @@ def test_engine_is_duckdb_by_default_and_validated(tmp_path) -> None:
     free = tmp_path / "free.yaml"
     free.write_text("spark:\n  conf: {spark.driver.memory: 8g}\n")
     assert load_config(free)["spark"]["conf"] == {"spark.driver.memory": "8g"}
+    assert load_config()["spark"]["sample_size"] == 50000
+    for setting in ("sample_size: 0", "bucket_size: 1.5", "single_file_rows: many"):
+        bad.write_text(f"spark:\n  {setting}\n")
+        key = setting.split(":")[0]
+        with pytest.raises(ConfigError, match=f"spark.{key} should be a whole number >= 1"):
+            load_config(bad)
+    bad.write_text("spark:\n  assignments_table: ''\n")
+    with pytest.raises(ConfigError, match="spark.assignments_table should be a metastore table"):
+        load_config(bad)
 
 
 def test_metastore_sources_need_the_spark_engine_and_valid_names(tmp_path) -> None:
@@ -330,13 +339,18 @@ def test_collecting_every_customer_fails(spark, trained) -> None:
 
 
 def test_a_base_beyond_the_sample_is_fitted_on_a_sample_and_counted_whole(
-    trained, demo, tmp_path
+    spark, trained, demo, tmp_path, monkeypatch
 ) -> None:
+    from features.privacy import pseudonymize
+    from features.spark import pandas_warnings_silenced
     from pipelines.train import train
 
+    monkeypatch.setenv("PERSONAS_ID_SALT", "test-salt")
     cfg = fast_config(tmp_path, "spark")
     cfg["spark"]["sample_size"] = 700  # of 1,500 customers
     cfg["spark"]["single_file_rows"] = 1000  # too many for single files
+    cfg["spark"]["assignments_table"] = "default.personas_sampled"
+    cfg["privacy"]["pseudonymize_ids"] = True  # the executors hash the ids they write
     cfg["tracking"]["model_name"] = "personas_sampled"
     result = train(demo, cfg=cfg, output=tmp_path / "out")
     assert len(result.assignments) == 700  # what the driver fitted on
@@ -344,10 +358,17 @@ def test_a_base_beyond_the_sample_is_fitted_on_a_sample_and_counted_whole(
     assert not (result.output / "features.parquet").exists()
     placed = pd.read_parquet(result.output / "assignments")
     assert len(placed) == DEMO_CUSTOMERS and placed["customer_id"].is_unique
-    assert len(read_features(result.output / "features")) == DEMO_CUSTOMERS
+    with pandas_warnings_silenced():
+        table = spark.table("default.personas_sampled").toPandas()
+    spark.sql("DROP TABLE default.personas_sampled")
+    assert sorted(table["customer_id"]) == sorted(placed["customer_id"])
+    features = read_features(result.output / "features")
+    assert sorted(features.index) == sorted(placed["customer_id"])
     duck, _ = trained["duckdb"]
     a = read_assignments(duck.output / "assignments.csv")
+    a["customer_id"] = pseudonymize(a["customer_id"], "test-salt")
     merged = a.merge(placed, on="customer_id", validate="1:1")
+    assert len(merged) == DEMO_CUSTOMERS  # every id hashed, as the DuckDB path hashes them
     assert adjusted_rand_score(merged["persona_id_x"], merged["persona_id_y"]) >= 0.9
     personas = json.loads((result.output / "personas.json").read_text())
     sizes = placed["persona_id"].value_counts()
