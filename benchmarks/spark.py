@@ -22,6 +22,7 @@ import datetime as dt
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -129,6 +130,7 @@ def child(args) -> dict:
             executor_memory=args.executor_memory,
         )
         spark.stop()
+    shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 

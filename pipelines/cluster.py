@@ -26,8 +26,10 @@ model, writing a metastore table, a Parquet dataset or one CSV file.
 
 What the driver holds is therefore set by ``spark.sample_size`` (its feature table, the
 model search's matrices), one row per persona, and the checked data in DuckDB, which
-reads it from disk. Left on the sample: the migration matrix and feature drift against
-the previous run (`pipelines.compare`), and the report's map.
+reads it from disk. Left on the sample: the matching with the previous run's personas,
+the migration matrix (``migration.csv`` counts the sample's customers) and feature drift
+(`pipelines.compare`, which reads only the sample's rows of the champion's outputs;
+``changes.json``'s before / after use every customer's numbers), and the report's map.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from features import LoadedData
 from pipelines import serving, tracking
 from pipelines.cluster_profile import aggregate_personas
 from pipelines.cluster_table import build_on_cluster
-from pipelines.compare import reidentify
+from pipelines.compare import describe_changes, reidentify
 from pipelines.outputs import Assignments, assign, write_outputs
 from pipelines.profile import business_model, profile
 from pipelines.record import log_inputs, log_model, log_run, persona_model, serve
@@ -279,7 +281,13 @@ def train_on_cluster(data, loaded: LoadedData, engine, cfg: dict, run_id: str, o
     found = profile(seen, built.table, segments, None, cfg)
     units = assign(built.table, segments, found.personas)
     identity = reidentify(
-        found.personas, units, built.table, segments.selection.stability["ari"], cfg, data
+        found.personas,
+        units,
+        built.table,
+        segments.selection.stability["ari"],
+        cfg,
+        data,
+        sample=sampled,
     )
     model = persona_model(built, segments, found.personas, identity, cfg)
     uri = log_model(model, built)
@@ -301,6 +309,18 @@ def train_on_cluster(data, loaded: LoadedData, engine, cfg: dict, run_id: str, o
             cfg,
             business_model(loaded, cfg),
         )
+    if sampled and identity.previous is not None:  # before / after with every customer's numbers
+        numeric = [f.name for f in built.table.features if f.transform != "category"]
+        quality = identity.changes["match_quality"]
+        identity.changes = describe_changes(
+            identity.previous,
+            found.personas,
+            identity.migration,
+            built.table.frame,
+            numeric,
+            alpha=cfg["profile"]["alpha"],
+        )
+        identity.changes["match_quality"] = quality
     outputs = ClusterOutputs(
         spark=engine.spark,
         assignments=work / "assignments",

@@ -158,6 +158,38 @@ def test_missing_pyspark_is_one_clear_paragraph(monkeypatch) -> None:
     assert "\n" not in str(caught.value)
 
 
+def test_a_sampled_run_reads_only_its_customers_of_the_champion(tmp_path) -> None:
+    from pipelines.compare import load_previous
+
+    personas = [{"persona_id": 0, "name": "A"}]
+    ids = [f"C{i:03d}" for i in range(300)]
+    units = pd.DataFrame(
+        {"customer_id": ids, "persona_id": 0, "persona_name": "A", "confidence": 0.5,
+         "is_outlier": False}
+    )  # fmt: skip
+    features = pd.DataFrame({"customer_id": ids, "usage_events": np.arange(300.0)})
+    single, datasets = tmp_path / "single", tmp_path / "datasets"
+    for folder in (single, datasets / "assignments", datasets / "features"):
+        folder.mkdir(parents=True)
+    for folder in (single, datasets):
+        (folder / "personas.json").write_text(json.dumps(personas))
+    units.to_csv(single / "assignments.csv", index=False)
+    features.to_parquet(single / "features.parquet", index=False)
+    for part in range(3):  # as the executors write them
+        rows = slice(100 * part, 100 * (part + 1))
+        units[rows].to_parquet(datasets / "assignments" / f"part-{part}.parquet")
+        features[rows].to_parquet(datasets / "features" / f"part-{part}.parquet")
+    sample = pd.Series(["C007", "C150", "C299", "X"])
+    for folder in (single, datasets):
+        previous = load_previous("run", folder, sample)
+        assert sorted(previous.assignments["customer_id"]) == ["C007", "C150", "C299"]
+        assert previous.features["usage_events"].to_dict() == {
+            "C007": 7.0, "C150": 150.0, "C299": 299.0
+        }  # fmt: skip
+        assert not previous.assignments["is_outlier"].any()
+    assert len(load_previous("run", single).assignments) == 300  # the DuckDB path: whole
+
+
 # -- the same features -----------------------------------------------------------------
 
 
