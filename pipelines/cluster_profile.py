@@ -2,9 +2,9 @@
 
 On the cluster path (`pipelines.cluster`) the personas are profiled on the sample the
 driver holds: their traits, names, drivers, themes and stability. Once every customer is
-assigned on the executors, `aggregate_personas` recomputes from the whole base, as two
-Spark aggregations (per persona, and over everyone) of which only one row per persona
-reaches the driver:
+assigned on the executors, `aggregate_personas` recomputes from the whole base, in one
+Spark aggregation (a ``rollup``: per persona, and over everyone) of which only one row
+per persona reaches the driver:
 
 - size and share; NPS respondents, promoters, passives and detractors (exact counts),
   the NPS, its interval and its test against the rest (`models.nps.nps_from_counts`,
@@ -129,10 +129,14 @@ def aggregate_personas(personas: list[dict], joined, meta, cfg: dict, business: 
     columns = set(joined.columns)
     traits = {t["feature"] for p in personas for t in p["traits"]}
     aggs = _aggregations(meta, traits, columns, value)
-    extra = [sf.avg(sf.col("is_outlier").cast("double")).alias("outliers")]
-    total = joined.agg(*aggs, *extra).collect()[0].asDict()  # one row
-    rows = joined.groupBy("persona_id").agg(*aggs).collect()  # one row per persona
-    by_id = {int(r["persona_id"]): r.asDict() for r in rows}
+    extra = [
+        sf.avg(sf.col("is_outlier").cast("double")).alias("outliers"),
+        sf.grouping_id().alias("_everyone"),
+    ]
+    # one pass: a row per persona and one over everyone (rollup), one row each to the driver
+    rows = [r.asDict() for r in joined.rollup("persona_id").agg(*aggs, *extra).collect()]
+    total = next(r for r in rows if r["_everyone"])
+    by_id = {int(r["persona_id"]): r for r in rows if not r["_everyone"]}
     n = int(total["n"])
     counts = {
         pid: (r.get("promoters", 0), r.get("detractors", 0), r.get("respondents", 0))

@@ -448,6 +448,7 @@ def test_score_on_the_cluster_places_customers_as_training_did(trained, demo, tm
 def test_score_on_the_cluster_writes_a_parquet_folder_or_a_metastore_table(
     spark, trained, demo, metastore_db, tmp_path
 ) -> None:
+    from features.spark import pandas_warnings_silenced
     from pipelines.score import score
 
     result, cfg = trained["duckdb"]
@@ -457,13 +458,16 @@ def test_score_on_the_cluster_writes_a_parquet_folder_or_a_metastore_table(
         tracked + "spark: {tables: {transactions: invoices}}\n"
         "columns: {transactions: {amount: invoice_amount}}\n"
     )
-    table = f"{metastore_db}.scored"
+    table = "default.personas_scored"  # beside the source's database, not in it
     score(f"spark:{metastore_db}", model=result.model_uri, output=f"spark:{table}",
           config=config, engine="spark")  # fmt: skip
     folder, config = tmp_path / "scored", tmp_path / "folder.yaml"
     config.write_text(tracked)
     score(demo, model=result.model_uri, output=folder, config=config, engine="spark")
-    for scored in (spark.table(table).toPandas(), pd.read_parquet(folder)):
+    with pandas_warnings_silenced():
+        placed = spark.table(table).toPandas()
+    spark.sql(f"DROP TABLE {table}")
+    for scored in (placed, pd.read_parquet(folder)):
         merged = scored.merge(result.assignments, on="customer_id", validate="1:1")
         assert len(merged) == len(scored) == DEMO_CUSTOMERS
         assert (merged["persona_id_x"] == merged["persona_id_y"]).all()
