@@ -46,6 +46,7 @@ from pipelines import serving, tracking
 from pipelines.cluster_profile import aggregate_personas
 from pipelines.cluster_table import build_on_cluster
 from pipelines.compare import describe_changes, reidentify
+from pipelines.config import ConfigError
 from pipelines.outputs import Assignments, assign, write_outputs
 from pipelines.profile import business_model, profile
 from pipelines.record import log_inputs, log_model, log_run, persona_model, serve
@@ -260,8 +261,15 @@ def train_on_cluster(data, loaded: LoadedData, engine, cfg: dict, run_id: str, o
     """
     from pyspark.sql import functions as sf
 
-    log_inputs(loaded)
     settings, work = cfg["spark"], engine.folder / "run"
+    if cfg.get("publish") and loaded.n_customers > settings["single_file_rows"]:
+        raise ConfigError(
+            f"Publishing reads the run's assignments.csv, which a run of "
+            f"{loaded.n_customers:,} customers does not write (more than "
+            f"spark.single_file_rows, {settings['single_file_rows']:,}): raise "
+            "spark.single_file_rows, or publish the assignments/ Parquet dataset yourself."
+        )
+    log_inputs(loaded)
     sampled = loaded.n_customers > settings["sample_size"]
     with stage("Sample the customers on the cluster"):
         if sampled:

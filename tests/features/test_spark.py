@@ -373,6 +373,8 @@ def test_collecting_every_customer_fails(spark, trained) -> None:
 def test_a_base_beyond_the_sample_is_fitted_on_a_sample_and_counted_whole(
     spark, trained, demo, tmp_path, monkeypatch
 ) -> None:
+    from mlflow.tracking import MlflowClient
+
     from features.privacy import pseudonymize
     from features.spark import pandas_warnings_silenced
     from pipelines.train import train
@@ -384,8 +386,14 @@ def test_a_base_beyond_the_sample_is_fitted_on_a_sample_and_counted_whole(
     cfg["spark"]["assignments_table"] = "default.personas_sampled"
     cfg["privacy"]["pseudonymize_ids"] = True  # the executors hash the ids they write
     cfg["tracking"]["model_name"] = "personas_sampled"
+    publishing = {**cfg, "publish": "postgresql://analyst@db.example.com/shop"}
+    with pytest.raises(ConfigError, match="does not write") as caught:  # no assignments.csv
+        train(demo, cfg=publishing, output=tmp_path / "published")
+    assert "\n" not in str(caught.value) and not (tmp_path / "published").exists()
     result = train(demo, cfg=cfg, output=tmp_path / "out")
     assert len(result.assignments) == 700  # what the driver fitted on
+    client = MlflowClient(tracking_uri=cfg["tracking"]["uri"])
+    assert client.get_run(result.run_id).data.metrics["spark.assignment_agreement"] == 1.0
     assert not (result.output / "assignments.csv").exists()
     assert not (result.output / "features.parquet").exists()
     placed = pd.read_parquet(result.output / "assignments")
