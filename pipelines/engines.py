@@ -240,7 +240,8 @@ def place_on_cluster(
         ``customer_id`` and the columns of `pipelines.serving.ASSIGNMENT_TYPE`, one row
         per customer of ``frame``, in its order.
     """
-    features = engine.to_spark(frame[columns], "features")
+    # the served model's input is keyed customer_id, whoever the rows are (accounts too)
+    features = engine.to_spark(frame[columns].rename_axis("customer_id"), "features")
     result = engine.collect(serving.assign_on_spark(engine.spark, model_uri, features, columns))
     result = result.assign(customer_id=result["customer_id"].astype(str)).set_index("customer_id")
     ids = frame.index.astype(str)

@@ -495,6 +495,25 @@ def test_one_csv_beyond_single_file_rows_is_refused_before_any_work(trained, dem
     assert "\n" not in str(caught.value) and not out.exists()
 
 
+def test_personas_of_accounts_are_assigned_on_the_cluster(spark, tmp_path) -> None:
+    """At ``level: account`` the accounts' table comes to the driver (their people span
+    buckets); only the assignment runs on the executors."""
+    from mlflow.tracking import MlflowClient
+
+    from pipelines.demo.accounts import write_b2b_demo
+    from pipelines.train import train
+
+    write_b2b_demo(tmp_path / "data", n_accounts=150, seed=1, file_format="parquet")
+    cfg = fast_config(tmp_path, "spark")
+    cfg["level"] = "account"
+    result = train(tmp_path / "data", cfg=cfg, output=tmp_path / "out")
+    accounts = pd.read_csv(result.output / "assignments.csv", dtype={"account_id": str})
+    assert len(accounts) == 150 and accounts["account_id"].is_unique
+    assert (result.output / "people_assignments.csv").exists()
+    metrics = MlflowClient(tracking_uri=cfg["tracking"]["uri"]).get_run(result.run_id).data.metrics
+    assert metrics["spark.assignment_agreement"] == 1.0
+
+
 # -- the same run from tables of the metastore -----------------------------------------
 
 METASTORE_DB = "personas_demo"
