@@ -416,6 +416,13 @@ def test_a_base_beyond_the_sample_is_fitted_on_a_sample_and_counted_whole(
     whole = json.loads((duck.output / "personas.json").read_text())  # every respondent counted
     for key in ("respondents", "promoters", "passives", "detractors"):
         assert sum(p[key] for p in personas) == sum(p[key] for p in whole), key
+    again = train(demo, cfg=cfg, output=tmp_path / "again")  # compared with the run above
+    changes = json.loads((again.output / "changes.json").read_text())
+    assert changes["previous_run"] == result.run_id  # read from its Parquet datasets
+    assert changes["customers_compared"] == 700  # the sample's customers
+    assert sum(p["size_after"] or 0 for p in changes["personas"]) == DEMO_CUSTOMERS
+    assert sum(p["size_before"] or 0 for p in changes["personas"]) == DEMO_CUSTOMERS
+    assert not changes["appeared"] and not changes["vanished"]  # the same data and seed
 
 
 def test_spark_udf_assignments_equal_the_driver(trained) -> None:
