@@ -463,7 +463,10 @@ def test_score_on_the_cluster_places_customers_as_training_did(trained, demo, tm
 def test_score_on_the_cluster_writes_a_parquet_folder_or_a_metastore_table(
     spark, trained, demo, metastore_db, tmp_path
 ) -> None:
+    from typer.testing import CliRunner
+
     from features.spark import pandas_warnings_silenced
+    from pipelines.cli import app
     from pipelines.score import score
 
     result, cfg = trained["duckdb"]
@@ -478,7 +481,13 @@ def test_score_on_the_cluster_writes_a_parquet_folder_or_a_metastore_table(
           config=config, engine="spark")  # fmt: skip
     folder, config = tmp_path / "scored", tmp_path / "folder.yaml"
     config.write_text(tracked)
-    score(demo, model=result.model_uri, output=folder, config=config, engine="spark")
+    cli = CliRunner().invoke(  # the command line, in this process's Spark session
+        app,
+        ["score", "--data", str(demo), "--model", result.model_uri, "--output", str(folder),
+         "--config", str(config), "--engine", "spark"],
+    )  # fmt: skip
+    assert cli.exit_code == 0, cli.output
+    assert f"Scored {DEMO_CUSTOMERS:,} customers -> {folder}" in " ".join(cli.output.split())
     with pandas_warnings_silenced():
         placed = spark.table(table).toPandas()
     spark.sql(f"DROP TABLE {table}")
