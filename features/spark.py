@@ -9,14 +9,17 @@ What runs where:
   engines.
 - **The staged tables go to Parquet once.** `SparkEngine.stage` has DuckDB write each
   staged table (contract column names and types, timestamps in UTC without zone) to a
-  staging folder, and registers it as a Spark temporary view named after the table
-  (``customers``, ``transactions``...). Spark therefore reads exactly the rows DuckDB
-  would aggregate, so the two engines give the same features; on a cluster the folder must
-  be one every executor can read (a shared mount), see ``spark.staging_dir`` in the config.
+  staging folder, as a dataset partitioned by the bucket of each row's customer (so an
+  executor can read one bucket's customers whole), and registers it as a Spark temporary
+  view named after the table (``customers``, ``transactions``...). Spark therefore reads
+  exactly the rows DuckDB would aggregate, so the two engines give the same features; on
+  a cluster the folder must be one every executor can read (a shared mount), see
+  ``spark.staging_dir`` in the config.
 - **Spark runs every aggregation.** The feature builders' SQL (`features.families`,
   `features.rfm`) runs unchanged through `SparkEngine.query`, with the few expressions
   that differ taken from `SparkDialect`; only the per-customer result comes back to the
-  driver (``toPandas``).
+  driver (``toPandas``): on the cluster path (`pipelines.cluster`), that of a sample,
+  the views being restricted to it (`SparkEngine.restrict`).
 
 This module imports pyspark; nothing else in `features` does, so the DuckDB engine works
 without it (``pip install "personas[spark]"`` adds it).
@@ -35,15 +38,18 @@ from pathlib import Path
 
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql.functions import col
+from pyspark.sql.functions import broadcast, col
 from pyspark.sql.types import DecimalType
 
 from features.engine import Dialect, Engine, sql_text
 from features.loading import LoadedData
 
-__all__ = ["SparkDialect", "SparkEngine", "pandas_warnings_silenced"]
+__all__ = ["BUCKET", "SparkDialect", "SparkEngine", "pandas_warnings_silenced"]
 
 logger = logging.getLogger(__name__)
+
+#: The staged tables' partition column: the bucket of the row's customer.
+BUCKET = "personas_bucket"
 
 #: What PySpark says on every conversion under pandas 3 (it does not support pandas 3 fully
 #: yet, and still passes ``copy=`` to ``astype``). The conversions we use are covered by
@@ -111,6 +117,19 @@ class SparkDialect(Dialect):
         return f"COUNT(DISTINCT {expr})"
 
 
+def _write_buckets(data: LoadedData, name: str, folder: Path, buckets: int) -> None:
+    """Have DuckDB write one table as Parquet, partitioned by the customers' `BUCKET`."""
+    rows = f"SELECT *, hash(customer_id) % {int(buckets)} AS {BUCKET} FROM {name}"
+    if data.con.execute(f"SELECT count(*) FROM {name}").fetchone()[0] == 0:
+        (folder / f"{BUCKET}=0").mkdir(parents=True)  # keeps the columns of an empty table
+        path = folder / f"{BUCKET}=0" / "data.parquet"
+        data.con.execute(f"COPY (SELECT * FROM {name}) TO {sql_text(path)} (FORMAT parquet)")
+        return
+    data.con.execute(
+        f"COPY ({rows}) TO {sql_text(folder)} (FORMAT parquet, PARTITION_BY ({BUCKET}))"
+    )
+
+
 class SparkEngine(Engine):
     """Runs builder SQL on Spark and hands back pandas frames.
 
@@ -139,10 +158,15 @@ class SparkEngine(Engine):
         super().__init__(data)
         self.spark = spark
         self.folder = Path(folder)
+        self.buckets = 1
 
     @classmethod
     def stage(
-        cls, data: LoadedData, spark: SparkSession, staging_dir: str | Path | None = None
+        cls,
+        data: LoadedData,
+        spark: SparkSession,
+        staging_dir: str | Path | None = None,
+        buckets: int = 1,
     ) -> SparkEngine:
         """Write the checked tables to Parquet and register them as Spark views.
 
@@ -156,6 +180,11 @@ class SparkEngine(Engine):
             Where the Parquet files go (a new subfolder of it, removed by `close`); on a
             cluster, a folder every executor can read. Default a temporary folder, which
             suits ``local`` masters.
+        buckets : int, default=1
+            Each table is written as a Parquet dataset partitioned by `BUCKET`, the
+            bucket of its customer (``hash(customer_id) % buckets``): every row of one
+            customer, whatever the table, is in the same bucket, so an executor can build
+            a bucket's features alone (`pipelines.cluster_table`).
 
         Returns
         -------
@@ -174,16 +203,35 @@ class SparkEngine(Engine):
                 logger.info("Spark SQL time zone set to UTC, the zone of the data.")
                 spark.conf.set("spark.sql.session.timeZone", "UTC")
             for name in data.tables:
-                path = folder / f"{name}.parquet"
-                data.con.execute(
-                    f"COPY (SELECT * FROM {name}) TO {sql_text(path)} (FORMAT parquet)"
-                )
-                spark.read.parquet(str(path)).createOrReplaceTempView(name)
+                _write_buckets(data, name, folder / name, buckets)
+                view = spark.read.parquet(str(folder / name)).drop(BUCKET)
+                view.createOrReplaceTempView(name)
         except BaseException:
             engine.close()
             raise
-        logger.info("Spark: %d tables staged in %s", len(data.tables), folder)
+        engine.buckets = buckets
+        logger.info("Spark: %d tables staged in %s (%d buckets)", len(data.tables), folder, buckets)
         return engine
+
+    def restrict(self, customers: DataFrame) -> None:
+        """Replace every table's view by its rows of ``customers`` (a ``customer_id`` frame).
+
+        The feature SQL then runs on those customers only (a sample), on the cluster;
+        `unrestrict` gives the whole tables back.
+        """
+        for name in self.data.tables:
+            rows = self.spark.read.parquet(str(self.folder / name)).drop(BUCKET)
+            rows.join(broadcast(customers), "customer_id", "left_semi").createOrReplaceTempView(
+                name
+            )
+        self._shared = {}
+
+    def unrestrict(self) -> None:
+        """Give every view its whole table back (after `restrict`)."""
+        for name in self.data.tables:
+            view = self.spark.read.parquet(str(self.folder / name)).drop(BUCKET)
+            view.createOrReplaceTempView(name)
+        self._shared = {}
 
     def query(self, sql: str) -> pd.DataFrame:
         """Run a query on Spark and return its result as a DataFrame."""

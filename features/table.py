@@ -86,11 +86,15 @@ class FeatureTable:
     def to_parquet(self, path) -> None:
         """Write the table with its metadata in the Parquet schema (key ``personas``)."""
         table = pa.Table.from_pandas(self.frame.reset_index(), preserve_index=False)
+        table = table.replace_schema_metadata(
+            {**(table.schema.metadata or {}), **self.parquet_metadata()}
+        )
+        pq.write_table(table, path)
+
+    def parquet_metadata(self) -> dict[bytes, bytes]:
+        """Return the Parquet schema metadata `to_parquet` writes (key ``personas``)."""
         meta = {
             "as_of": str(self.as_of),
             "features": [asdict(f) for f in self.features],
         }
-        table = table.replace_schema_metadata(
-            {**(table.schema.metadata or {}), b"personas": json.dumps(meta).encode()}
-        )
-        pq.write_table(table, path)
+        return {b"personas": json.dumps(meta).encode()}

@@ -14,7 +14,15 @@ import math
 import numpy as np
 from scipy.stats import norm
 
-__all__ = ["format_nps", "holm", "nps_interval", "nps_summary", "nps_vs_rest"]
+__all__ = [
+    "format_nps",
+    "holm",
+    "nps_from_counts",
+    "nps_interval",
+    "nps_summary",
+    "nps_vs_rest",
+    "nps_vs_rest_counts",
+]
 
 #: Pseudo-counts of the adjusted Wald interval (Rocks 2016): 3/4 added to promoters and
 #: to detractors, 3 to the respondents (so 3/2 to the passives).
@@ -110,8 +118,25 @@ def nps_summary(scores, *, ci_level: float = 0.95) -> dict:
     """
     s = np.asarray(scores, dtype=float)
     s = s[~np.isnan(s)]
-    n = int(s.size)
-    promoters, detractors = int((s >= 9).sum()), int((s <= 6).sum())
+    return nps_from_counts(int((s >= 9).sum()), int((s <= 6).sum()), int(s.size), ci_level=ci_level)
+
+
+def nps_from_counts(promoters: int, detractors: int, n: int, *, ci_level: float = 0.95) -> dict:
+    """Return `nps_summary`'s fields from the counts (as a cluster aggregates them).
+
+    Parameters
+    ----------
+    promoters, detractors, n : int
+        Promoters (9-10), detractors (0-6) and respondents.
+    ci_level : float, default=0.95
+        Coverage of the interval.
+
+    Returns
+    -------
+    dict
+        The fields of `nps_summary`.
+    """
+    promoters, detractors, n = int(promoters), int(detractors), int(n)
     out = {
         "respondents": n,
         "promoters": promoters,
@@ -188,13 +213,34 @@ def nps_vs_rest(scores, labels, *, min_respondents: int = 30, alpha: float = 0.0
     labels = np.asarray(labels)
     resp = ~np.isnan(s)
     prom, det = resp & (s >= 9), resp & (s <= 6)
-    total = np.array([prom.sum(), det.sum(), resp.sum()], dtype=float)
-    ids = sorted(set(labels.tolist()))
+    counts = {}
+    for pid in sorted(set(labels.tolist())):
+        m = labels == pid
+        counts[pid] = (prom[m].sum(), det[m].sum(), resp[m].sum())
+    return nps_vs_rest_counts(counts, min_respondents=min_respondents, alpha=alpha)
+
+
+def nps_vs_rest_counts(counts: dict, *, min_respondents: int = 30, alpha: float = 0.05) -> dict:
+    """`nps_vs_rest` from each persona's counts (as a cluster aggregates them).
+
+    Parameters
+    ----------
+    counts : dict of int to tuple of int
+        Persona id -> (promoters, detractors, respondents); every persona, -1 included.
+    min_respondents, alpha
+        As `nps_vs_rest`.
+
+    Returns
+    -------
+    dict of int to dict
+        As `nps_vs_rest`.
+    """
+    ids = sorted(counts)
+    total = np.array([sum(float(c[i]) for c in counts.values()) for i in range(3)])
     out = {pid: dict.fromkeys(_NPS_TEST_KEYS) | {"nps_reliable": False} for pid in ids}
     tested, p_raw, nps = [], [], {}
     for pid in ids:
-        m = labels == pid
-        inside = np.array([prom[m].sum(), det[m].sum(), resp[m].sum()], dtype=float)
+        inside = np.array(counts[pid], dtype=float)
         rest = total - inside
         if pid == -1 or inside[2] < min_respondents or rest[2] == 0:
             continue

@@ -283,7 +283,12 @@ def score(
     model: str | None = typer.Option(
         None, "--model", help="Model URI; default models:/<tracking.model_name>@champion."
     ),
-    output: Path = typer.Option(..., "--output", help="CSV file to write."),
+    output: Path = typer.Option(
+        ...,
+        "--output",
+        help="CSV file to write; with --engine spark also a folder (a Parquet dataset) or "
+        "spark:<database>.<table> (a metastore table), written by the executors.",
+    ),
     config: Path | None = typer.Option(None, "--config", help="YAML settings file."),
     publish: str | None = typer.Option(None, "--publish", help=_PUBLISH),
     engine: EngineChoice | None = typer.Option(
@@ -303,11 +308,14 @@ def score(
         publish=publish,
         engine=engine.value if engine else None,
     )
-    counts = result["persona_name"].value_counts()
+    if "customers" in result:  # placed on the cluster: one row per persona
+        counts = result.set_index("persona_name")["customers"].sort_values(ascending=False)
+    else:
+        counts = result["persona_name"].value_counts()
     for name, n in counts.items():
         out.print(f"{n:>10,}  {name}")
     what = "accounts" if result.columns[0] == "account_id" else "customers"
-    out.print(f"Scored {len(result):,} {what} -> {output}")
+    out.print(f"Scored {int(counts.sum()):,} {what} -> {output}")
 
 
 @app.command()

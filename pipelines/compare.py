@@ -47,28 +47,69 @@ class Previous:
     segmented), and ``level`` says which it was.
     """
 
-    def __init__(self, run_id: str, folder: Path):
+    def __init__(self, run_id: str, folder: Path, only: pd.Series | None = None):
         self.run_id = run_id
         self.personas = json.loads((folder / "personas.json").read_text())
-        ids = {"customer_id": str, "account_id": str}
-        assignments = pd.read_csv(folder / "assignments.csv", dtype=ids)
+        if only is None:
+            ids = {"customer_id": str, "account_id": str}
+            assignments = pd.read_csv(folder / "assignments.csv", dtype=ids)
+        else:
+            assignments = _read_only(folder, "assignments", only)
         self.level = "account" if assignments.columns[0] == "account_id" else "customer"
         key = assignments.columns[0]
         self.assignments = assignments.rename(columns={key: "customer_id"})
         path = folder / "features.parquet"
-        self.features = (
-            pd.read_parquet(path).set_index(key).rename_axis("customer_id")
-            if path.exists()
-            else None
+        if only is not None:
+            features = _read_only(folder, "features", only)
+            self.features = (
+                None if features is None else features.set_index(key).rename_axis("customer_id")
+            )
+        else:
+            self.features = (
+                pd.read_parquet(path).set_index(key).rename_axis("customer_id")
+                if path.exists()
+                else None
+            )
+
+
+def _read_only(folder: Path, name: str, only: pd.Series) -> pd.DataFrame | None:
+    """Return the rows of the customers ``only`` of a champion's output, read in pieces.
+
+    The output is ``<name>.csv`` / ``<name>.parquet``, else the ``<name>/`` Parquet
+    dataset a Spark run writes (None when there is neither); memory holds ``only``'s
+    rows, whatever the file's size.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pv
+    import pyarrow.dataset as ds
+
+    wanted = pa.array(only.astype(str).tolist(), pa.string())
+    csv = folder / f"{name}.csv"
+    if csv.exists():
+        reader = pv.open_csv(
+            csv, convert_options=pv.ConvertOptions(column_types={"customer_id": pa.string()})
         )
+        batches = [b.filter(pc.is_in(b["customer_id"], wanted)) for b in reader]
+        return pa.Table.from_batches(batches, schema=reader.schema).to_pandas()
+    path = folder / f"{name}.parquet"
+    if not path.exists() and not (folder / name).is_dir():
+        return None
+    dataset = ds.dataset(path if path.exists() else folder / name, format="parquet")
+    return dataset.to_table(filter=pc.is_in(pc.field("customer_id"), wanted)).to_pandas()
 
 
-def load_previous(run_id: str | None, folder: Path | None) -> Previous | None:
-    """Wrap downloaded champion outputs (None when there is no champion yet)."""
+def load_previous(
+    run_id: str | None, folder: Path | None, only: pd.Series | None = None
+) -> Previous | None:
+    """Wrap downloaded champion outputs (None when there is no champion yet).
+
+    With ``only`` (the ids of a sample), only those customers' rows are read.
+    """
     if run_id is None or folder is None:
         return None
     try:
-        return Previous(run_id, folder)
+        return Previous(run_id, folder, only)
     except (OSError, ValueError) as error:
         logger.warning("The champion's outputs could not be read (%s); no comparison.", error)
         return None
@@ -328,6 +369,7 @@ def reidentify(
     stability: float,
     cfg: dict,
     data="",
+    sample: bool = False,
 ) -> Identity:
     """Match this run's personas to the champion's, say what changed, gate promotion.
 
@@ -350,6 +392,10 @@ def reidentify(
         The run configuration (``tracking``, ``level``, ``resegment``, ``profile``).
     data : str or Path, default=""
         The data source, which names a lineage of its own (`lineage_names`).
+    sample : bool, default=False
+        ``assignments`` are a sample's (`pipelines.cluster`): only its customers' rows of
+        the champion's outputs are read (its ``assignments/`` and ``features/`` Parquet
+        datasets when it wrote no single files), and the migration counts them.
 
     Returns
     -------
@@ -365,7 +411,8 @@ def reidentify(
     main, own = lineage_names(cfg, data)
     lineage = own if own and serving.is_registered(own, cfg) else main
     with stage("Compare with the champion"), tempfile.TemporaryDirectory() as tmp:
-        previous = load_previous(*serving.champion_outputs(cfg, Path(tmp), lineage))
+        champion = serving.champion_outputs(cfg, Path(tmp), lineage, datasets=sample)
+        previous = load_previous(*champion, units["customer_id"] if sample else None)
         if previous is not None and previous.level != cfg["level"]:
             logger.info("The champion has personas of another level; no comparison.")
             previous = None

@@ -400,6 +400,18 @@ def _check_engine(cfg: dict, source: str) -> None:
             f"{source}: spark.conf should map Spark setting names to values "
             f"({{spark.driver.memory: 8g}}), got {spark['conf']!r}."
         )
+    for key in ("sample_size", "bucket_size", "single_file_rows"):
+        value = spark[key]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(
+                f"{source}: spark.{key} should be a whole number >= 1, got {value!r}."
+            )
+    table = spark["assignments_table"]
+    if table is not None and (not isinstance(table, str) or not table.strip()):
+        raise ConfigError(
+            f"{source}: spark.assignments_table should be a metastore table name "
+            f"(sales.personas_assignments) or null, got {table!r}."
+        )
     tables = spark["tables"]
     if (
         not isinstance(tables, dict)

@@ -8,12 +8,13 @@ the data. ``engine: spark`` (``personas train --engine spark``) does this:
 2. a Spark session starts from the ``spark:`` settings (or the one already running in the
    process is used), and `features.spark.SparkEngine` stages the checked tables as Parquet
    for it;
-3. Spark computes every feature family and the CLV summary from those tables; the
-   per-customer results come back to the driver, where the models are fitted (on the
-   samples `models.select_segmentation` draws) and the personas profiled;
-4. once the served model is logged, `assign_on_cluster` assigns every customer on the
-   cluster with MLflow's ``spark_udf`` (`pipelines.serving.assign_on_spark`); those are
-   the assignments the run writes, and their agreement with the driver's is logged.
+3. at ``level: customer``, `pipelines.cluster` takes over: Spark computes the feature
+   families and the CLV summary of a sample drawn on the cluster, the driver fits on it,
+   and the executors build, assign and write every customer (the tables are staged in
+   buckets of ``spark.bucket_size`` customers for that);
+4. at ``level: account``, Spark computes every account's features, which come back to
+   the driver, and once the served model is logged `assign_on_cluster` assigns every
+   account on the cluster with MLflow's ``spark_udf`` (`pipelines.serving.assign_on_spark`).
 
 The free-text themes (comments, ticket topics) are read from DuckDB on the driver.
 
@@ -220,9 +221,10 @@ def feature_engine(loaded: LoadedData, cfg: dict) -> Iterator[Engine]:
     from features.spark import SparkEngine  # pyspark is an optional extra
 
     settings = cfg["spark"]
+    buckets = max(1, -(-loaded.n_customers // settings["bucket_size"]))
     with (
         _session(settings) as spark,
-        SparkEngine.stage(loaded, spark, settings["staging_dir"]) as engine,
+        SparkEngine.stage(loaded, spark, settings["staging_dir"], buckets) as engine,
     ):
         yield engine
 
@@ -238,7 +240,8 @@ def place_on_cluster(
         ``customer_id`` and the columns of `pipelines.serving.ASSIGNMENT_TYPE`, one row
         per customer of ``frame``, in its order.
     """
-    features = engine.to_spark(frame[columns], "features")
+    # the served model's input is keyed customer_id, whoever the rows are (accounts too)
+    features = engine.to_spark(frame[columns].rename_axis("customer_id"), "features")
     result = engine.collect(serving.assign_on_spark(engine.spark, model_uri, features, columns))
     result = result.assign(customer_id=result["customer_id"].astype(str)).set_index("customer_id")
     ids = frame.index.astype(str)

@@ -39,10 +39,26 @@ class Assignments:
         ``persona_id``, ``persona_name``, ``confidence``, ``is_outlier``.
     people : pandas.DataFrame or None
         At account level, ``people_assignments.csv``.
+    cluster : pipelines.cluster.ClusterOutputs or None
+        On the cluster path: every customer's assignments and features, which stay on
+        the cluster and are written there (``units`` then holds the sample's).
     """
 
     units: pd.DataFrame
     people: pd.DataFrame | None = None
+    cluster: object | None = None
+
+    @property
+    def count(self) -> int:
+        """How many customers (or accounts) were assigned."""
+        return len(self.units) if self.cluster is None else self.cluster.n_customers
+
+    @property
+    def outlier_share(self) -> float:
+        """The share of them flagged as outliers."""
+        if self.cluster is None:
+            return float(self.units["is_outlier"].mean())
+        return self.cluster.outlier_share
 
     @classmethod
     def of(cls, units: pd.DataFrame, accounts: b2b.Accounts | None) -> Assignments:
@@ -106,7 +122,11 @@ def write_outputs(
     key, table, personas = salt(cfg), built.table, profile.personas
     ids = ["customer_id", "account_id"]
     with stage("Write outputs and report"), staged_folder(output) as folder:
-        _pseudonymized(assignments.units, ids, key).to_csv(folder / "assignments.csv", index=False)
+        if assignments.cluster is None:
+            units = _pseudonymized(assignments.units, ids, key)
+            units.to_csv(folder / "assignments.csv", index=False)
+        else:  # written by the executors
+            assignments.cluster.write(folder, key)
         if assignments.people is not None:
             b2b.write_people(folder, assignments.people, key)
         (folder / "personas.json").write_text(json.dumps(personas, indent=2))
@@ -116,13 +136,14 @@ def write_outputs(
                    "families": families}  # fmt: skip
         (folder / "segmentation.json").write_text(json.dumps(summary, indent=2))
         (folder / "data_quality.json").write_text(json.dumps(loaded.quality, indent=2, default=str))
-        frame = table.frame
-        if key is not None:
-            index = pseudonymize(frame.index.to_series().astype(str), key)
-            frame = frame.set_axis(pd.Index(index, name=frame.index.name), axis=0)
-        FeatureTable(frame=frame, features=table.features, as_of=table.as_of).to_parquet(
-            folder / "features.parquet"
-        )
+        if assignments.cluster is None:  # else the executors wrote every customer's
+            frame = table.frame
+            if key is not None:
+                index = pseudonymize(frame.index.to_series().astype(str), key)
+                frame = frame.set_axis(pd.Index(index, name=frame.index.name), axis=0)
+            FeatureTable(frame=frame, features=table.features, as_of=table.as_of).to_parquet(
+                folder / "features.parquet"
+            )
         if loaded.quarantine:
             (folder / "quarantine").mkdir()
             for name, rows in loaded.quarantine.items():
@@ -134,7 +155,7 @@ def write_outputs(
             changes = json.dumps(identity.changes, indent=2, default=str)
             (folder / "changes.json").write_text(changes)
             identity.migration.to_csv(folder / "migration.csv", index=False)
-        n = len(assignments.units)
+        n = assignments.count
         _write_reports(folder, run_id, cfg, loaded, built, segments, profile, identity, n)
     return output
 

@@ -67,7 +67,7 @@ def log_run(
         metrics = {
             "n_personas": len(personas),
             "silhouette": float(seg.candidates.loc[seg.name, "silhouette"]),
-            "outlier_share": float(assignments.units["is_outlier"].mean()),
+            "outlier_share": assignments.outlier_share,
             "stability_ari": seg.stability["ari"],
             "noise_share": float((seg.labels < 0).mean()),
         }

@@ -18,8 +18,9 @@ import pandas as pd
 
 from features import DataError
 from pipelines import serving
+from pipelines.cluster import score_on_cluster
 from pipelines.compare import lineage_names
-from pipelines.config import load_config
+from pipelines.config import ConfigError, load_config
 from pipelines.engines import data_source, feature_engine, place_on_cluster, require
 from pipelines.publish import publish_scores
 from pipelines.run import load, stage
@@ -56,6 +57,27 @@ def _settings(cfg: dict, definition) -> dict:
     return {**cfg, **settings}
 
 
+def _check_cluster_output(output, cfg: dict) -> None:
+    """Stop before any work when a cluster score cannot be published (a CSV is needed)."""
+    if cfg.get("publish") and not str(output).endswith(".csv"):
+        raise ConfigError(
+            f"Publishing a score run reads the CSV it writes, and --output {output} is not a "
+            "CSV file: write to a file ending in .csv, or publish the table or folder yourself."
+        )
+
+
+def _check_single_file(output, n: int, cfg: dict) -> None:
+    """Stop when a batch is too large for the one CSV file ``output`` names."""
+    limit = cfg["spark"]["single_file_rows"]
+    if n > limit:
+        raise ConfigError(
+            f"The batch has {n:,} customers, more than spark.single_file_rows ({limit:,}) for "
+            f"the one CSV file {output}, which a single executor writes. Name a folder (a "
+            "Parquet dataset the executors write) or spark:<database>.<table> as --output, or "
+            "raise spark.single_file_rows."
+        )
+
+
 def score(
     data: str | Path,
     *,
@@ -78,7 +100,10 @@ def score(
     output : str or Path
         The CSV to write (``customer_id``, ``persona_id``, ``persona_name``,
         ``confidence``, ``is_outlier``; ``account_id`` first for a model of accounts);
-        written to a temporary file first, then moved.
+        written to a temporary file first, then moved. With ``engine="spark"`` (customer
+        models), the executors write it: also a folder (a Parquet dataset) or
+        ``spark:<database>.<table>`` (a metastore table), both replaced (see
+        `pipelines.cluster.score_on_cluster`).
     config : str or Path, optional
         Settings file: ``as_of`` (default: the batch's latest timestamp, and never
         before the model's own ``as_of``), ``validation``, ``tracking``, ``publish``.
@@ -94,7 +119,9 @@ def score(
     Returns
     -------
     pandas.DataFrame
-        The assignments.
+        The assignments; with ``engine="spark"`` (customer models), which never brings
+        them to the driver, one row per persona: ``persona_id``, ``persona_name``,
+        ``customers``.
     """
     cfg = load_config(config, publish=publish, engine=engine)
     if model is None:  # the data source's own lineage when it has one (`lineage_names`)
@@ -112,9 +139,14 @@ def score(
         )
     cfg = _settings(cfg, definition)
     require(cfg)
+    on_cluster = cfg["engine"] == "spark" and cfg["level"] == "customer"
+    if on_cluster:
+        _check_cluster_output(output, cfg)
     with data_source(data, cfg) as (source, names):
         loaded = load(source, cfg, names)
         try:
+            if on_cluster and str(output).endswith(".csv"):
+                _check_single_file(output, loaded.n_customers, cfg)
             if cfg["as_of"] is None and loaded.as_of < definition.as_of:
                 logger.info(
                     "as_of is the model's, %s: the batch's latest event (%s) is earlier.",
@@ -123,10 +155,15 @@ def score(
                 )
                 loaded.as_of = definition.as_of
             with feature_engine(loaded, cfg) as engine:
+                if on_cluster:  # features, placement and writing on the executors
+                    with stage("Build, assign and write every customer on the executors"):
+                        result = score_on_cluster(engine, loaded, cfg, persona_model, uri, output)
+                    logger.info("Scored %d customers with %s", result["customers"].sum(), uri)
+                    return _published(result, cfg, output, uri, loaded, persona_model)
                 built = build_table(loaded, engine, cfg, definition)
                 frame = built.table.frame
                 with stage("Assign"):
-                    if cfg["engine"] == "spark":  # on the executors, with MLflow's spark_udf
+                    if cfg["engine"] == "spark":  # accounts: on the executors, with spark_udf
                         result = place_on_cluster(engine, frame, persona_model.columns, uri)
                     else:
                         result = persona_model.predict(frame).reset_index()
@@ -138,6 +175,11 @@ def score(
     result.to_csv(partial, index=False)
     partial.replace(output)
     logger.info("Scored %d customers with %s", len(result), uri)
+    return _published(result, cfg, output, uri, loaded, persona_model)
+
+
+def _published(result: pd.DataFrame, cfg: dict, output, uri: str, loaded, persona_model):
+    """Publish the written assignments when the config says where; return ``result``."""
     with stage("Publish"):
         publish_scores(
             cfg,

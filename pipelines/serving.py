@@ -284,7 +284,7 @@ def is_registered(name: str, cfg: dict) -> bool:
 
 
 def champion_outputs(
-    cfg: dict, dest: Path, name: str | None = None
+    cfg: dict, dest: Path, name: str | None = None, datasets: bool = False
 ) -> tuple[str | None, Path | None]:
     """Download the current champion's outputs; (None, None) when there is none yet.
 
@@ -296,6 +296,10 @@ def champion_outputs(
         Folder to download ``personas.json``, ``assignments.csv`` and ``features.parquet`` to.
     name : str, optional
         The registered model (lineage); default ``tracking.model_name``.
+    datasets : bool, default=False
+        Where the champion wrote no ``assignments.csv`` / ``features.parquet`` (a Spark
+        run beyond ``spark.single_file_rows``), download its ``assignments/`` and
+        ``features/`` Parquet datasets instead.
 
     Returns
     -------
@@ -315,9 +319,25 @@ def champion_outputs(
         try:
             client.download_artifacts(version.run_id, artifact, str(folder))
         except (mlflow.exceptions.MlflowException, OSError) as error:
+            dataset = artifact.split(".")[0]
+            if (
+                datasets
+                and artifact != "personas.json"
+                and _download(client, version, dataset, folder)
+            ):
+                continue
             logger.warning("Champion artifact %s could not be read: %s", artifact, error)
             return None, None
     return version.run_id, folder
+
+
+def _download(client, version, artifact: str, folder: Path) -> bool:
+    """Download one more artifact of the champion's run; whether it could be."""
+    try:
+        client.download_artifacts(version.run_id, artifact, str(folder))
+    except (mlflow.exceptions.MlflowException, OSError):
+        return False
+    return True
 
 
 def resolve_model_uri(uri: str, cfg: dict) -> str:

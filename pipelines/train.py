@@ -11,6 +11,7 @@ from pathlib import Path
 from features import LoadedData
 from features.engine import Engine
 from pipelines import tracking
+from pipelines.cluster import train_on_cluster
 from pipelines.compare import reidentify
 from pipelines.config import load_config
 from pipelines.engines import assign_on_cluster, data_source, feature_engine, require
@@ -61,7 +62,10 @@ def train(
         try:
             with feature_engine(loaded, cfg) as engine:
                 folder = output_folder(output, cfg, run_id)
-                result = _train(data, loaded, engine, cfg, run_id, folder)
+                if cfg["engine"] == "spark" and cfg["level"] == "customer":
+                    result = train_on_cluster(data, loaded, engine, cfg, run_id, folder)
+                else:
+                    result = _train(data, loaded, engine, cfg, run_id, folder)
         finally:
             loaded.con.close()
     with stage("Publish"):  # after the run: a failed publish leaves the run whole, to retry
@@ -80,7 +84,7 @@ def _train(data, loaded: LoadedData, engine: Engine, cfg: dict, run_id: str, out
     )
     model = persona_model(built, segments, found.personas, identity, cfg)
     uri = None
-    if cfg["engine"] == "spark":  # the assignments come from the served model, on the cluster
+    if cfg["engine"] == "spark":  # accounts: the served model assigns them on the cluster
         uri = log_model(model, built)
         with stage("Assign every customer on the cluster (spark_udf)"):
             units, agreement = assign_on_cluster(

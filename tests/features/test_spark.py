@@ -1,8 +1,11 @@
 """The Spark engine: DuckDB's features, DuckDB's personas, every customer assigned on Spark.
 
-The Spark tests share one local session (``local[2]``, UI off, 4 shuffle partitions) and
-are skipped, with the reason, only where PySpark or Java is missing; ``make test``
-installs PySpark (and Java, as root). The settings and error tests run everywhere.
+The Spark tests share one session on a real cluster, Spark's ``local-cluster[2,1,1024]``
+master (two executor JVMs apart from the driver; UI off, 4 shuffle partitions), whose
+``spark.driver.maxResultSize`` is too small for the demo's whole feature table: a run
+that collected every customer to the driver would fail. They are skipped, with the
+reason, only where PySpark or Java is missing; ``make test`` installs PySpark (and Java,
+as root). The settings and error tests run everywhere.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import json
 import os
 import shutil
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -27,6 +31,13 @@ from pipelines.config import ENGINES, ConfigError, load_config
 
 AS_OF = "2026-03-31 00:00"
 DEMO_CUSTOMERS = 1500
+ROOT = Path(__file__).resolve().parents[2]
+
+#: A real cluster: two executor JVMs (one core, 1 GiB each), apart from the driver's.
+MASTER = "local-cluster[2,1,1024]"
+#: What the driver may receive from one Spark job. The demo's samples and aggregates fit;
+#: its whole feature table does not (`test_collecting_every_customer_fails`).
+MAX_RESULT_SIZE = "400k"
 
 
 @pytest.fixture(scope="session")
@@ -43,8 +54,11 @@ def spark(tmp_path_factory):
     from features.spark import pandas_warnings_silenced
 
     builder = (
-        SparkSession.builder.master("local[2]")
+        SparkSession.builder.master(MASTER)
         .appName("personas-tests")
+        .config("spark.driver.maxResultSize", MAX_RESULT_SIZE)
+        .config("spark.executorEnv.PYTHONPATH", str(ROOT))  # the executors import this tree
+        .config("spark.executorEnv.PYSPARK_PYTHON", sys.executable)
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.shuffle.partitions", "4")
@@ -65,6 +79,7 @@ def fast_config(tmp_path, engine: str) -> dict:
     cfg["model"]["stability_resamples"] = 5
     cfg["drivers"]["n_repeats"] = 2
     cfg["tracking"]["uri"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg["spark"]["bucket_size"] = 500  # three executor tasks build the demo's features
     return cfg
 
 
@@ -98,6 +113,15 @@ def test_engine_is_duckdb_by_default_and_validated(tmp_path) -> None:
     free = tmp_path / "free.yaml"
     free.write_text("spark:\n  conf: {spark.driver.memory: 8g}\n")
     assert load_config(free)["spark"]["conf"] == {"spark.driver.memory": "8g"}
+    assert load_config()["spark"]["sample_size"] == 50000
+    for setting in ("sample_size: 0", "bucket_size: 1.5", "single_file_rows: many"):
+        bad.write_text(f"spark:\n  {setting}\n")
+        key = setting.split(":")[0]
+        with pytest.raises(ConfigError, match=f"spark.{key} should be a whole number >= 1"):
+            load_config(bad)
+    bad.write_text("spark:\n  assignments_table: ''\n")
+    with pytest.raises(ConfigError, match="spark.assignments_table should be a metastore table"):
+        load_config(bad)
 
 
 def test_metastore_sources_need_the_spark_engine_and_valid_names(tmp_path) -> None:
@@ -132,6 +156,38 @@ def test_missing_pyspark_is_one_clear_paragraph(monkeypatch) -> None:
     with pytest.raises(ConfigError, match=r'pip install "personas\[spark\]"') as caught:
         engines.require(load_config(engine="spark"))
     assert "\n" not in str(caught.value)
+
+
+def test_a_sampled_run_reads_only_its_customers_of_the_champion(tmp_path) -> None:
+    from pipelines.compare import load_previous
+
+    personas = [{"persona_id": 0, "name": "A"}]
+    ids = [f"C{i:03d}" for i in range(300)]
+    units = pd.DataFrame(
+        {"customer_id": ids, "persona_id": 0, "persona_name": "A", "confidence": 0.5,
+         "is_outlier": False}
+    )  # fmt: skip
+    features = pd.DataFrame({"customer_id": ids, "usage_events": np.arange(300.0)})
+    single, datasets = tmp_path / "single", tmp_path / "datasets"
+    for folder in (single, datasets / "assignments", datasets / "features"):
+        folder.mkdir(parents=True)
+    for folder in (single, datasets):
+        (folder / "personas.json").write_text(json.dumps(personas))
+    units.to_csv(single / "assignments.csv", index=False)
+    features.to_parquet(single / "features.parquet", index=False)
+    for part in range(3):  # as the executors write them
+        rows = slice(100 * part, 100 * (part + 1))
+        units[rows].to_parquet(datasets / "assignments" / f"part-{part}.parquet")
+        features[rows].to_parquet(datasets / "features" / f"part-{part}.parquet")
+    sample = pd.Series(["C007", "C150", "C299", "X"])
+    for folder in (single, datasets):
+        previous = load_previous("run", folder, sample)
+        assert sorted(previous.assignments["customer_id"]) == ["C007", "C150", "C299"]
+        assert previous.features["usage_events"].to_dict() == {
+            "C007": 7.0, "C150": 150.0, "C299": 299.0
+        }  # fmt: skip
+        assert not previous.assignments["is_outlier"].any()
+    assert len(load_previous("run", single).assignments) == 300  # the DuckDB path: whole
 
 
 # -- the same features -----------------------------------------------------------------
@@ -237,26 +293,136 @@ def trained(spark, demo, tmp_path_factory):
     return runs
 
 
+def read_features(path) -> pd.DataFrame:
+    """A written feature table (a file or a dataset), indexed and sorted by customer."""
+    frame = pd.read_parquet(path)
+    return (
+        frame.assign(customer_id=frame["customer_id"].astype(str))
+        .set_index("customer_id")
+        .sort_index()
+    )
+
+
+def read_assignments(path) -> pd.DataFrame:
+    return pd.read_csv(path, dtype={"customer_id": str})
+
+
 def test_features_equal_duckdb_on_the_demo(trained) -> None:
     (duck, _), (spark_run, _) = trained["duckdb"], trained["spark"]
-    a = pd.read_parquet(duck.output / "features.parquet").set_index("customer_id")
-    b = pd.read_parquet(spark_run.output / "features.parquet").set_index("customer_id")
+    a = read_features(duck.output / "features.parquet")
+    b = read_features(spark_run.output / "features.parquet")  # one executor merged the buckets
     assert len(a) == DEMO_CUSTOMERS and a.shape[1] > 30
     clv = [c for c in a if c.startswith("clv_")]  # fitted on the summaries: a looser match
     assert clv
     assert_same_features(a.drop(columns=clv), b.drop(columns=clv))
     np.testing.assert_allclose(b[clv].to_numpy(float), a[clv].to_numpy(float), rtol=1e-6)
+    dataset = read_features(spark_run.output / "features")  # the executors' Parquet dataset
+    assert_same_features(b, dataset)
+    assert len(list((spark_run.output / "features").glob("*.parquet"))) == 3  # three buckets
 
 
 def test_spark_train_finds_duckdbs_personas(trained) -> None:
     (duck, _), (spark_run, _) = trained["duckdb"], trained["spark"]
-    a = pd.read_csv(duck.output / "assignments.csv", dtype={"customer_id": str})
-    b = pd.read_csv(spark_run.output / "assignments.csv", dtype={"customer_id": str})
+    a = read_assignments(duck.output / "assignments.csv")
+    b = read_assignments(spark_run.output / "assignments.csv")
     assert len(b) == DEMO_CUSTOMERS and b["customer_id"].is_unique
     merged = a.merge(b, on="customer_id", suffixes=("_duckdb", "_spark"), validate="1:1")
     assert len(merged) == DEMO_CUSTOMERS
-    assert adjusted_rand_score(merged["persona_id_duckdb"], merged["persona_id_spark"]) >= 0.99
-    assert len(spark_run.personas) == len(duck.personas)
+    assert adjusted_rand_score(merged["persona_id_duckdb"], merged["persona_id_spark"]) == 1.0
+    assert (merged["persona_id_duckdb"] == merged["persona_id_spark"]).all()
+    assert (merged["persona_name_duckdb"] == merged["persona_name_spark"]).all()
+    assert (merged["is_outlier_duckdb"] == merged["is_outlier_spark"]).all()
+    np.testing.assert_allclose(merged["confidence_spark"], merged["confidence_duckdb"], atol=1e-4)
+    dataset = pd.read_parquet(spark_run.output / "assignments")
+    assert sorted(dataset["customer_id"]) == sorted(b["customer_id"])
+
+
+def test_spark_personas_equal_duckdbs_counted_on_the_cluster(trained) -> None:
+    (duck, _), (spark_run, _) = trained["duckdb"], trained["spark"]
+    a = json.loads((duck.output / "personas.json").read_text())
+    b = json.loads((spark_run.output / "personas.json").read_text())
+    assert [p["persona_id"] for p in a] == [p["persona_id"] for p in b]
+    exact = "size share respondents promoters passives detractors nps nps_ci_low nps_ci_high"
+    for x, y in zip(a, b, strict=True):
+        assert {k: y[k] for k in exact.split()} == {k: x[k] for k in exact.split()}
+        assert y["name"] == x["name"]
+        for key in ("nps_vs_rest", "nps_p_value", "nps_rank", "is_focus", "is_at_risk"):
+            assert y[key] == x[key], key
+        for key in ("revenue_share", "clv_share", "value_index", "revenue_mean", "p_alive_mean"):
+            assert y[key] == pytest.approx(x[key], abs=2e-3), key  # CLV: to 1e-6, then rounded
+        assert y["revenue_at_risk"] == pytest.approx(x["revenue_at_risk"], rel=1e-5)
+        for s, t in zip(x["traits"], y["traits"], strict=True):
+            assert t["feature"] == s["feature"]
+            for key in ("persona_value", "population_value", "std_diff"):
+                assert t[key] == pytest.approx(s[key], abs=1e-3), (t["feature"], key)
+
+
+def test_collecting_every_customer_fails(spark, trained) -> None:
+    """The run above passed with a driver that cannot take every customer's features."""
+    from features.spark import pandas_warnings_silenced
+
+    result, _ = trained["spark"]
+    features = spark.read.parquet(str(result.output / "features"))
+    assert features.count() == DEMO_CUSTOMERS
+    with pandas_warnings_silenced():
+        with pytest.raises(Exception, match="maxResultSize"):
+            features.toPandas()
+        assert len(features.limit(300).toPandas()) == 300  # a sample passes
+
+
+def test_a_base_beyond_the_sample_is_fitted_on_a_sample_and_counted_whole(
+    spark, trained, demo, tmp_path, monkeypatch
+) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from features.privacy import pseudonymize
+    from features.spark import pandas_warnings_silenced
+    from pipelines.train import train
+
+    monkeypatch.setenv("PERSONAS_ID_SALT", "test-salt")
+    cfg = fast_config(tmp_path, "spark")
+    cfg["spark"]["sample_size"] = 700  # of 1,500 customers
+    cfg["spark"]["single_file_rows"] = 1000  # too many for single files
+    cfg["spark"]["assignments_table"] = "default.personas_sampled"
+    cfg["privacy"]["pseudonymize_ids"] = True  # the executors hash the ids they write
+    cfg["tracking"]["model_name"] = "personas_sampled"
+    publishing = {**cfg, "publish": "postgresql://analyst@db.example.com/shop"}
+    with pytest.raises(ConfigError, match="does not write") as caught:  # no assignments.csv
+        train(demo, cfg=publishing, output=tmp_path / "published")
+    assert "\n" not in str(caught.value) and not (tmp_path / "published").exists()
+    result = train(demo, cfg=cfg, output=tmp_path / "out")
+    assert len(result.assignments) == 700  # what the driver fitted on
+    client = MlflowClient(tracking_uri=cfg["tracking"]["uri"])
+    assert client.get_run(result.run_id).data.metrics["spark.assignment_agreement"] == 1.0
+    assert not (result.output / "assignments.csv").exists()
+    assert not (result.output / "features.parquet").exists()
+    placed = pd.read_parquet(result.output / "assignments")
+    assert len(placed) == DEMO_CUSTOMERS and placed["customer_id"].is_unique
+    with pandas_warnings_silenced():
+        table = spark.table("default.personas_sampled").toPandas()
+    spark.sql("DROP TABLE default.personas_sampled")
+    assert sorted(table["customer_id"]) == sorted(placed["customer_id"])
+    features = read_features(result.output / "features")
+    assert sorted(features.index) == sorted(placed["customer_id"])
+    duck, _ = trained["duckdb"]
+    a = read_assignments(duck.output / "assignments.csv")
+    a["customer_id"] = pseudonymize(a["customer_id"], "test-salt")
+    merged = a.merge(placed, on="customer_id", validate="1:1")
+    assert len(merged) == DEMO_CUSTOMERS  # every id hashed, as the DuckDB path hashes them
+    assert adjusted_rand_score(merged["persona_id_x"], merged["persona_id_y"]) >= 0.9
+    personas = json.loads((result.output / "personas.json").read_text())
+    sizes = placed["persona_id"].value_counts()
+    assert {p["persona_id"]: p["size"] for p in personas} == sizes.to_dict()
+    whole = json.loads((duck.output / "personas.json").read_text())  # every respondent counted
+    for key in ("respondents", "promoters", "passives", "detractors"):
+        assert sum(p[key] for p in personas) == sum(p[key] for p in whole), key
+    again = train(demo, cfg=cfg, output=tmp_path / "again")  # compared with the run above
+    changes = json.loads((again.output / "changes.json").read_text())
+    assert changes["previous_run"] == result.run_id  # read from its Parquet datasets
+    assert changes["customers_compared"] == 700  # the sample's customers
+    assert sum(p["size_after"] or 0 for p in changes["personas"]) == DEMO_CUSTOMERS
+    assert sum(p["size_before"] or 0 for p in changes["personas"]) == DEMO_CUSTOMERS
+    assert not changes["appeared"] and not changes["vanished"]  # the same data and seed
 
 
 def test_spark_udf_assignments_equal_the_driver(trained) -> None:
@@ -268,12 +434,12 @@ def test_spark_udf_assignments_equal_the_driver(trained) -> None:
     metrics = MlflowClient(tracking_uri=cfg["tracking"]["uri"]).get_run(result.run_id).data.metrics
     assert metrics["spark.assignment_agreement"] == 1.0
     assert result.model_uri.startswith("models:/personas/")  # registered after the run
-    written = pd.read_csv(result.output / "assignments.csv", dtype={"customer_id": str})
-    features = pd.read_parquet(result.output / "features.parquet").set_index("customer_id")
+    written = read_assignments(result.output / "assignments.csv")
+    features = read_features(result.output / "features.parquet")
     driver = serving.load_served_model(result.model_uri, cfg).predict(features).reset_index()
     merged = written.merge(driver, on="customer_id", suffixes=("", "_driver"), validate="1:1")
     assert len(merged) == DEMO_CUSTOMERS
-    assert (merged["persona_id"] == merged["persona_id_driver"]).mean() >= 0.99
+    assert (merged["persona_id"] == merged["persona_id_driver"]).all()
     assert (merged["persona_name"] == merged["persona_name_driver"]).all()
     np.testing.assert_allclose(merged["confidence"], merged["confidence_driver"], atol=1e-4)
 
@@ -285,11 +451,83 @@ def test_score_on_the_cluster_places_customers_as_training_did(trained, demo, tm
     config = tmp_path / "score.yaml"
     config.write_text(f"tracking: {{uri: '{cfg['tracking']['uri']}'}}\n")
     out = tmp_path / "scored.csv"
-    score(demo, model=result.model_uri, output=out, config=config, engine="spark")
-    scored = pd.read_csv(out, dtype={"customer_id": str})
+    counts = score(demo, model=result.model_uri, output=out, config=config, engine="spark")
+    scored = pd.read_csv(out, dtype={"customer_id": str})  # one executor wrote it
     merged = scored.merge(result.assignments, on="customer_id", validate="1:1")
     assert len(merged) == len(scored) == DEMO_CUSTOMERS
     assert (merged["persona_id_x"] == merged["persona_id_y"]).all()
+    expected = result.assignments["persona_id"].value_counts().sort_index()
+    assert counts.set_index("persona_id")["customers"].to_dict() == expected.to_dict()
+
+
+def test_score_on_the_cluster_writes_a_parquet_folder_or_a_metastore_table(
+    spark, trained, demo, metastore_db, tmp_path
+) -> None:
+    from typer.testing import CliRunner
+
+    from features.spark import pandas_warnings_silenced
+    from pipelines.cli import app
+    from pipelines.score import score
+
+    result, cfg = trained["duckdb"]
+    tracked = f"tracking: {{uri: '{cfg['tracking']['uri']}'}}\n"
+    config = tmp_path / "metastore.yaml"
+    config.write_text(
+        tracked + "spark: {tables: {transactions: invoices}}\n"
+        "columns: {transactions: {amount: invoice_amount}}\n"
+    )
+    table = "default.personas_scored"  # beside the source's database, not in it
+    score(f"spark:{metastore_db}", model=result.model_uri, output=f"spark:{table}",
+          config=config, engine="spark")  # fmt: skip
+    folder, config = tmp_path / "scored", tmp_path / "folder.yaml"
+    config.write_text(tracked)
+    cli = CliRunner().invoke(  # the command line, in this process's Spark session
+        app,
+        ["score", "--data", str(demo), "--model", result.model_uri, "--output", str(folder),
+         "--config", str(config), "--engine", "spark"],
+    )  # fmt: skip
+    assert cli.exit_code == 0, cli.output
+    assert f"Scored {DEMO_CUSTOMERS:,} customers -> {folder}" in " ".join(cli.output.split())
+    with pandas_warnings_silenced():
+        placed = spark.table(table).toPandas()
+    spark.sql(f"DROP TABLE {table}")
+    for scored in (placed, pd.read_parquet(folder)):
+        merged = scored.merge(result.assignments, on="customer_id", validate="1:1")
+        assert len(merged) == len(scored) == DEMO_CUSTOMERS
+        assert (merged["persona_id_x"] == merged["persona_id_y"]).all()
+
+
+def test_one_csv_beyond_single_file_rows_is_refused_before_any_work(trained, demo, tmp_path):
+    from pipelines.score import score
+
+    result, cfg = trained["duckdb"]
+    config = tmp_path / "score.yaml"
+    config.write_text(
+        f"tracking: {{uri: '{cfg['tracking']['uri']}'}}\nspark: {{single_file_rows: 1000}}\n"
+    )
+    out = tmp_path / "scored.csv"
+    with pytest.raises(ConfigError, match="more than spark.single_file_rows") as caught:
+        score(demo, model=result.model_uri, output=out, config=config, engine="spark")
+    assert "\n" not in str(caught.value) and not out.exists()
+
+
+def test_personas_of_accounts_are_assigned_on_the_cluster(spark, tmp_path) -> None:
+    """At ``level: account`` the accounts' table comes to the driver (their people span
+    buckets); only the assignment runs on the executors."""
+    from mlflow.tracking import MlflowClient
+
+    from pipelines.demo.accounts import write_b2b_demo
+    from pipelines.train import train
+
+    write_b2b_demo(tmp_path / "data", n_accounts=150, seed=1, file_format="parquet")
+    cfg = fast_config(tmp_path, "spark")
+    cfg["level"] = "account"
+    result = train(tmp_path / "data", cfg=cfg, output=tmp_path / "out")
+    accounts = pd.read_csv(result.output / "assignments.csv", dtype={"account_id": str})
+    assert len(accounts) == 150 and accounts["account_id"].is_unique
+    assert (result.output / "people_assignments.csv").exists()
+    metrics = MlflowClient(tracking_uri=cfg["tracking"]["uri"]).get_run(result.run_id).data.metrics
+    assert metrics["spark.assignment_agreement"] == 1.0
 
 
 # -- the same run from tables of the metastore -----------------------------------------
@@ -327,8 +565,8 @@ def test_train_from_metastore_tables_equals_the_parquet_folder(
     cfg = metastore_config(tmp_path, {"transactions": "invoices"})
     result = train(f"spark:{metastore_db}", cfg=cfg, output=tmp_path / "out")
     folder, _ = trained["spark"]
-    a = pd.read_parquet(folder.output / "features.parquet").set_index("customer_id")
-    b = pd.read_parquet(result.output / "features.parquet").set_index("customer_id")
+    a = read_features(folder.output / "features.parquet")
+    b = read_features(result.output / "features.parquet")
     clv = [c for c in a if c.startswith("clv_")]
     assert len(b) == DEMO_CUSTOMERS and clv
     assert_same_features(a.drop(columns=clv), b.drop(columns=clv))

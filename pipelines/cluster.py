@@ -1,0 +1,417 @@
+"""The train recipe on a Spark cluster: only a sample and aggregates reach the driver.
+
+`pipelines.train` runs this for ``engine: spark`` (at ``level: customer``):
+
+1. **A sample is drawn on the cluster**: the ``spark.sample_size`` customers with the
+   smallest seeded hash of their id (``xxhash64(customer_id, seed)``, ties by id), the
+   same sample for the same data and seed. The Spark views are restricted to them, so the
+   feature SQL runs on the cluster and only the sample's rows come back; with no more
+   customers than the sample size, the sample is every customer.
+2. **The driver fits on the sample, as the DuckDB engine fits on everyone**: the table's
+   definition (categories, themes, quintile edges, value model), the scaling, the model
+   search, stability, drivers, themes, profile, re-identification and the served model.
+3. **Every customer is built and assigned on the executors**:
+   `pipelines.cluster_table.build_on_cluster` builds each bucket's features with the
+   fitted definition, and MLflow's ``spark_udf`` places them with the served model
+   (`pipelines.serving.assign_on_spark`); both are written to Parquet by the executors.
+4. **The persona table's numbers are Spark aggregations** over every customer
+   (`pipelines.cluster_profile.aggregate_personas`).
+5. **The executors write the outputs** (`ClusterOutputs`): ``assignments/`` and
+   ``features/`` as Parquet datasets, and ``assignments.csv`` and ``features.parquet`` as
+   single files when there are at most ``spark.single_file_rows`` customers; optionally
+   the metastore table ``spark.assignments_table``.
+
+`score_on_cluster` is ``personas score --engine spark``: steps 3 and 5 with a registered
+model, writing a metastore table, a Parquet dataset or one CSV file.
+
+What the driver holds is therefore set by ``spark.sample_size`` (its feature table, the
+model search's matrices), one row per persona, and the checked data in DuckDB, which
+reads it from disk. Left on the sample: the matching with the previous run's personas,
+the migration matrix (``migration.csv`` counts the sample's customers) and feature drift
+(`pipelines.compare`, which reads only the sample's rows of the champion's outputs;
+``changes.json``'s before / after use every customer's numbers), and the report's map.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from features import LoadedData
+from pipelines import serving, tracking
+from pipelines.cluster_profile import aggregate_personas
+from pipelines.cluster_table import build_on_cluster
+from pipelines.compare import describe_changes, reidentify
+from pipelines.config import ConfigError
+from pipelines.outputs import Assignments, assign, write_outputs
+from pipelines.profile import business_model, profile
+from pipelines.record import log_inputs, log_model, log_run, persona_model, serve
+from pipelines.run import TrainResult, stage
+from pipelines.segment import segment
+from pipelines.table import build_table
+
+__all__ = ["ClusterOutputs", "draw_sample", "score_on_cluster", "train_on_cluster"]
+
+logger = logging.getLogger(__name__)
+
+
+def draw_sample(engine, size: int, seed: int):
+    """Return the sample's ids on the cluster: the ``size`` smallest seeded hashes.
+
+    Parameters
+    ----------
+    engine : features.spark.SparkEngine
+        The run's engine (its ``customers`` view).
+    size : int
+        Customers in the sample (``spark.sample_size``).
+    seed : int
+        The run's seed.
+
+    Returns
+    -------
+    pyspark.sql.DataFrame
+        One ``customer_id`` column, written to the staging folder and read back, so
+        every use sees the same rows.
+    """
+    from pyspark.sql import functions as sf
+
+    spark, path = engine.spark, str(engine.folder / "run" / "sample")
+    hashed = spark.table("customers").select(
+        "customer_id", sf.xxhash64(sf.col("customer_id"), sf.lit(int(seed))).alias("_h")
+    )
+    hashed.orderBy("_h", "customer_id").limit(int(size)).select("customer_id").write.parquet(path)
+    return spark.read.parquet(path)
+
+
+@dataclass
+class ClusterOutputs:
+    """Every customer's assignments and features, on the cluster, and how they are written.
+
+    Attributes
+    ----------
+    spark : pyspark.sql.SparkSession
+    assignments, features : Path
+        The Parquet datasets the executors wrote in the staging folder.
+    n_customers : int
+        How many customers they hold.
+    outlier_share : float
+        The share flagged as outliers.
+    single_file_rows : int
+        Up to this many customers, single files are written too.
+    table : str or None
+        A metastore table to save the assignments as.
+    """
+
+    spark: object
+    assignments: Path
+    features: Path
+    n_customers: int
+    outlier_share: float
+    single_file_rows: int
+    table: str | None = None
+
+    def write(self, folder: Path, key: str | None) -> None:
+        """Have the executors write the outputs into ``folder`` (ids hashed with ``key``).
+
+        ``assignments/`` and ``features/`` (Parquet datasets), and when the count allows,
+        ``assignments.csv`` and ``features.parquet``; then the metastore table.
+        """
+        single = self.n_customers <= self.single_file_rows
+        for source, name in ((self.assignments, "assignments"), (self.features, "features")):
+            files = sorted(str(p) for p in source.glob("*.parquet"))
+            _on_executors(self.spark, files, _Copy(str(folder / name), key))
+            if single:
+                kind = "csv" if name == "assignments" else "parquet"
+                target = folder / (f"{name}.csv" if kind == "csv" else f"{name}.parquet")
+                _on_executors(self.spark, [str(folder / name)], _Merge(str(target), kind))
+        if self.table:
+            frame = self.spark.read.parquet(str(folder / "assignments"))
+            frame.write.mode("overwrite").saveAsTable(self.table)
+            logger.info("Assignments saved as the metastore table %s.", self.table)
+
+
+class _Copy:
+    """An executor task: copy one Parquet file into ``dest``, ``customer_id`` hashed."""
+
+    def __init__(self, dest: str, key: str | None):
+        self.dest, self.key = dest, key
+
+    def __call__(self, path: str) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from features.privacy import pseudonymize
+
+        Path(self.dest).mkdir(parents=True, exist_ok=True)
+        table = pq.read_table(path)
+        if self.key is not None:
+            ids = pseudonymize(pd.Series(table["customer_id"].to_pylist(), dtype=str), self.key)
+            i = table.schema.get_field_index("customer_id")
+            table = table.set_column(i, "customer_id", pa.array(ids.tolist(), pa.string()))
+        pq.write_table(table, Path(self.dest) / Path(path).name)
+
+
+class _Merge:
+    """An executor task: append every file of a Parquet dataset into one file."""
+
+    def __init__(self, target: str, kind: str):
+        self.target, self.kind = target, kind
+
+    def __call__(self, folder: str) -> None:
+        import pyarrow.parquet as pq
+
+        files = sorted(Path(folder).glob("*.parquet"))
+        partial = Path(self.target).with_name(f".{Path(self.target).name}.partial")
+        if self.kind == "csv":  # the pandas writer of the single-machine path, in pieces
+            for i, path in enumerate(files):
+                frame = pq.read_table(path).to_pandas()
+                frame.to_csv(partial, index=False, mode="w" if i == 0 else "a", header=i == 0)
+        else:
+            schema = pq.read_schema(files[0])
+            with pq.ParquetWriter(partial, schema) as writer:
+                for path in files:
+                    writer.write_table(pq.read_table(path).cast(schema))
+        partial.replace(self.target)
+
+
+def _on_executors(spark, items: list[str], task) -> None:
+    """Run ``task(item)`` for each item, one Spark task per item, on the executors."""
+    if not items:
+        return
+    from features.spark import pandas_warnings_silenced
+
+    def run(batches):
+        for batch in batches:
+            for item in batch["item"]:
+                task(item)
+            yield pd.DataFrame({"done": [len(batch)]})
+
+    with pandas_warnings_silenced():
+        frame = spark.createDataFrame(pd.DataFrame({"item": items}))
+        frame.repartition(len(items)).mapInPandas(run, "done long").collect()  # tiny rows
+
+
+def _sample_data(loaded: LoadedData, ids: pd.Index) -> LoadedData:
+    """Return ``loaded`` seen through the sample: its views keep the sample's rows only.
+
+    The driver's DuckDB still holds every checked row; the profile stage (themes of
+    comments and tickets) then reads the sample's.
+    """
+    import dataclasses
+
+    import pyarrow as pa
+
+    con = loaded.con
+    con.execute("CREATE SCHEMA IF NOT EXISTS personas_sample")
+    con.register("_personas_sample_ids", pa.table({"customer_id": ids.astype(str).tolist()}))
+    con.execute(
+        "CREATE OR REPLACE TABLE personas_sample._ids AS SELECT * FROM _personas_sample_ids"
+    )
+    con.unregister("_personas_sample_ids")
+    for name in loaded.tables:
+        con.execute(
+            f"CREATE OR REPLACE VIEW personas_sample.{name} AS SELECT * FROM main.{name} "
+            "WHERE customer_id IN (SELECT customer_id FROM personas_sample._ids)"
+        )
+    cursor = con.cursor()
+    cursor.execute("SET search_path = 'personas_sample,main'")
+    return dataclasses.replace(loaded, con=cursor)
+
+
+def _agreement(engine, placed, units: pd.DataFrame) -> float:
+    """Share of the sample placed in the same persona by the executors as by the driver."""
+    from pyspark.sql import functions as sf
+
+    driver = engine.to_spark(units[["customer_id", "persona_id"]], "driver_units")
+    row = (
+        placed.join(sf.broadcast(driver.withColumnRenamed("persona_id", "_driver")), "customer_id")
+        .agg(sf.avg((sf.col("persona_id") == sf.col("_driver")).cast("double")).alias("a"))
+        .collect()[0]
+    )
+    return float(row["a"])
+
+
+def train_on_cluster(data, loaded: LoadedData, engine, cfg: dict, run_id: str, output: Path):
+    """Run the train recipe with the customers on the cluster (see the module docstring).
+
+    Parameters
+    ----------
+    data : str or Path
+        The data source as the user named it (for the lineage).
+    loaded : LoadedData
+        The checked tables.
+    engine : features.spark.SparkEngine
+        The run's Spark engine.
+    cfg : dict
+        The run configuration.
+    run_id : str
+        The MLflow run.
+    output : Path
+        The output folder.
+
+    Returns
+    -------
+    TrainResult
+        As `pipelines.train.train`; its ``assignments`` are the sample's (every
+        customer's are in the output folder).
+    """
+    from pyspark.sql import functions as sf
+
+    settings, work = cfg["spark"], engine.folder / "run"
+    if cfg.get("publish") and loaded.n_customers > settings["single_file_rows"]:
+        raise ConfigError(
+            f"Publishing reads the run's assignments.csv, which a run of "
+            f"{loaded.n_customers:,} customers does not write (more than "
+            f"spark.single_file_rows, {settings['single_file_rows']:,}): raise "
+            "spark.single_file_rows, or publish the assignments/ Parquet dataset yourself."
+        )
+    log_inputs(loaded)
+    sampled = loaded.n_customers > settings["sample_size"]
+    with stage("Sample the customers on the cluster"):
+        if sampled:
+            engine.restrict(draw_sample(engine, settings["sample_size"], cfg["seed"]))
+        logger.info(
+            "Fitting on %s of %d customers.",
+            f"a sample of {settings['sample_size']}" if sampled else "all",
+            loaded.n_customers,
+        )
+    try:
+        built = build_table(loaded, engine, cfg)
+    finally:
+        if sampled:
+            engine.unrestrict()
+    seen = _sample_data(loaded, built.table.frame.index) if sampled else loaded
+    segments = segment(built.table, cfg)
+    found = profile(seen, built.table, segments, None, cfg)
+    units = assign(built.table, segments, found.personas)
+    identity = reidentify(
+        found.personas,
+        units,
+        built.table,
+        segments.selection.stability["ari"],
+        cfg,
+        data,
+        sample=sampled,
+    )
+    model = persona_model(built, segments, found.personas, identity, cfg)
+    uri = log_model(model, built)
+    with stage("Build every customer's features on the executors"):
+        features = build_on_cluster(engine, loaded, cfg, built.definition, work / "features")
+    with stage("Assign every customer on the executors (spark_udf)"):
+        placed = serving.assign_on_spark(engine.spark, uri, features, model.columns)
+        placed = placed.withColumn("confidence", sf.bround("confidence", 4))
+        placed.write.parquet(str(work / "assignments"))
+        placed = engine.spark.read.parquet(str(work / "assignments"))
+        agreement = _agreement(engine, placed, units)
+        tracking.log_metrics({"spark.assignment_agreement": agreement})
+        logger.info("Sample placed alike by the executors and the driver: %.4f.", agreement)
+    with stage("Profile every customer (Spark aggregations)"):
+        summary = aggregate_personas(
+            found.personas,
+            placed.select("customer_id", "persona_id", "is_outlier").join(features, "customer_id"),
+            built.table.meta,
+            cfg,
+            business_model(loaded, cfg),
+        )
+    if sampled and identity.previous is not None:  # before / after with every customer's numbers
+        numeric = [f.name for f in built.table.features if f.transform != "category"]
+        quality = identity.changes["match_quality"]
+        identity.changes = describe_changes(
+            identity.previous,
+            found.personas,
+            identity.migration,
+            built.table.frame,
+            numeric,
+            alpha=cfg["profile"]["alpha"],
+        )
+        identity.changes["match_quality"] = quality
+    outputs = ClusterOutputs(
+        spark=engine.spark,
+        assignments=work / "assignments",
+        features=work / "features",
+        n_customers=summary["n_customers"],
+        outlier_share=summary["outlier_share"],
+        single_file_rows=settings["single_file_rows"],
+        table=settings["assignments_table"],
+    )
+    assignments = Assignments(units, cluster=outputs)
+    write_outputs(
+        output,
+        run_id=run_id,
+        cfg=cfg,
+        loaded=loaded,
+        built=built,
+        segments=segments,
+        profile=found,
+        identity=identity,
+        assignments=assignments,
+    )
+    log_run(output, segments, found, assignments, built, cfg)
+    uri = serve(model, built, identity, uri)
+    shutil.rmtree(work, ignore_errors=True)
+    return TrainResult(
+        run_id=run_id,
+        output=output,
+        personas=found.personas,
+        assignments=units,
+        model_uri=uri,
+        promoted=identity.promotion["promoted"],
+        level=cfg["level"],
+        segmentation=segments.selection.summary(),
+    )
+
+
+def score_on_cluster(
+    engine, loaded: LoadedData, cfg: dict, model, uri: str, output
+) -> pd.DataFrame:
+    """Place every customer of a batch on the executors and have them write the result.
+
+    Parameters
+    ----------
+    engine : features.spark.SparkEngine
+        The score run's engine (the batch staged in buckets).
+    loaded : LoadedData
+        The checked batch.
+    cfg : dict
+        The score configuration (with the model's settings).
+    model : models.served.PersonaModel
+        The served model (its definition and columns).
+    uri : str
+        Its MLflow URI, for ``spark_udf``.
+    output : str or Path
+        ``spark:<database>.<table>`` (a metastore table, replaced), a file ending in
+        ``.csv`` (one file, written by one executor: at most ``spark.single_file_rows``
+        customers), or any other path (a Parquet dataset, replaced).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per persona: ``persona_id``, ``persona_name``, ``customers``.
+    """
+    from pyspark.sql import functions as sf
+
+    spark, work = engine.spark, engine.folder / "run"
+    features = build_on_cluster(engine, loaded, cfg, model.definition, work / "features")
+    placed = serving.assign_on_spark(spark, uri, features, model.columns)
+    target = str(output)
+    if target.startswith("spark:"):
+        placed.write.mode("overwrite").saveAsTable(target.removeprefix("spark:"))
+        written = spark.table(target.removeprefix("spark:"))
+    elif target.endswith(".csv"):
+        placed.write.parquet(str(work / "assignments"))
+        Path(target).parent.mkdir(parents=True, exist_ok=True)
+        _on_executors(spark, [str(work / "assignments")], _Merge(target, "csv"))
+        written = spark.read.parquet(str(work / "assignments"))
+    else:
+        placed.write.mode("overwrite").parquet(target)
+        written = spark.read.parquet(target)
+    counts = written.groupBy("persona_id", "persona_name").agg(sf.count("*").alias("customers"))
+    rows = counts.orderBy("persona_id").collect()  # one row per persona
+    shutil.rmtree(work, ignore_errors=True)
+    return pd.DataFrame(
+        [r.asDict() for r in rows], columns=["persona_id", "persona_name", "customers"]
+    )
