@@ -123,7 +123,7 @@ def build_features(
     columns: dict[str, object] = {}
     with _Aligner(data.con, ids) as align:
         for i, (family, (table, builder)) in enumerate(FAMILIES.items()):
-            _progress.info("", extra={"progress": (i, len(FAMILIES), "feature families")})
+            _progress.info("", extra={"progress": (i + 1, len(FAMILIES), "feature families")})
             if families is not None and family not in families:
                 continue
             if not engine.has(table):

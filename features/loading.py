@@ -236,7 +236,7 @@ def _load(
 
     present = [t for t in TABLES if t in readers]
     for i, name in enumerate(present):
-        _progress.info("", extra={"progress": (i, len(present), "tables checked")})
+        _progress.info("", extra={"progress": (i + 1, len(present), "tables checked")})
         table, file = TABLES[name], names[name]
         n_examples = int(validation["examples"])
         with reading(file, n_examples):

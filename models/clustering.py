@@ -281,7 +281,7 @@ class AutoKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         rows, centers = [], {}
         ks = range(self.k_min, max(k_hi, self.k_min) + 1)
         for k in ks:
-            _progress.info("", extra={"progress": (k - ks[0], len(ks), "candidates")})
+            _progress.info("", extra={"progress": (k - ks[0] + 1, len(ks), "candidates")})
             km = KMeans(n_clusters=k, n_init=self.n_init, random_state=seed).fit(Xs)
             if len(np.unique(km.labels_)) < 2:
                 continue

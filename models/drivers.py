@@ -204,7 +204,7 @@ def _cross_fit(X, y, groups, cat_mask, kind, *, n_splits, n_repeats, rng, seed):
     inside = np.zeros(X.shape)
     copies = 2 * n_repeats
     for fold, (train, test) in enumerate(_folds(groups, n_splits, seed)):
-        _progress.info("", extra={"progress": (fold, n_splits, "folds")})
+        _progress.info("", extra={"progress": (fold + 1, n_splits, "folds")})
         # small fits run faster on one thread
         with threadpool_limits(limits=1 if train.size < 50_000 else None, user_api="openmp"):
             model = _model(kind, cat_mask, seed + fold).fit(X[train], y[train])

@@ -41,7 +41,8 @@ logger = logging.getLogger(__name__)
 
 #: Where long loops report their count, from any package, with no import of this one:
 #: ``logging.getLogger("personas.progress").info("", extra={"progress": (done, total,
-#: unit)})``. Only a running `stage` listens.
+#: unit)})``, ``done`` counting the item under way or just finished (1 to ``total``).
+#: Only a running `stage` listens.
 PROGRESS = logging.getLogger("personas.progress")
 PROGRESS.propagate = False
 PROGRESS.setLevel(logging.INFO)
