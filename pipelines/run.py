@@ -16,7 +16,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,28 +82,22 @@ def stage(name: str) -> Iterator[None]:
     start = time.perf_counter()
     logger.info("%s ...", name)
     console = Console(stderr=True)
-    if console.is_terminal:
-        columns = (
-            SpinnerColumn(),
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-        )
-        with Progress(*columns, console=console, transient=True) as bar:
+    with ExitStack() as shown:
+        if console.is_terminal:
+            columns = (
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+            )
+            bar = shown.enter_context(Progress(*columns, console=console, transient=True))
             counted = _Counted(name, bar, bar.add_task(name, total=None))
-            PROGRESS.addHandler(counted)
-            try:
-                yield
-            finally:
-                PROGRESS.removeHandler(counted)
-    else:
-        counted = _Counted(name)
+        else:
+            counted = _Counted(name)
         PROGRESS.addHandler(counted)
-        try:
-            yield
-        finally:
-            PROGRESS.removeHandler(counted)
+        shown.callback(PROGRESS.removeHandler, counted)
+        yield
     logger.info("%s done in %.1fs", name, time.perf_counter() - start)
 
 
