@@ -47,10 +47,10 @@ from pipelines.cluster_profile import aggregate_personas
 from pipelines.cluster_table import build_on_cluster
 from pipelines.compare import describe_changes, reidentify
 from pipelines.config import ConfigError
-from pipelines.outputs import Assignments, assign, write_outputs
+from pipelines.outputs import Assignments, assign
 from pipelines.profile import business_model, profile
-from pipelines.record import log_inputs, log_model, log_run, persona_model, serve
-from pipelines.run import TrainResult, stage
+from pipelines.record import conclude, log_inputs, log_model, persona_model
+from pipelines.run import stage
 from pipelines.segment import segment
 from pipelines.table import build_table
 
@@ -339,30 +339,11 @@ def train_on_cluster(data, loaded: LoadedData, engine, cfg: dict, run_id: str, o
         table=settings["assignments_table"],
     )
     assignments = Assignments(units, cluster=outputs)
-    write_outputs(
-        output,
-        run_id=run_id,
-        cfg=cfg,
-        loaded=loaded,
-        built=built,
-        segments=segments,
-        profile=found,
-        identity=identity,
-        assignments=assignments,
+    result = conclude(
+        output, run_id, cfg, loaded, built, segments, found, identity, assignments, model, uri
     )
-    log_run(output, segments, found, assignments, built, cfg)
-    uri = serve(model, built, identity, uri)
     shutil.rmtree(work, ignore_errors=True)
-    return TrainResult(
-        run_id=run_id,
-        output=output,
-        personas=found.personas,
-        assignments=units,
-        model_uri=uri,
-        promoted=identity.promotion["promoted"],
-        level=cfg["level"],
-        segmentation=segments.selection.summary(),
-    )
+    return result
 
 
 def score_on_cluster(

@@ -16,9 +16,9 @@ from features import LoadedData
 from models.served import PersonaModel
 from pipelines import b2b, serving, tracking
 from pipelines.compare import Identity
-from pipelines.outputs import Assignments
+from pipelines.outputs import Assignments, write_outputs
 from pipelines.profile import Profile
-from pipelines.run import stage
+from pipelines.run import TrainResult, stage
 from pipelines.segment import Segments
 from pipelines.table import Table
 
@@ -126,3 +126,40 @@ def serve(model: PersonaModel, table: Table, identity: Identity, uri: str | None
         if not promoted:
             logger.warning("Not promoted to champion: %s.", "; ".join(failed))
     return uri
+
+
+def conclude(
+    output, run_id, cfg, loaded, built, segments, found, identity, assignments, model, uri
+) -> TrainResult:
+    """Write the outputs, record the run and serve its model: both train recipes' last stages.
+
+    Returns
+    -------
+    TrainResult
+        What the run produced (``assignments`` holds the rows the driver has: every
+        customer's, or on the cluster path the sample's).
+    """
+    write_outputs(
+        output,
+        run_id=run_id,
+        cfg=cfg,
+        loaded=loaded,
+        built=built,
+        segments=segments,
+        profile=found,
+        identity=identity,
+        assignments=assignments,
+    )
+    log_run(output, segments, found, assignments, built, cfg)
+    uri = serve(model, built, identity, uri)
+    return TrainResult(
+        run_id=run_id,
+        output=output,
+        personas=found.personas,
+        assignments=assignments.units,
+        model_uri=uri,
+        promoted=identity.promotion["promoted"],
+        level=cfg["level"],
+        people=assignments.people,
+        segmentation=segments.selection.summary(),
+    )

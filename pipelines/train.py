@@ -15,10 +15,10 @@ from pipelines.cluster import train_on_cluster
 from pipelines.compare import reidentify
 from pipelines.config import load_config
 from pipelines.engines import assign_on_cluster, data_source, feature_engine, require
-from pipelines.outputs import Assignments, assign, write_outputs
+from pipelines.outputs import Assignments, assign
 from pipelines.profile import profile
 from pipelines.publish import publish_outputs
-from pipelines.record import log_inputs, log_model, log_run, persona_model, serve
+from pipelines.record import conclude, log_inputs, log_model, persona_model
 from pipelines.run import TrainResult, load, output_folder, salt, stage
 from pipelines.segment import modelled_columns, segment
 from pipelines.table import build_table
@@ -92,27 +92,6 @@ def _train(data, loaded: LoadedData, engine: Engine, cfg: dict, run_id: str, out
             )
             tracking.log_metrics({"spark.assignment_agreement": agreement})
     assignments = Assignments.of(units, built.accounts)
-    write_outputs(
-        output,
-        run_id=run_id,
-        cfg=cfg,
-        loaded=loaded,
-        built=built,
-        segments=segments,
-        profile=found,
-        identity=identity,
-        assignments=assignments,
-    )
-    log_run(output, segments, found, assignments, built, cfg)
-    uri = serve(model, built, identity, uri)
-    return TrainResult(
-        run_id=run_id,
-        output=output,
-        personas=found.personas,
-        assignments=assignments.units,
-        model_uri=uri,
-        promoted=identity.promotion["promoted"],
-        level=cfg["level"],
-        people=assignments.people,
-        segmentation=segments.selection.summary(),
+    return conclude(
+        output, run_id, cfg, loaded, built, segments, found, identity, assignments, model, uri
     )
