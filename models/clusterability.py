@@ -47,7 +47,10 @@ import numpy as np
 from sklearn.cluster import KMeans
 from threadpoolctl import threadpool_limits
 
+from models.latent_class import attribute_codes, latent_classes
+
 __all__ = [
+    "FOUND",
     "distance",
     "divisive_search",
     "gap_statistic",
@@ -242,6 +245,7 @@ def divisive_search(
     min_share: float = 0.02,
     min_size: int = 20,
     n_cuts: int = 4,
+    blocks: list | None = None,
     random_state: int = 0,
 ) -> dict:
     """Split the customers while a split leaves a density valley; merge back faint pairs.
@@ -268,6 +272,13 @@ def divisive_search(
     n_cuts : int, default=4
         2-means runs (seeds) tried on each group; the split with the most convincing valley
         (highest z-score) is kept.
+    blocks : list of array-like of int, optional
+        Columns that hold one discrete attribute each (a categorical's one-hot columns),
+        when attributes are what shapes the personas. Discrete attributes leave a valley
+        between any two of their combinations, so valleys say nothing about them: the
+        number is then the latent classes' (`models.latent_class.latent_classes`, by
+        BIC), their partition is kept as it is (k-means would pull it toward whatever
+        continuous feature splits best), and nothing is merged back.
     random_state : int, default=0
         Seed of the 2-means cuts and the refits.
 
@@ -276,15 +287,21 @@ def divisive_search(
     dict
         ``partitions`` (k -> labels of the k-group partition, for k = 1 .. k_max; at the
         chosen number, the merged partition), ``n_valleys`` (groups the valleys
-        separate), ``n_groups`` (after merging faint pairs) and ``merged`` (how many
-        pairs were merged back).
+        separate, or latent classes with ``blocks``), ``n_groups`` (after merging faint
+        pairs), ``merged`` (how many pairs were merged back) and ``evidence``
+        (``"valley"`` or ``"latent"``).
     """
     n = len(X)
     min_size = max(2, min_size, int(np.ceil(min_share * n)))
     labels = np.zeros(n, dtype=int)
     partitions = {1: labels}
     seeds = np.random.default_rng(random_state).integers(2**31 - 1, size=n_cuts)
-    n_valleys = None
+    n_valleys, classes = None, None
+    if blocks is not None:
+        classes = latent_classes(
+            *attribute_codes(X, blocks), k_max=k_max, random_state=random_state
+        )
+        n_valleys = classes["n_classes"]
     # splits past the last valley (to score or force any k) may make groups of any size
     for k in range(1, min(k_max, n)):
         best, forced = None, None
@@ -330,7 +347,9 @@ def divisive_search(
     if n_valleys is None:
         n_valleys = max(partitions)
     labels, merged = partitions[n_valleys], 0
-    while int(labels.max()) >= 1:
+    if classes is not None and n_valleys >= 2:  # the latent classes, as they are
+        labels = np.unique(classes["labels"], return_inverse=True)[1].ravel()
+    while classes is None and int(labels.max()) >= 1:
         k = int(labels.max()) + 1
         centers = np.array([X[labels == c].mean(axis=0) for c in range(k)])
         pairs = [(distance(X, labels == a, labels == b), a, b) for a, b in _neighbours(centers)]
@@ -348,6 +367,7 @@ def divisive_search(
         "n_valleys": int(n_valleys),
         "n_groups": n_groups,
         "merged": merged,
+        "evidence": "valley" if classes is None else "latent",
     }
 
 
@@ -402,6 +422,19 @@ def gap_statistic(
     return gap, float(refs.std() * np.sqrt(1 + 1 / n_refs))
 
 
+#: How the groups were found, in words: (``n`` groups found, no group found).
+FOUND = {
+    "valley": (
+        "Density valleys separate {} groups",
+        "No split of the customers leaves a density valley between two groups",
+    ),
+    "latent": (
+        "What customers hold falls into {} latent classes (BIC)",
+        "What customers hold falls into no latent classes (BIC prefers one)",
+    ),
+}
+
+
 def structure_verdict(
     *,
     n_valleys: int,
@@ -413,6 +446,7 @@ def structure_verdict(
     stability: float | None,
     min_stability: float = 0.6,
     min_gap_z: float = 2.0,
+    evidence: str = "valley",
 ) -> tuple[str, str]:
     """Whether customers form distinct groups: ``distinct``, ``weak`` or ``none``, and why.
 
@@ -435,6 +469,9 @@ def structure_verdict(
         Resampling ARI below which groups count as weak.
     min_gap_z : float, default=2.0
         Gap, in standard errors, by which groups must beat slices of a structureless cloud.
+    evidence : {"valley", "latent"}, default="valley"
+        What ``n_valleys`` counts: groups density valleys separate, or latent classes of
+        the attributes (`divisive_search` with ``blocks``); only the wording changes.
 
     Returns
     -------
@@ -447,33 +484,32 @@ def structure_verdict(
         f"{k_tested} personas explain {{}} spread than slices of a structureless cloud of "
         f"the same shape (gap {gap_z:.1f} standard errors)"
     )
+    many, none = FOUND[evidence]
     if n_valleys <= 1:
         if gap_z < min_gap_z:
             return "none", (
-                "No split of the customers leaves a density valley between two groups, and "
+                f"{none}, and "
                 + gap.format("no more")
                 + ": customers form a continuum, and the personas are slices of it."
             )
         return "weak", (
-            "No split of the customers leaves a density valley between two groups, though "
+            f"{none}, though "
             + gap.format("more")
             + ": the personas are regions of a continuum, not distinct groups."
         )
     if n_groups <= 1:
         return "weak", (
-            f"Density valleys separate {n_valleys} groups, but they differ too little to be "
+            f"{many.format(n_valleys)}, but they differ too little to be "
             "personas (one behaviour, such as a yes/no habit, tells them apart): the personas "
             "are regions of a continuum, not distinct groups."
         )
     if gap_z < min_gap_z:
         return "weak", (
-            f"Density valleys separate {n_groups} groups, but "
-            + gap.format("little more")
-            + ": the groups are faint."
+            f"{many.format(n_groups)}, but " + gap.format("little more") + ": the groups are faint."
         )
     if stability is not None and np.isfinite(stability) and stability < min_stability:
         return "weak", (
-            f"Density valleys separate {n_groups} groups, but they do not come back when "
+            f"{many.format(n_groups)}, but they do not come back when "
             f"customers are resampled (ARI {stability:.2f} < {min_stability:g})."
         )
     detail = ""
@@ -488,8 +524,5 @@ def structure_verdict(
         else ""
     )
     return "distinct", (
-        f"Density valleys separate {n_groups} distinct groups{detail}; "
-        + gap.format("far more")
-        + stable
-        + "."
+        f"{many.format(f'{n_groups} distinct')}{detail}; " + gap.format("far more") + stable + "."
     )

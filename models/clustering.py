@@ -12,7 +12,12 @@ import pandas as pd
 from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin, _fit_context
 from sklearn.cluster import KMeans
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score, silhouette_score
+from sklearn.metrics import (
+    calinski_harabasz_score,
+    davies_bouldin_score,
+    euclidean_distances,
+    silhouette_score,
+)
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
@@ -94,6 +99,10 @@ class AutoKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
     min_size : int, default=20
         Smallest group a split may make, in rows of the sample (``valley``; the larger of
         the two applies).
+    blocks : list of list of int, optional
+        Columns of one discrete attribute each, and one block of the others (``valley``):
+        a split must then also beat the same customers with their attributes shuffled
+        independently (see `models.clusterability.divisive_search`).
     random_state : int, RandomState instance or None, default=None
         Seed for sampling and k-means.
 
@@ -111,6 +120,9 @@ class AutoKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         and ``distance`` (see `models.clusterability.separation`).
     n_valleys_ : int or None
         Groups the density valleys separate (``valley``; 1: a continuum).
+    evidence_ : {"valley", "latent"} or None
+        What ``n_valleys_`` counts: groups density valleys separate, or latent classes
+        of the attributes (with ``blocks``).
     n_groups_ : int or None
         Of those, the groups distinct enough to be personas (``valley``).
     sample_ : ndarray or None
@@ -140,6 +152,7 @@ class AutoKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         "min_distance": [Interval(Real, 0, None, closed="left")],
         "min_share": [Interval(Real, 0, 1, closed="left")],
         "min_size": [Interval(Integral, 1, None, closed="left")],
+        "blocks": [list, None],
         "random_state": ["random_state"],
     }
 
@@ -157,6 +170,7 @@ class AutoKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         min_distance=0.85,
         min_share=0.02,
         min_size=20,
+        blocks=None,
         random_state=None,
     ):
         self.k_min = k_min
@@ -170,6 +184,7 @@ class AutoKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         self.min_distance = min_distance
         self.min_share = min_share
         self.min_size = min_size
+        self.blocks = blocks
         self.random_state = random_state
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -215,14 +230,24 @@ class AutoKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
             k = max(self.n_groups_, self.k_min)
             self.n_clusters_ = int(tried[tried <= k].max() if (tried <= k).any() else tried.min())
         else:
-            self.n_valleys_ = self.n_groups_ = None
+            self.n_valleys_ = self.n_groups_ = self.evidence_ = None
             self.n_clusters_ = self._choose(self.scores_)
         self.search_centers_ = centers
         self._seed = seed
         return self._fit_final(X)
 
     def _fit_final(self, X):
-        """K-means on every row, from the chosen search partition's centres."""
+        """K-means on every row, from the chosen search partition's centres.
+
+        The latent classes of the attributes (``evidence_ == "latent"``) are kept as they
+        are, each customer placed at the nearest class mean: k-means iterations would pull
+        the centres toward whatever continuous feature splits best, away from the classes.
+        """
+        if self.evidence_ == "latent" and self.n_clusters_ == self.n_groups_:
+            self._kmeans = None
+            self.cluster_centers_ = self.search_centers_[self.n_clusters_]
+            self.labels_ = self.predict(X)
+            return self
         self._kmeans = KMeans(
             n_clusters=self.n_clusters_,
             init=self.search_centers_[self.n_clusters_],
@@ -299,9 +324,11 @@ class AutoKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
             min_distance=self.min_distance,
             min_share=self.min_share,
             min_size=self.min_size,
+            blocks=self.blocks,
             random_state=int(rng.randint(np.iinfo(np.int32).max)),
         )
         self.n_valleys_, self.n_groups_ = found["n_valleys"], found["n_groups"]
+        self.evidence_ = found["evidence"]
         rows, centers = [], {}
         partitions = sorted(found["partitions"].items())
         for i, (k, labels) in enumerate(partitions):
@@ -348,6 +375,8 @@ class AutoKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         """
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        if self._kmeans is None:
+            return euclidean_distances(X, self.cluster_centers_)
         return self._kmeans.transform(X)
 
     def predict(self, X) -> np.ndarray:

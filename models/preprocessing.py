@@ -193,6 +193,30 @@ class Preprocessor(TransformerMixin, BaseEstimator):
         ]
         return np.hstack(blocks)
 
+    def sources(self) -> list[str | None]:
+        """Return the feature each output column comes from (None: a missing-value flag).
+
+        Returns
+        -------
+        list of str or None
+            One entry per output column, in the order of `transform`.
+        """
+        check_is_fitted(self, "transformers_")
+        out: list[str | None] = []
+        for t in self.transformers_.values():
+            for name, fitted, cols in t.transformers_:
+                width = t.output_indices_[name].stop - t.output_indices_[name].start
+                if name == "cat" and len(cols):
+                    try:
+                        infrequent = fitted.infrequent_categories_
+                    except AttributeError:  # no level is infrequent: not computed
+                        infrequent = [None] * len(cols)
+                    for col, levels, rare in zip(cols, fitted.categories_, infrequent, strict=True):
+                        out += [col] * (len(levels) - (0 if rare is None else len(rare) - 1))
+                elif width:
+                    out += list(cols) + [None] * (width - len(cols))
+        return out
+
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
         """Names of the output columns (missing indicators and one-hot levels included)."""
         check_is_fitted(self, "transformers_")

@@ -55,6 +55,7 @@ from sklearn.metrics import (
 from threadpoolctl import threadpool_limits
 
 from models.clusterability import (
+    FOUND,
     divisive_search,
     gap_statistic,
     separation,
@@ -127,6 +128,7 @@ def select_segmentation(
     min_agreement: float = 0.8,
     outlier_score: float = 0.5,
     force: str | None = None,
+    blocks: list | None = None,
     random_state: int = 0,
 ) -> Segmentation:
     """Fit the candidates, score them, and return the chosen segmentation.
@@ -172,6 +174,10 @@ def select_segmentation(
         GLOSH score above which a density model flags a customer as an outlier.
     force : str, optional
         Name of the candidate to use whatever the scores say.
+    blocks : list of list of int, optional
+        Columns of one discrete attribute each, and one block of the others: the valley
+        search then also asks each split to beat the customers with their attributes
+        shuffled independently (see `models.clusterability.divisive_search`).
     random_state : int, default=0
         Seed of every sample and model.
 
@@ -198,6 +204,7 @@ def select_segmentation(
         min_distance=min_distance,
         min_share=min_share,
         min_size=min_size,
+        blocks=blocks,
         random_state=random_state,
     ).fit(X)
     for k, s in kmeans.scores_.iterrows():
@@ -356,10 +363,13 @@ def _how_many(kmeans: AutoKMeans, k_min: int, min_distance: float) -> str:
     if kmeans.n_groups_ is None:
         return f"K-means chose {k} personas by silhouette."
     valleys, groups = kmeans.n_valleys_, kmeans.n_groups_
+    many, none = FOUND[kmeans.evidence_]
     if valleys <= 1:
-        found = "No split of the customers leaves a density valley between two groups"
+        found = none
     else:
-        found = f"Density valleys separate {valleys} groups of customers"
+        found = many.format(f"{valleys}") + (
+            " of customers" if kmeans.evidence_ == "valley" else ""
+        )
         if groups < valleys:
             found += (
                 f", {groups} once neighbours closer than {min_distance:g} spreads are merged "
@@ -390,12 +400,15 @@ def _verdict(seg: Segmentation, X, kmeans: AutoKMeans, min_stability: float, see
             min_distance=kmeans.min_distance,
             min_share=kmeans.min_share,
             min_size=kmeans.min_size,
+            blocks=kmeans.blocks,
             random_state=seed,
         )
         n_valleys, n_groups = found["n_valleys"], found["n_groups"]
+        evidence = found["evidence"]
         scores = separation(Xs, found["partitions"][n_groups]) if n_groups >= 2 else None
     else:
         n_valleys, n_groups = kmeans.n_valleys_, kmeans.n_groups_
+        evidence = kmeans.evidence_
         scores = seg.candidates.loc[f"kmeans_k{n_groups}"] if n_groups >= 2 else None
     seg.structure, seg.structure_reason = structure_verdict(
         n_valleys=n_valleys,
@@ -406,6 +419,7 @@ def _verdict(seg: Segmentation, X, kmeans: AutoKMeans, min_stability: float, see
         k_tested=k,
         stability=seg.stability.get("ari"),
         min_stability=min_stability,
+        evidence=evidence,
     )
 
 

@@ -19,6 +19,7 @@ from pipelines.run import stage
 
 __all__ = [
     "BEHAVIOUR_FAMILIES",
+    "attribute_blocks",
     "VALUE_FAMILIES",
     "Segments",
     "merge_small",
@@ -117,6 +118,27 @@ def modelled_columns(table: FeatureTable, model: dict) -> list[str]:
     return [f.name for f in table.features if f.family in families and f.lens == lens]
 
 
+def attribute_blocks(
+    table: FeatureTable, columns: list[str], pre: Preprocessor
+) -> list[list[int]] | None:
+    """Columns of the scaled matrix that hold each attribute, when attributes lead.
+
+    When the attributes shape the personas and no usage or engagement feature does, the
+    personas are combinations of what customers hold: the number of personas is then
+    that of the latent classes of the attributes (`models.latent_class`), not of density
+    valleys. Returns the columns of each attribute (its one-hot columns, or its one
+    scaled column), or None when the rule does not apply.
+    """
+    family = table.meta.loc[columns, "family"]
+    if "attributes" not in set(family) or set(family) & set(BEHAVIOUR_FAMILIES):
+        return None
+    sources = pre.sources()
+    blocks = [
+        [i for i, s in enumerate(sources) if s == a] for a in family.index[family == "attributes"]
+    ]
+    return [b for b in blocks if b] or None
+
+
 def merge_small(X: np.ndarray, labels: np.ndarray, min_size: int) -> np.ndarray:
     """Move the customers of personas smaller than ``min_size`` to the nearest larger one.
 
@@ -186,6 +208,7 @@ def segment(table: FeatureTable, cfg: dict) -> Segments:
                 umap_params=m["umap"],
                 n_resamples=m["stability_resamples"],
                 min_size=cfg["privacy"]["min_persona_size"],  # no persona privacy would merge
+                blocks=attribute_blocks(table, columns, pre),
                 random_state=cfg["seed"],
             )
         except ValueError as error:

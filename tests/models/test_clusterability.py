@@ -136,3 +136,45 @@ def test_forcing_any_k_uses_the_search_partition_and_is_deterministic():
     assert km.with_k(X, 5).n_clusters_ == 5 and km.n_clusters_ == 10
     with pytest.raises(ValueError, match="not scored"):
         km.with_k(X, 13)
+
+
+def held_attributes(seed=0, n=2000, classes=4):
+    """Customers holding 6 discrete attributes drawn from ``classes`` latent classes.
+
+    Returns the one-hot matrix with a noisy bill column after it, each family scaled to
+    a total variance of 1 as `models.Preprocessor` balances them, the column blocks of
+    each attribute and the planted class; with ``classes=1`` the attributes are independent.
+    """
+    rng = np.random.default_rng(seed)
+    levels = [3, 2, 2, 3, 2, 4]
+    shares = rng.dirichlet(np.full(classes, 3.0))
+    y = rng.choice(classes, size=n, p=shares)
+    columns, blocks = [], []
+    for m in levels:
+        probs = rng.dirichlet(np.full(m, 0.5), size=classes)  # each class its own profile
+        code = np.array([rng.choice(m, p=probs[c]) for c in y])
+        blocks.append(list(range(sum(len(b) for b in blocks), sum(len(b) for b in blocks) + m)))
+        columns.append(np.eye(m)[code])
+    held = np.hstack(columns)
+    held = held / np.sqrt(held.var(axis=0).sum())
+    return np.hstack([held, rng.normal(size=(n, 1))]), blocks, y
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_attributes_count_latent_classes_not_their_combinations(seed) -> None:
+    X, blocks, y = held_attributes(seed)
+    plain = divisive_search(X, random_state=0)
+    found = divisive_search(X, blocks=blocks, random_state=0)
+    assert found["evidence"] == "latent" and plain["evidence"] == "valley"
+    assert found["n_valleys"] == found["n_groups"] == 4
+    labels = found["partitions"][found["n_groups"]]
+    assert adjusted_rand_score(y, labels) >= 0.5  # 6 attributes: classes overlap
+
+
+def test_independent_attributes_form_one_class_and_the_verdict_says_so() -> None:
+    X, blocks, _ = held_attributes(0, classes=1)
+    found = divisive_search(X, blocks=blocks, random_state=0)
+    assert found["n_valleys"] == 1
+    seg = select_segmentation(X, blocks=blocks, random_state=0, **FAST)
+    assert seg.structure in {"none", "weak"}
+    assert "no latent classes" in seg.structure_reason

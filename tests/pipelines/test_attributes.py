@@ -86,6 +86,9 @@ def test_attributes_shape_personas_without_a_usage_log(subscription) -> None:
     assert "attributes" in seg["families"]
     assert {"attr_plan", "attr_contract"} <= set(seg["features"])
     assert "feedback" not in seg["families"]
+    # the number is the latent classes' of what customers hold, not density valleys'
+    assert seg["n_personas"] == len(GROUPS)
+    assert "latent classes" in seg["reason"] and "latent classes" in seg["structure_reason"]
     found = pd.read_csv(out / "assignments.csv", dtype={"customer_id": str})
     assert sorted(found["customer_id"]) == sorted(planted.index)  # every customer once
     truth = planted.loc[found["customer_id"]]
