@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import logsumexp
 
-__all__ = ["attribute_codes", "latent_classes"]
+__all__ = ["attribute_codes", "class_labels", "latent_classes"]
 
 #: A numeric attribute with more distinct values is cut into this many quantile bins.
 _MAX_LEVELS = 12
@@ -83,6 +83,47 @@ def _fit(onehots: list, levels: list[int], k: int, rng, max_iter: int) -> tuple[
     return likelihood, resp
 
 
+def _onehots(codes: np.ndarray, levels: list[int]) -> list[np.ndarray]:
+    return [np.eye(m)[codes[:, j]] for j, m in enumerate(levels)]
+
+
+def _best(onehots, levels, k, rng, n_init, max_iter) -> tuple[float, np.ndarray]:
+    """Return the most likely of ``n_init`` EM runs with ``k`` classes."""
+    runs = [_fit(onehots, levels, k, rng, max_iter) for _ in range(n_init if k > 1 else 1)]
+    return max(runs, key=lambda run: run[0])
+
+
+def class_labels(
+    X: np.ndarray, blocks: list, k: int, *, n_init: int = 4, random_state: int = 0
+) -> np.ndarray:
+    """Fit ``k`` latent classes to the attributes of ``X`` and return each row's class.
+
+    The refit of the stability resamples (`models.stability.clusterboot`): the same model,
+    with the number found on all customers.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+        The scaled customers.
+    blocks : list of array-like of int
+        The columns of each attribute (`attribute_codes`).
+    k : int
+        Number of classes.
+    n_init : int, default=4
+        EM runs, from random responsibilities; the most likely is kept.
+    random_state : int, default=0
+        Seed of the EM starts.
+
+    Returns
+    -------
+    ndarray of int of shape (n_samples,)
+        Each row's most likely class.
+    """
+    codes, levels = attribute_codes(X, blocks)
+    rng = np.random.default_rng(random_state)
+    return _best(_onehots(codes, levels), levels, k, rng, n_init, 300)[1].argmax(axis=1)
+
+
 def latent_classes(
     codes: np.ndarray,
     levels: list[int],
@@ -119,13 +160,12 @@ def latent_classes(
         most likely class at ``n_classes``).
     """
     n = len(codes)
-    onehots = [np.eye(m)[codes[:, j]] for j, m in enumerate(levels)]
+    onehots = _onehots(codes, levels)
     free = sum(m - 1 for m in levels)
     rng = np.random.default_rng(random_state)
     bic, labels, best_k = {}, {1: np.zeros(n, dtype=int)}, 1
     for k in range(1, max(1, min(k_max, n - 1)) + 1):
-        runs = [_fit(onehots, levels, k, rng, max_iter) for _ in range(n_init if k > 1 else 1)]
-        likelihood, resp = max(runs, key=lambda run: run[0])
+        likelihood, resp = _best(onehots, levels, k, rng, n_init, max_iter)
         bic[k] = -2 * likelihood + ((k - 1) + k * free) * np.log(n)
         labels[k] = resp.argmax(axis=1)
         if bic[k] < bic[best_k]:

@@ -144,11 +144,12 @@ def name_personas(personas: list[dict], naming: dict, min_effect: float) -> list
             if phrase and phrase not in phrases:
                 phrases.append(phrase)
         plain = [  # what tells a persona apart when no rule names it: its raw traits
-            f"{'more' if t['std_diff'] > 0 else 'less'} {t['label']}"
+            _plain(t)
             for t in p["all_traits"]
             if abs(t["std_diff"]) >= min_effect
             and t.get("label")
             and _phrase(t, naming["phrases"]) is None
+            and not ("=" in t["feature"] and t["std_diff"] < 0)
         ]
         phrases = (phrases or [naming["fallback"]]) + [x for x in plain if x not in phrases]
         candidates.append((value_word, phrases))
@@ -161,6 +162,13 @@ def name_personas(personas: list[dict], naming: dict, min_effect: float) -> list
             name = f"{name}, {nxt}" if nxt else f"{name} {len(names) + 1}"
         names.append(name)
     return names
+
+
+def _plain(trait: dict) -> str:
+    """Write a raw trait: "more active days", or a level held more often: "plan is pro"."""
+    if "=" in trait["feature"]:  # a level of an attribute: only the levels held more
+        return trait["label"]
+    return f"{'more' if trait['std_diff'] > 0 else 'less'} {trait['label']}"
 
 
 def _capital(text: str) -> str:

@@ -63,6 +63,7 @@ from models.clusterability import (
 )
 from models.clustering import AutoKMeans
 from models.density import DensityClusterer
+from models.latent_class import class_labels
 from models.reducers import DENSITY_SPACES, density_reducer
 from models.segmentation import Segmentation
 from models.stability import clusterboot
@@ -259,7 +260,7 @@ def select_segmentation(
     boots, finalist_labels = {}, {}
     kmeans_name = f"kmeans_k{kmeans.n_clusters_}"
     for name, row in table[table["finalist"]].iterrows():
-        fit_predict, Z = _refitter(row, n_init, sample_size, X, space)
+        fit_predict, Z = _refitter(row, n_init, sample_size, X, space, kmeans)
         if name == kmeans_name:  # the search's own partition, not a fresh k-means
             labels = np.asarray(kmeans.labels_)[stab_rows]
         else:
@@ -377,6 +378,8 @@ def _how_many(kmeans: AutoKMeans, k_min: int, min_distance: float) -> str:
             )
     if k > max(groups, 1):
         return f"{found}; model.k_min={k_min} asks for at least {k}, so k-means cuts {k}."
+    if kmeans.evidence_ == "latent":
+        return f"{found}; each customer joins the nearest class mean."
     return f"{found}, so k-means looks for {k}."
 
 
@@ -423,9 +426,15 @@ def _verdict(seg: Segmentation, X, kmeans: AutoKMeans, min_stability: float, see
     )
 
 
-def _refitter(row, n_init, sample_size, X, space):
+def _refitter(row, n_init, sample_size, X, space, kmeans):
     if row["family"] == "kmeans":
         k = int(row["param"])
+        if kmeans.evidence_ == "latent" and k == kmeans.n_groups_:  # kept as latent classes
+
+            def fit_predict(Z, seed):
+                return class_labels(Z, kmeans.blocks, k, n_init=n_init, random_state=seed)
+
+            return fit_predict, X
 
         def fit_predict(Z, seed):
             return KMeans(n_clusters=k, n_init=max(1, n_init // 2), random_state=seed).fit_predict(
@@ -475,7 +484,7 @@ def _final(
     # Per-persona stability is measured against the final labels, so its keys match them;
     # the search's own k-means partition was resampled as a finalist already (``boot``).
     if boot is None:
-        fit_predict, Z = _refitter(row, n_init, sample_size, X, space)
+        fit_predict, Z = _refitter(row, n_init, sample_size, X, space, kmeans)
         boot = clusterboot(
             fit_predict,
             Z[stab_rows],

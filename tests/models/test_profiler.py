@@ -460,3 +460,19 @@ def test_actions_speak_to_the_business():
     assert "loyalty" in b2c
     lapsed = [a["rule"] for a in suggest_actions({"p_alive_mean": 0.05}, business="b2c")]
     assert lapsed == ["lapsed"]
+
+
+def test_names_tell_personas_apart_by_the_attribute_levels_they_hold_more():
+    # two personas named alike by the value rule; an attribute level held more tells them
+    # apart, and a level held less ("online security is no", less often) never names one
+    big = _t("revenue_avg_order", 1.0, "average order")
+    first = _p(big)
+    second = _p(
+        big,
+        _t("attr_online_security=no", -0.9, "online security is no"),
+        _t("attr_online_security=yes", 0.9, "online security is yes"),
+    )
+    names = name_personas([first, second], NAMING, 0.2)
+    assert names[0] != names[1]
+    assert names[1].endswith(", online security is yes")
+    assert "is no" not in names[1]
