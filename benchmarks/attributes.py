@@ -154,6 +154,9 @@ def main() -> None:
                 row[f"{rule}_s"] = _train(data, out, {"attributes": rule}, work / "mlflow.db")
                 found = pd.read_csv(out / "assignments.csv", dtype={"customer_id": str})
                 row[rule] = _scores(found.set_index("customer_id")["persona_id"], base)
+                row[rule]["structure"] = json.loads((out / "segmentation.json").read_text())[
+                    "structure"
+                ]
             row["naive"] = _scores(_naive(base, len(PERSONAS), seed), base)
             rows.append(row)
             sys.stderr.write(json.dumps(row, default=float) + "\n")
@@ -163,14 +166,14 @@ def main() -> None:
         "out). ARI: with the planted personas; AUC: each customer's persona churn rate "
         "against the held-out churn.",
         "",
-        "| seed | attributes: auto (k, ARI, AUC) | attributes: never (k, ARI, AUC) | "
+        "| seed | attributes: auto (k, ARI, AUC, structure) | attributes: never (k, ARI, AUC) | "
         "one-hot k-means, planted k (ARI, AUC) |",
         "|---:|---|---|---|",
     ]
     for r in rows:
         a, n, v = r["auto"], r["never"], r["naive"]
         lines.append(
-            f"| {r['seed']} | {a['k']}, {a['ari']:.3f}, {a['auc']:.3f} | "
+            f"| {r['seed']} | {a['k']}, {a['ari']:.3f}, {a['auc']:.3f}, {a['structure']} | "
             f"{n['k']}, {n['ari']:.3f}, {n['auc']:.3f} | {v['ari']:.3f}, {v['auc']:.3f} |"
         )
     Path(args.out).write_text("\n".join(lines) + "\n")
