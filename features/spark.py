@@ -236,9 +236,7 @@ class SparkEngine(Engine):
             view.createOrReplaceTempView(name)
         self._shared, self._sample = {}, None
 
-    def histories(
-        self, sql: str, limit: int
-    ) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    def histories(self, sql: str, limit: int) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
         """Return every customer's distinct purchase histories and how many share each.
 
         The value model's likelihoods are sums over customers, so the driver needs each
