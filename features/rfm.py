@@ -35,7 +35,14 @@ from features.table import Feature
 
 Built = tuple[pd.DataFrame, list[Feature], dict]
 
-__all__ = ["CLV_COLUMNS", "VALUE_TIERS", "billing_history", "clv_summary", "rfm"]
+__all__ = [
+    "CLV_COLUMNS",
+    "VALUE_TIERS",
+    "billing_history",
+    "clv_histories_sql",
+    "clv_summary",
+    "rfm",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -141,6 +148,20 @@ def clv_summary(engine: Engine, as_of: pd.Timestamp, params: dict | None = None)
     for c in CLV_COLUMNS[2:]:
         frame[c] = frame[c].astype(float)
     return frame
+
+
+def clv_histories_sql(engine: Engine, as_of: pd.Timestamp) -> str:
+    """Return the SQL of the distinct purchase histories and how many customers share each.
+
+    Columns: ``frequency``, ``recency``, ``T``, ``monetary_value`` (as `clv_summary`
+    computes them) and ``customers``; one row per distinct history of a customer who
+    bought. The CLV models fitted on these rows weighted by ``customers`` are those fitted
+    on `clv_summary` (see `features.spark.SparkEngine.histories`).
+    """
+    keys = "frequency, recency, T, monetary_value"
+    return f"""
+        SELECT {keys}, COUNT(*) AS customers FROM ({_purchases_sql(engine, as_of)})
+        WHERE frequency IS NOT NULL GROUP BY {keys}"""
 
 
 def billing_history(engine: Engine, as_of: pd.Timestamp) -> pd.DataFrame:

@@ -19,7 +19,8 @@ What runs where:
   `features.rfm`) runs unchanged through `SparkEngine.query`, with the few expressions
   that differ taken from `SparkDialect`; only the per-customer result comes back to the
   driver (``toPandas``): on the cluster path (`pipelines.cluster`), that of a sample,
-  the views being restricted to it (`SparkEngine.restrict`).
+  the views being restricted to it (`SparkEngine.restrict`). The value model's purchase
+  histories are every customer's, grouped on the cluster (`SparkEngine.histories`).
 
 This module imports pyspark; nothing else in `features` does, so the DuckDB engine works
 without it (``pip install "personas[spark]"`` adds it).
@@ -38,6 +39,7 @@ from pathlib import Path
 
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as sf
 from pyspark.sql.functions import broadcast, col
 from pyspark.sql.types import DecimalType
 
@@ -159,6 +161,7 @@ class SparkEngine(Engine):
         self.spark = spark
         self.folder = Path(folder)
         self.buckets = 1
+        self._sample: DataFrame | None = None
 
     @classmethod
     def stage(
@@ -224,14 +227,56 @@ class SparkEngine(Engine):
             rows.join(broadcast(customers), "customer_id", "left_semi").createOrReplaceTempView(
                 name
             )
-        self._shared = {}
+        self._shared, self._sample = {}, customers
 
     def unrestrict(self) -> None:
         """Give every view its whole table back (after `restrict`)."""
         for name in self.data.tables:
             view = self.spark.read.parquet(str(self.folder / name)).drop(BUCKET)
             view.createOrReplaceTempView(name)
-        self._shared = {}
+        self._shared, self._sample = {}, None
+
+    def histories(self, sql: str, limit: int) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+        """Return every customer's distinct purchase histories and how many share each.
+
+        The value model's likelihoods are sums over customers, so the driver needs each
+        distinct history once with its count (`models.bgnbd.BetaGeoModel.fit`'s
+        ``sample_weight``), not one row per customer. ``sql`` (`features.rfm.clv_histories_sql`)
+        runs on the whole tables, also while the views hold a sample (`restrict`); its
+        rows are written to the staging folder, then grouped twice on the cluster.
+
+        Parameters
+        ----------
+        sql : str
+            One row per distinct ``(frequency, recency, T, monetary_value)`` with its
+            ``customers``.
+        limit : int
+            The most rows either result may bring to the driver (``spark.max_histories``).
+
+        Returns
+        -------
+        purchases : pandas.DataFrame or None
+            ``frequency``, ``recency``, ``T``, ``customers`` (BG/NBD's histories); None
+            when there are more than ``limit``.
+        spend : pandas.DataFrame or None
+            ``frequency``, ``monetary_value``, ``customers`` of the repeat buyers
+            (Gamma-Gamma's); None when there are more than ``limit``.
+        """
+        path, sample, shared = str(self.folder / "histories"), self._sample, self._shared
+        if sample is not None:
+            self.unrestrict()
+        try:
+            self.spark.sql(sql).write.mode("overwrite").parquet(path)
+        finally:
+            if sample is not None:
+                self.restrict(sample)
+                self._shared = shared  # the sample's results still hold
+        rows, total = self.spark.read.parquet(path), sf.sum("customers").alias("customers")
+        purchases = rows.groupBy("frequency", "recency", "T").agg(total)
+        spend = rows.where("frequency > 0").groupBy("frequency", "monetary_value").agg(total)
+        found = tuple(self.collect(frame.limit(limit + 1)) for frame in (purchases, spend))
+        shutil.rmtree(path, ignore_errors=True)
+        return tuple(None if len(frame) > limit else frame for frame in found)
 
     def query(self, sql: str) -> pd.DataFrame:
         """Run a query on Spark and return its result as a DataFrame."""

@@ -28,7 +28,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
 
-from models.clv_base import _MaximumLikelihood, _purchase_history, _unique_rows
+from models.clv_base import _MaximumLikelihood, _purchase_history, _sample_weight, _unique_rows
 
 __all__ = ["BetaGeoModel"]
 
@@ -169,7 +169,7 @@ class BetaGeoModel(_MaximumLikelihood):
     log_likelihood_ : float
         Log-likelihood of the fitted parameters, summed over the customers.
     n_customers_ : int
-        Number of customers seen in `fit`.
+        Number of customers seen in `fit` (the sum of ``sample_weight``, rounded).
     n_iter_ : int
         Iterations of the optimiser.
 
@@ -216,7 +216,7 @@ class BetaGeoModel(_MaximumLikelihood):
         self.tol = tol
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None):
+    def fit(self, X, y=None, sample_weight=None):
         """Fit the four BG/NBD parameters by maximum likelihood.
 
         Parameters
@@ -225,6 +225,11 @@ class BetaGeoModel(_MaximumLikelihood):
             One row per customer with ``frequency``, ``recency`` and ``T`` (weeks).
         y : Ignored
             Not used, present for API consistency.
+        sample_weight : array-like of shape (n_customers,), optional
+            How many customers each row stands for (finite, >= 0): a row of weight ``k``
+            counts as ``k`` customers with that history, so distinct histories weighted
+            by their counts fit exactly as every customer would. Default: each row once
+            (the same fit, bit for bit, as all weights 1).
 
         Returns
         -------
@@ -232,6 +237,7 @@ class BetaGeoModel(_MaximumLikelihood):
             The fitted model.
         """
         x, tx, T = _purchase_history(X)
+        weights = _sample_weight(sample_weight, x.size)
         if x.size == 0:
             raise ValueError("The customer summary has no rows; BG/NBD needs customers.")
         if not (x > 0).any():
@@ -241,7 +247,7 @@ class BetaGeoModel(_MaximumLikelihood):
                 ConvergenceWarning,
                 stacklevel=3,
             )
-        self._fit_params(_bgnbd_loglik, x, tx, T)
+        self._fit_params(_bgnbd_loglik, x, tx, T, weights=weights)
         return self
 
     def _params(self) -> tuple[float, float, float, float]:

@@ -10,6 +10,10 @@ module holds that common part, and nothing in it is public.
 - `_unique_rows`: identical rows are fitted (and predicted) once, weighted by how many
   customers share them: a million customers have far fewer distinct
   ``(frequency, recency, T)`` rows, so a fit takes seconds.
+- `_sample_weight`: the checked ``sample_weight`` of a fit. A row of weight ``k`` counts
+  as ``k`` customers with that history: the likelihood is a sum over customers, so a fit
+  on distinct histories weighted by their counts is the fit on every customer
+  (`pipelines.cluster_value` fits so on a cluster's aggregated histories).
 - `_MaximumLikelihood`, the base estimator: maximum likelihood with
   `scipy.optimize.minimize` (L-BFGS-B) on log parameters, with the analytic gradients each
   model's log-likelihood returns. ``penalizer`` adds ``penalizer * sum(params ** 2)`` to
@@ -118,14 +122,37 @@ def _spend_history(X) -> tuple[np.ndarray, np.ndarray]:
     return x, np.where(repeat, m, 0.0)
 
 
-def _unique_rows(*cols: np.ndarray) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
-    """Return the distinct rows (as columns), how many customers share each, and the map back."""
+def _sample_weight(sample_weight, n: int) -> np.ndarray | None:
+    """Return ``sample_weight`` as checked floats (None stays None: every row counts once)."""
+    if sample_weight is None:
+        return None
+    w = np.asarray(sample_weight, dtype=float)
+    if w.shape != (n,):
+        raise ValueError(
+            f"sample_weight should hold one weight per customer row ({n}); got shape {w.shape}."
+        )
+    index = pd.RangeIndex(n)
+    _reject("sample_weight", "must be a finite number >= 0", ~(np.isfinite(w) & (w >= 0)), w, index)
+    if not w.sum() > 0:
+        raise ValueError("sample_weight sums to 0: no customer to fit on.")
+    return w
+
+
+def _unique_rows(
+    *cols: np.ndarray, weights: np.ndarray | None = None
+) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """Return the distinct rows (as columns), their weight, and the map back.
+
+    A distinct row's weight is how many rows share it, or with ``weights`` the sum of
+    theirs.
+    """
     keys = list(range(len(cols)))
     group = pd.DataFrame(dict(zip(keys, cols, strict=True))).groupby(keys, sort=True, dropna=False)
     back = group.ngroup().to_numpy()
     first = np.empty(back.max() + 1 if back.size else 0, dtype=np.intp)
     first[back] = np.arange(back.size)  # any row of a group will do: they are identical
-    return [c[first] for c in cols], np.bincount(back).astype(float), back
+    counts = np.bincount(back).astype(float) if weights is None else np.bincount(back, weights)
+    return [c[first] for c in cols], counts, back
 
 
 # ---------------------------------------------------------------- maximum likelihood
@@ -141,9 +168,12 @@ class _MaximumLikelihood(BaseEstimator):
         "tol": [Interval(Real, 0, None, closed="neither")],
     }
 
-    def _fit_params(self, loglik, *cols: np.ndarray) -> None:
-        """Maximise ``loglik`` over the distinct rows of ``cols``; set the fitted attributes."""
-        rows, w, _ = _unique_rows(*cols)
+    def _fit_params(self, loglik, *cols: np.ndarray, weights: np.ndarray | None = None) -> None:
+        """Maximise ``loglik`` over the distinct rows of ``cols``; set the fitted attributes.
+
+        ``weights`` (checked by `_sample_weight`) count each row as that many customers.
+        """
+        rows, w, _ = _unique_rows(*cols, weights=weights)
         total, name = w.sum(), type(self).__name__
 
         def nll(log_params):
@@ -182,7 +212,7 @@ class _MaximumLikelihood(BaseEstimator):
         for n, v in self.params_.items():
             setattr(self, f"{n}_", v)
         self.log_likelihood_ = float(w @ loglik(params, *rows))
-        self.n_customers_ = int(total)
+        self.n_customers_ = int(round(total))
         self.n_iter_ = int(res.nit)
         shown = " ".join(f"{n}={v:.4g}" for n, v in self.params_.items())
         logger.info(

@@ -21,7 +21,7 @@ from sklearn.base import _fit_context
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted
 
-from models.clv_base import _MaximumLikelihood, _spend_history
+from models.clv_base import _MaximumLikelihood, _sample_weight, _spend_history
 
 __all__ = ["GammaGammaModel"]
 
@@ -73,7 +73,8 @@ class GammaGammaModel(_MaximumLikelihood):
     log_likelihood_ : float
         Log-likelihood of the fitted parameters, summed over the customers fitted.
     n_customers_ : int
-        Number of repeat buyers with a positive spend used in `fit`.
+        Number of repeat buyers with a positive spend used in `fit` (with
+        ``sample_weight``, the sum of their weights, rounded).
     n_iter_ : int
         Iterations of the optimiser.
 
@@ -106,7 +107,7 @@ class GammaGammaModel(_MaximumLikelihood):
         self.tol = tol
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None):
+    def fit(self, X, y=None, sample_weight=None):
         """Fit the three Gamma-Gamma parameters on the repeat buyers.
 
         Parameters
@@ -116,6 +117,9 @@ class GammaGammaModel(_MaximumLikelihood):
             of the repeat purchases; ignored where ``frequency`` is 0).
         y : Ignored
             Not used, present for API consistency.
+        sample_weight : array-like of shape (n_customers,), optional
+            How many customers each row stands for (finite, >= 0), as in
+            `BetaGeoModel.fit`. Default: each row once.
 
         Returns
         -------
@@ -123,13 +127,17 @@ class GammaGammaModel(_MaximumLikelihood):
             The fitted model.
         """
         x, m = _spend_history(X)
+        weights = _sample_weight(sample_weight, x.size)
         used = (x > 0) & (m > 0)
+        if weights is not None:
+            used &= weights > 0
         if used.sum() < 2:
             raise ValueError(
                 f"Gamma-Gamma needs at least 2 repeat buyers with a positive spend; the "
                 f"summary has {int(used.sum())} of {x.size} customers."
             )
-        self._fit_params(_gg_loglik, x[used], m[used])
+        w = None if weights is None else weights[used]
+        self._fit_params(_gg_loglik, x[used], m[used], weights=w)
         if self.q_ <= 1:
             warnings.warn(
                 f"GammaGammaModel: q = {self.q_:.3g} <= 1, so the population mean spend is "

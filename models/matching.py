@@ -9,7 +9,14 @@ import pandas as pd
 from scipy.optimize import linear_sum_assignment
 from scipy.stats import norm
 
-__all__ = ["match_personas", "nps_change", "population_stability"]
+__all__ = [
+    "edge_ranks",
+    "match_personas",
+    "nps_change",
+    "population_stability",
+    "quantile_edges",
+    "stability_index",
+]
 
 
 def _profile_similarity(old: list[dict], new: list[dict]) -> np.ndarray:
@@ -117,12 +124,52 @@ def nps_change(before: dict, after: dict, *, alpha: float = 0.05) -> dict:
     return {"change": round(change, 2), "p_value": p_value, "significant": p_value < alpha}
 
 
+def edge_ranks(n: int, bins: int = 10) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where the ``bins + 1`` quantile edges of ``n`` sorted values fall.
+
+    Edge ``i`` is at position ``(n - 1) i / bins`` (NumPy's default, linear quantiles),
+    between the values of rank ``lower`` and ``upper`` (from 0) with weight ``t`` on the
+    upper one; the positions are computed in integers, so any engine that can return the
+    values of given ranks (`pipelines.cluster_compare` on Spark) gets the same edges.
+
+    Returns
+    -------
+    lower, upper : ndarray of int
+    t : ndarray of float
+    """
+    k = (n - 1) * np.arange(bins + 1)
+    lower = k // bins
+    return lower, np.minimum(lower + 1, n - 1), (k % bins) / bins
+
+
+def quantile_edges(lower: np.ndarray, upper: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Return the distinct bin edges from the values at `edge_ranks`, outer ones infinite.
+
+    Fewer than two distinct edges (one value throughout) return them as they are.
+    """
+    edges = np.unique(np.where(t > 0, lower + (upper - lower) * t, lower))
+    if len(edges) >= 2:
+        edges[0], edges[-1] = -np.inf, np.inf
+    return edges
+
+
+def stability_index(before: np.ndarray, after: np.ndarray) -> float:
+    """Return the population stability index of two runs' counts in the same bins.
+
+    Shares get a floor of 1e-4, so an empty bin does not make the index infinite.
+    """
+    pa = np.maximum(before / before.sum(), 1e-4)
+    pb = np.maximum(after / after.sum(), 1e-4)
+    return float(((pb - pa) * np.log(pb / pa)).sum())
+
+
 def population_stability(before: pd.Series, after: pd.Series, *, bins: int = 10) -> float:
     """Compute the population stability index of one numeric feature between two runs.
 
-    Bins are the deciles of ``before`` (distinct edges only); shares get a floor of 1e-4
-    so an empty bin does not make the index infinite. Common reading: below 0.1 stable,
-    0.1-0.25 moderate shift, above 0.25 a large shift.
+    Bins are the deciles of ``before`` (linear quantiles, `edge_ranks`; distinct edges
+    only); shares get a floor of 1e-4 so an empty bin does not make the index infinite
+    (`stability_index`). Common reading: below 0.1 stable, 0.1-0.25 moderate shift, above
+    0.25 a large shift.
 
     Parameters
     ----------
@@ -136,14 +183,12 @@ def population_stability(before: pd.Series, after: pd.Series, *, bins: int = 10)
     float
         The index (0 when the distributions match); NaN without values.
     """
-    a = pd.to_numeric(before, errors="coerce").dropna().to_numpy()
+    a = np.sort(pd.to_numeric(before, errors="coerce").dropna().to_numpy(float))
     b = pd.to_numeric(after, errors="coerce").dropna().to_numpy()
     if not len(a) or not len(b):
         return float("nan")
-    edges = np.unique(np.quantile(a, np.linspace(0, 1, bins + 1)))
+    lower, upper, t = edge_ranks(len(a), bins)
+    edges = quantile_edges(a[lower], a[upper], t)
     if len(edges) < 2:
         return 0.0 if np.allclose(b, a[0]) else float("inf")
-    edges[0], edges[-1] = -np.inf, np.inf
-    pa = np.maximum(np.histogram(a, edges)[0] / len(a), 1e-4)
-    pb = np.maximum(np.histogram(b, edges)[0] / len(b), 1e-4)
-    return float(((pb - pa) * np.log(pb / pa)).sum())
+    return stability_index(np.histogram(a, edges)[0], np.histogram(b, edges)[0])

@@ -25,11 +25,12 @@
 model, writing a metastore table, a Parquet dataset or one CSV file.
 
 What the driver holds is therefore set by ``spark.sample_size`` (its feature table, the
-model search's matrices), one row per persona, and the checked data in DuckDB, which
-reads it from disk. Left on the sample: the matching with the previous run's personas,
-the migration matrix (``migration.csv`` counts the sample's customers) and feature drift
-(`pipelines.compare`, which reads only the sample's rows of the champion's outputs;
-``changes.json``'s before / after use every customer's numbers), and the report's map.
+model search's matrices), one row per persona, the distinct purchase histories the value
+model is fitted on (at most ``spark.max_histories`` per model,
+`features.spark.SparkEngine.histories`), and the checked data in DuckDB, which reads it
+from disk. The comparison with the champion is recomputed over every customer
+(`pipelines.cluster_compare`: migration, match quality, drift, gates); left on the
+sample: which champion persona each persona is matched to, and the report's map.
 """
 
 from __future__ import annotations
@@ -43,9 +44,10 @@ import pandas as pd
 
 from features import LoadedData
 from pipelines import serving, tracking
+from pipelines.cluster_compare import compare_on_cluster
 from pipelines.cluster_profile import aggregate_personas
 from pipelines.cluster_table import build_on_cluster
-from pipelines.compare import describe_changes, reidentify
+from pipelines.compare import reidentify
 from pipelines.config import ConfigError
 from pipelines.outputs import Assignments, assign
 from pipelines.profile import business_model, profile
@@ -288,6 +290,7 @@ def train_on_cluster(data, loaded: LoadedData, engine, cfg: dict, run_id: str, o
     segments = segment(built.table, cfg)
     found = profile(seen, built.table, segments, None, cfg)
     units = assign(built.table, segments, found.personas)
+    (work / "champion").mkdir(parents=True, exist_ok=True)  # read again on the cluster
     identity = reidentify(
         found.personas,
         units,
@@ -296,6 +299,7 @@ def train_on_cluster(data, loaded: LoadedData, engine, cfg: dict, run_id: str, o
         cfg,
         data,
         sample=sampled,
+        folder=work / "champion",
     )
     model = persona_model(built, segments, found.personas, identity, cfg)
     uri = log_model(model, built)
@@ -317,18 +321,18 @@ def train_on_cluster(data, loaded: LoadedData, engine, cfg: dict, run_id: str, o
             cfg,
             business_model(loaded, cfg),
         )
-    if sampled and identity.previous is not None:  # before / after with every customer's numbers
-        numeric = [f.name for f in built.table.features if f.transform != "category"]
-        quality = identity.changes["match_quality"]
-        identity.changes = describe_changes(
-            identity.previous,
+    with stage("Compare with the champion over every customer (Spark aggregations)"):
+        compare_on_cluster(
+            engine.spark,
+            identity,
+            placed,
+            features,
             found.personas,
-            identity.migration,
-            built.table.frame,
-            numeric,
-            alpha=cfg["profile"]["alpha"],
+            [f.name for f in built.table.features if f.transform != "category"],
+            cfg,
+            stability=segments.selection.stability["ari"],
+            outlier_share=summary["outlier_share"],
         )
-        identity.changes["match_quality"] = quality
     outputs = ClusterOutputs(
         spark=engine.spark,
         assignments=work / "assignments",

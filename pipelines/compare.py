@@ -30,9 +30,11 @@ __all__ = [
     "Previous",
     "apply_identity",
     "describe_changes",
+    "feature_drift",
     "gate",
     "lineage_names",
     "load_previous",
+    "match_quality",
     "reidentify",
 ]
 
@@ -40,7 +42,7 @@ logger = logging.getLogger(__name__)
 
 
 class Previous:
-    """The champion run's outputs: personas, assignments and features.
+    """The champion run's outputs: personas, assignments and features (``folder``: the files).
 
     A run of personas of accounts (``level: account``) writes ``account_id`` where others
     write ``customer_id``; here both are read as ``customer_id`` (the id of what was
@@ -48,7 +50,7 @@ class Previous:
     """
 
     def __init__(self, run_id: str, folder: Path, only: pd.Series | None = None):
-        self.run_id = run_id
+        self.run_id, self.folder = run_id, Path(folder)
         self.personas = json.loads((folder / "personas.json").read_text())
         if only is None:
             ids = {"customer_id": str, "account_id": str}
@@ -190,17 +192,39 @@ def apply_identity(
     assignments["persona_id"] = assignments["persona_id"].map(final).astype(int)
     assignments["persona_name"] = assignments["persona_id"].map(names).fillna("Unassigned")
     migration["to_persona"] = migration["to_persona"].map(final)
+    return final, migration, match_quality(migration)
+
+
+def match_quality(migration: pd.DataFrame) -> float | None:
+    """Return the share of the customers of both runs who stayed in the matched persona.
+
+    ``migration`` is in final ids (a matched persona has its champion's id); None when no
+    customer is in both runs.
+    """
     stayed = migration[migration["from_persona"] == migration["to_persona"]]["customers"].sum()
     total = migration["customers"].sum()
-    return final, migration, (float(stayed / total) if total else None)
+    return float(stayed / total) if total else None
+
+
+def feature_drift(previous: Previous, features: pd.DataFrame, numeric: list[str]) -> dict:
+    """Return each numeric feature's population stability index against the champion's.
+
+    Features the champion did not write, or which either run lacks, are left out.
+    """
+    if previous.features is None:
+        return {}
+    return {
+        col: population_stability(previous.features[col], features[col])
+        for col in numeric
+        if col in previous.features and col in features
+    }
 
 
 def describe_changes(
     previous: Previous,
     personas: list[dict],
     migration: pd.DataFrame,
-    features: pd.DataFrame,
-    numeric: list[str],
+    drift: dict,
     *,
     alpha: float,
     top_drift: int = 10,
@@ -215,10 +239,9 @@ def describe_changes(
         This run's personas, with final ids.
     migration : pandas.DataFrame
         ``from_persona``, ``to_persona``, ``customers`` in final ids.
-    features : pandas.DataFrame
-        This run's feature table.
-    numeric : list of str
-        Numeric features to compare (population stability index).
+    drift : dict of str to float
+        Feature -> population stability index (`feature_drift`, or on a cluster
+        `pipelines.cluster_compare.drift_on_cluster`); infinite ones are left out.
     alpha : float
         Significance level of the NPS change tests.
     top_drift : int, default=10
@@ -246,11 +269,6 @@ def describe_changes(
         if a and b:
             row["nps_change"] = nps_change(b, a, alpha=alpha)
         rows.append(row)
-    drift = {}
-    if previous.features is not None:
-        for col in numeric:
-            if col in previous.features and col in features:
-                drift[col] = population_stability(previous.features[col], features[col])
     drift = dict(
         sorted(
             ((k, round(v, 4)) for k, v in drift.items() if np.isfinite(v)), key=lambda kv: -kv[1]
@@ -370,6 +388,7 @@ def reidentify(
     cfg: dict,
     data="",
     sample: bool = False,
+    folder: Path | None = None,
 ) -> Identity:
     """Match this run's personas to the champion's, say what changed, gate promotion.
 
@@ -396,6 +415,10 @@ def reidentify(
         ``assignments`` are a sample's (`pipelines.cluster`): only its customers' rows of
         the champion's outputs are read (its ``assignments/`` and ``features/`` Parquet
         datasets when it wrote no single files), and the migration counts them.
+    folder : Path, optional
+        Where the champion's outputs are downloaded and kept (``Previous.folder``; the
+        cluster path reads them there again over every customer,
+        `pipelines.cluster_compare`); default a temporary folder, removed on return.
 
     Returns
     -------
@@ -411,7 +434,7 @@ def reidentify(
     main, own = lineage_names(cfg, data)
     lineage = own if own and serving.is_registered(own, cfg) else main
     with stage("Compare with the champion"), tempfile.TemporaryDirectory() as tmp:
-        champion = serving.champion_outputs(cfg, Path(tmp), lineage, datasets=sample)
+        champion = serving.champion_outputs(cfg, Path(folder or tmp), lineage, datasets=sample)
         previous = load_previous(*champion, units["customer_id"] if sample else None)
         if previous is not None and previous.level != cfg["level"]:
             logger.info("The champion has personas of another level; no comparison.")
@@ -431,8 +454,9 @@ def reidentify(
     changes = None
     if previous is not None:
         numeric = [f.name for f in table.features if f.transform != "category"]
+        drift = feature_drift(previous, table.frame, numeric)
         changes = describe_changes(
-            previous, personas, migration, table.frame, numeric, alpha=cfg["profile"]["alpha"]
+            previous, personas, migration, drift, alpha=cfg["profile"]["alpha"]
         )
         changes["match_quality"] = match_quality
     promoted, failed = gate(

@@ -400,7 +400,7 @@ def _check_engine(cfg: dict, source: str) -> None:
             f"{source}: spark.conf should map Spark setting names to values "
             f"({{spark.driver.memory: 8g}}), got {spark['conf']!r}."
         )
-    for key in ("sample_size", "bucket_size", "single_file_rows"):
+    for key in ("sample_size", "bucket_size", "single_file_rows", "max_histories"):
         value = spark[key]
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ConfigError(

@@ -27,7 +27,7 @@ import pandas as pd
 
 from features import FeatureTable, LoadedData
 from features.engine import Engine
-from features.rfm import billing_history, clv_summary
+from features.rfm import billing_history, clv_histories_sql, clv_summary
 from features.table import Feature
 from models import BetaGeoModel, GammaGammaModel, customer_value
 from models.retention import ShiftedBetaGeometric, billing_cycle, subscription_value
@@ -129,7 +129,8 @@ def _fit(engine: Engine, as_of, cfg: dict) -> dict | None:
             if cycle:
                 fitted = _fit_subscription(history, cycle, c)
             else:
-                fitted = _fit_buying(clv_summary(engine, as_of).set_index("customer_id"), c)
+                summary = clv_summary(engine, as_of).set_index("customer_id")
+                fitted = _fit_buying(summary, c, _histories(engine, as_of, cfg))
             fitted["value"] = _apply(engine, as_of, fitted, c, history if cycle else None)
     except ValueError as error:  # e.g. fewer than two repeat buyers
         logger.warning("Customer lifetime value is off for this run: %s", error)
@@ -138,9 +139,34 @@ def _fit(engine: Engine, as_of, cfg: dict) -> dict | None:
         logger.warning("CLV: %s", w.message)
     fitted["params"] = {
         **fitted["params"], "horizon_weeks": c["horizon_weeks"], "n_periods": c["n_periods"],
-        "discount_rate": c["discount_rate"], "customers_fitted": int(len(fitted["value"])),
+        "discount_rate": c["discount_rate"], "customers_fitted": fitted.pop("customers", None)
+        or int(len(fitted["value"])),
     }  # fmt: skip
     return fitted
+
+
+def _histories(engine: Engine, as_of, cfg: dict) -> tuple | None:
+    """Every customer's distinct purchase histories with their counts, on a Spark engine.
+
+    On the cluster path the table is built on a sample, but the value model is fitted on
+    every customer: the cluster groups the customers by history and the driver fits on
+    the distinct histories weighted by their counts, which is the fit on every customer
+    (`features.spark.SparkEngine.histories`). A model whose distinct histories number
+    more than ``spark.max_histories`` (continuous ``monetary_value`` grows with the repeat
+    buyers) is fitted on the sample's summary instead. None on DuckDB, whose summary is
+    every customer's.
+    """
+    if not hasattr(engine, "histories"):
+        return None
+    limit = cfg["spark"]["max_histories"]
+    found = engine.histories(clv_histories_sql(engine, as_of), limit)
+    for name, rows in zip(("BG/NBD", "Gamma-Gamma"), found, strict=True):
+        if rows is None:
+            logger.warning(
+                "CLV: more than spark.max_histories (%s) distinct purchase histories for "
+                "the %s model; it is fitted on the sample's customers.", f"{limit:,}", name,
+            )  # fmt: skip
+    return found
 
 
 def _apply(engine: Engine, as_of, fitted: dict, c: dict, history=None) -> pd.DataFrame:
@@ -214,11 +240,22 @@ def _paid_cycles(history: pd.DataFrame, cycle: float, c: dict) -> pd.DataFrame:
     )
 
 
-def _fit_buying(summary: pd.DataFrame, c: dict) -> dict:
-    """BG/NBD + Gamma-Gamma: customers who buy when they like (non-contractual)."""
-    purchases = BetaGeoModel(horizon=c["horizon_weeks"], penalizer=c["penalizer"]).fit(summary)
-    spend = GammaGammaModel(penalizer=c["penalizer"]).fit(summary)
-    return {"kind": "bgnbd", "purchases": purchases, "spend": spend, "params": {
+def _fit_buying(summary: pd.DataFrame, c: dict, histories: tuple | None = None) -> dict:
+    """BG/NBD + Gamma-Gamma: customers who buy when they like (non-contractual).
+
+    Each model is fitted on ``summary`` (one row per customer), or where ``histories``
+    (`_histories`) has its distinct histories, on those weighted by their ``customers``.
+    """
+    bought, spent = histories or (None, None)
+    purchases = BetaGeoModel(horizon=c["horizon_weeks"], penalizer=c["penalizer"])
+    spend = GammaGammaModel(penalizer=c["penalizer"])
+    for model, rows in ((purchases, bought), (spend, spent)):
+        if rows is None:
+            model.fit(summary)
+        else:
+            model.fit(rows, sample_weight=rows["customers"])
+    return {"kind": "bgnbd", "purchases": purchases, "spend": spend,
+            "customers": purchases.n_customers_, "params": {
         "kind": "bgnbd", "r": purchases.r_, "alpha": purchases.alpha_, "a": purchases.a_,
         "b": purchases.b_, "log_likelihood": purchases.log_likelihood_, "time_unit": "weeks",
         "p": spend.p_, "q": spend.q_, "v": spend.v_,

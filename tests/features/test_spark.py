@@ -26,6 +26,7 @@ from sklearn.metrics import adjusted_rand_score
 from features import DataError, build_features, load_data
 from features.engine import Engine
 from features.rfm import clv_summary
+from models import BetaGeoModel, GammaGammaModel
 from pipelines import engines
 from pipelines.config import ENGINES, ConfigError, load_config
 
@@ -357,6 +358,40 @@ def test_spark_personas_equal_duckdbs_counted_on_the_cluster(trained) -> None:
                 assert t[key] == pytest.approx(s[key], abs=1e-3), (t["feature"], key)
 
 
+def migration_of(before: pd.DataFrame, after: pd.DataFrame) -> pd.DataFrame:
+    """The single-machine path's migration matrix, from two runs' written assignments."""
+    both = before.merge(after, on="customer_id", suffixes=("_before", "_after"))
+    counts = both.groupby(["persona_id_before", "persona_id_after"]).size()
+    return (
+        counts.rename("customers")
+        .reset_index()
+        .set_axis(["from_persona", "to_persona", "customers"], axis=1)
+    )
+
+
+def drift_of(before: pd.DataFrame, after: pd.DataFrame, changes: dict) -> dict:
+    """The single-machine path's drift (rounded as changes.json) of the features listed."""
+    from models.matching import population_stability
+
+    return {c: round(population_stability(before[c], after[c]), 4) for c in changes["drift"]}
+
+
+def test_migration_and_drift_are_counted_over_every_customer(trained) -> None:
+    """The Spark run was compared with the DuckDB run (the champion) on the cluster."""
+    (duck, _), (spark_run, _) = trained["duckdb"], trained["spark"]
+    changes = json.loads((spark_run.output / "changes.json").read_text())
+    assert changes["previous_run"] == duck.run_id
+    assert changes["customers_compared"] == DEMO_CUSTOMERS
+    migration = pd.read_csv(spark_run.output / "migration.csv")
+    a = read_assignments(duck.output / "assignments.csv")
+    b = read_assignments(spark_run.output / "assignments.csv")
+    assert migration.equals(migration_of(a, b))  # exact counts, as DuckDB's path counts them
+    assert changes["match_quality"] == 1.0  # every customer stayed: the same personas
+    a, b = (read_features(r.output / "features.parquet") for r in (duck, spark_run))
+    assert len(changes["drift"]) > 20
+    assert changes["drift"] == drift_of(a, b, changes)
+
+
 def test_collecting_every_customer_fails(spark, trained) -> None:
     """The run above passed with a driver that cannot take every customer's features."""
     from features.spark import pandas_warnings_silenced
@@ -386,6 +421,7 @@ def test_a_base_beyond_the_sample_is_fitted_on_a_sample_and_counted_whole(
     cfg["spark"]["assignments_table"] = "default.personas_sampled"
     cfg["privacy"]["pseudonymize_ids"] = True  # the executors hash the ids they write
     cfg["tracking"]["model_name"] = "personas_sampled"
+    cfg["clv"]["model"] = "bgnbd"  # fitted on every customer's grouped purchase histories
     publishing = {**cfg, "publish": "postgresql://analyst@db.example.com/shop"}
     with pytest.raises(ConfigError, match="does not write") as caught:  # no assignments.csv
         train(demo, cfg=publishing, output=tmp_path / "published")
@@ -416,10 +452,25 @@ def test_a_base_beyond_the_sample_is_fitted_on_a_sample_and_counted_whole(
     whole = json.loads((duck.output / "personas.json").read_text())  # every respondent counted
     for key in ("respondents", "promoters", "passives", "detractors"):
         assert sum(p[key] for p in personas) == sum(p[key] for p in whole), key
+    loaded = load_data(demo)
+    try:  # the single-machine fit on every customer's history
+        summary = clv_summary(Engine(loaded), loaded.as_of)
+    finally:
+        loaded.con.close()
+    fits = BetaGeoModel().fit(summary).params_ | GammaGammaModel().fit(summary).params_
+    clv = json.loads((result.output / "clv_model.json").read_text())
+    assert clv["customers_fitted"] == len(summary) > 700
+    for name, value in fits.items():
+        assert clv[name] == pytest.approx(value, rel=1e-6), name
     again = train(demo, cfg=cfg, output=tmp_path / "again")  # compared with the run above
     changes = json.loads((again.output / "changes.json").read_text())
     assert changes["previous_run"] == result.run_id  # read from its Parquet datasets
-    assert changes["customers_compared"] == 700  # the sample's customers
+    assert changes["customers_compared"] == DEMO_CUSTOMERS  # every customer, on the cluster
+    migration = pd.read_csv(again.output / "migration.csv")
+    after = pd.read_parquet(again.output / "assignments")
+    assert migration.equals(migration_of(placed, after))
+    a, b = read_features(result.output / "features"), read_features(again.output / "features")
+    assert changes["drift"] == drift_of(a, b, changes) and len(changes["drift"]) > 20
     assert sum(p["size_after"] or 0 for p in changes["personas"]) == DEMO_CUSTOMERS
     assert sum(p["size_before"] or 0 for p in changes["personas"]) == DEMO_CUSTOMERS
     assert not changes["appeared"] and not changes["vanished"]  # the same data and seed

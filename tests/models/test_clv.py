@@ -245,6 +245,34 @@ def test_identical_rows_are_weighted_not_refitted(simulated) -> None:
     assert twice.score(frame) == pytest.approx(once.log_likelihood_ / len(frame))
 
 
+def test_distinct_histories_weighted_by_their_counts_fit_as_every_customer(
+    simulated, spend
+) -> None:
+    """What a cluster sends the driver (`pipelines.cluster_value`): the fit is the same."""
+    days = simulated[0].iloc[:5_000][["recency", "T"]].mul(7).round().div(7)  # as summaries
+    frame = simulated[0].iloc[:5_000].assign(recency=days["recency"], T=days["T"])
+    every = BetaGeoModel().fit(frame)
+    counts = frame.value_counts(["frequency", "recency", "T"]).reset_index(name="n")
+    assert len(counts) < len(frame)
+    weighted = BetaGeoModel().fit(counts, sample_weight=counts["n"])
+    assert weighted.params_ == every.params_  # the same sums: bit for bit
+    assert weighted.log_likelihood_ == every.log_likelihood_
+    assert weighted.n_customers_ == len(frame)
+    ones = BetaGeoModel().fit(frame, sample_weight=np.ones(len(frame)))
+    assert ones.params_ == every.params_
+    doubled = spend.assign(monetary_value=spend["monetary_value"].round(0))
+    spent = doubled.value_counts(["frequency", "monetary_value"]).reset_index(name="n")
+    whole = GammaGammaModel().fit(doubled)
+    grouped = GammaGammaModel().fit(spent, sample_weight=spent["n"])
+    np.testing.assert_allclose(list(grouped.params_.values()), list(whole.params_.values()),
+                               rtol=1e-9)  # fmt: skip
+    assert grouped.n_customers_ == whole.n_customers_
+    with pytest.raises(ValueError, match="sample_weight must be a finite number >= 0"):
+        BetaGeoModel().fit(frame.iloc[:3], sample_weight=[1.0, -1.0, 1.0])
+    with pytest.raises(ValueError, match="one weight per customer row"):
+        BetaGeoModel().fit(frame.iloc[:3], sample_weight=[1.0])
+
+
 def test_arrays_work_like_frames(simulated, fitted) -> None:
     frame = simulated[0].iloc[:100]
     np.testing.assert_allclose(
