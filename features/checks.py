@@ -223,7 +223,6 @@ def scan_checks(
     checks: list[Check],
     extra: list[str],
     derived: list[str] | None = None,
-    unknown: str | None = None,
 ) -> tuple[int, int, list[int], list]:
     """Count rows, invalid rows and the rows breaking each check, in one scan with ``extra``.
 
@@ -231,9 +230,6 @@ def scan_checks(
     are more aggregates over them, which may read ``__valid`` (no check broken) and the
     ``derived`` columns (SQL over a row and ``__valid``, computed once per row). Counts
     are ``count_if(...)``: DuckDB evaluates them several times faster than ``FILTER``.
-    With ``unknown`` (a table name), the rows also need ``__known`` (the row names a known
-    customer), and the same scan keeps the distinct ``customer_id`` of the valid rows of
-    unknown customers in that temporary table, so staging need not read the rows again.
     Returns the row count, the invalid count, the count per check and the ``extra`` values.
     """
     flags = [f"__bad_{i}" for i in range(len(checks))]
@@ -242,18 +238,7 @@ def scan_checks(
     rows = f"(SELECT *, NOT ({' OR '.join(flags) or 'false'}) AS __valid FROM {rows})"
     if derived:
         rows = f"(SELECT *, {', '.join(derived)} FROM {rows})"
-    if unknown is None:
-        row = con.execute(f"SELECT {', '.join(aggregates)} FROM {rows}").fetchone()
-    else:  # the few unknown rows pass the FILTER: their distinct ids cost next to nothing
-        ids = "list(DISTINCT customer_id) FILTER (WHERE __valid AND NOT __known)"
-        named = ", ".join(f"{a} AS __a{i}" for i, a in enumerate(aggregates))
-        scan = f"{unknown}__scan"
-        con.execute(f"CREATE TEMP TABLE {scan} AS SELECT {named}, {ids} AS __ids FROM {rows}")
-        row = con.execute(f"SELECT * EXCLUDE (__ids) FROM {scan}").fetchone()
-        con.execute(
-            f"CREATE TEMP TABLE {unknown} AS SELECT unnest(__ids) AS customer_id FROM {scan}"
-        )
-        con.execute(f"DROP TABLE {scan}")
+    row = con.execute(f"SELECT {', '.join(aggregates)} FROM {rows}").fetchone()
     n = len(checks)  # count_if over no rows is NULL in DuckDB: 0 here
     counts = [int(v or 0) for v in row[: 2 + n]]
     return counts[0], counts[1], counts[2:], list(row[2 + n :])

@@ -316,9 +316,8 @@ def _load(
             derived = stage_columns(table.time_column, sql_time(cutoff))
         with reading(file, n_examples):
             n_rows, n_bad, counts, values = scan_checks(
-                con, f"(SELECT *, {', '.join(flags)} FROM {rows})", checks, extra, derived,
-                None if name == "customers" else f"unknown_{name}",
-            )  # fmt: skip
+                con, f"(SELECT *, {', '.join(flags)} FROM {rows})", checks, extra, derived
+            )
             failed = failed_checks(con, table, checks, counts, n_examples, privacy["salt"])
         for (col, reason), st in failed.items():
             ids = as_pseudonyms(privacy["salt"]) if table.column(col).kind == "id" else ""

@@ -142,10 +142,14 @@ def stage_views(con, staging, available, attributes, as_of, quality, validation,
     for name, st in staging.items():
         time_col = sql_name(TABLES[name].time_column)
         info = quality["tables"][name]
+        known = "customer_id IN (SELECT customer_id FROM customers)"
         profile = TableProfile.of(name, TABLES[name], available[name], [])
         n_unknown_ids = 0
-        if st.n_unknown:  # their ids (`unknown_<name>`, kept by the scan that checked the
-            # table): the examples, the near matches, the count
+        if st.n_unknown:  # their ids, once: the examples, the near matches, the count
+            con.execute(
+                f"CREATE TEMP TABLE unknown_{name} AS SELECT DISTINCT customer_id "
+                f"FROM valid_{name} WHERE NOT {known}"
+            )
             n_unknown_ids = con.execute(f"SELECT count(*) FROM unknown_{name}").fetchone()[0]
         info.update(
             unknown_customer_rows=st.n_unknown,
