@@ -335,6 +335,29 @@ def test_timezone_offsets_are_converted_to_utc(write_tables) -> None:
     assert data.as_of == pd.Timestamp("2026-01-01 15:00")
 
 
+def test_text_timestamps_parse_as_the_zoned_cast_does() -> None:
+    """The fast path for zone-free text (strptime) reads every value as TIMESTAMPTZ does."""
+    from features.checks import parse_sql
+    from features.contract import TABLES
+
+    values = [
+        "2026-01-06 03:40:25", "2026-1-6 3:4:5", "2026-01-06  03:40:25", "2024-02-29 03:40:25",
+        "2026-02-29 03:40:25", "2026-01-06 24:00:00", "2026-01-06 23:59:60", "0000-01-06 03:40:25",
+        "2026-01-06 03:40:25+02", "2026-01-06 03:40:25 UTC", "2026-01-06 03:40:25 Europe/Paris",
+        "2026-01-06 03:40:25 +02:00", "2026-01-06T03:40:25-0530", "2026-01-06 03:40:25.5Z",
+        "2026-01-06 03:40:25.", "2026-01-06", "12026-01-06 03:40:25", "infinity", "ten",
+    ]  # fmt: skip
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute("CREATE TABLE t AS SELECT unnest(?::VARCHAR[]) AS ts", [values])
+    parsed = parse_sql(TABLES["usage_events"].column("timestamp"), "ts", "VARCHAR")
+    got = con.execute(
+        f"SELECT ts, CAST({parsed} AS VARCHAR), "
+        "CAST(CAST(TRY_CAST(ts AS TIMESTAMPTZ) AS TIMESTAMP) AS VARCHAR) FROM t"
+    ).fetchall()
+    assert [(v, zoned) for v, _, zoned in got] == [(v, fast) for v, fast, _ in got]
+
+
 def test_as_of_defaults_to_the_latest_timestamp(write_tables) -> None:
     tickets = [{"customer_id": "C", "opened_at": "2026-03-05 12:00:00"}]
     folder = write_tables(
