@@ -104,7 +104,9 @@ def _phrase(trait: dict, rules: list[dict]) -> str | None:
     return None
 
 
-def name_personas(personas: list[dict], naming: dict, min_effect: float) -> list[str]:
+def name_personas(
+    personas: list[dict], naming: dict, min_effect: float, lead: tuple[str, ...] = ()
+) -> list[str]:
     """Readable, unique names from each persona's strongest traits, by configured rules.
 
     Parameters
@@ -118,6 +120,9 @@ def name_personas(personas: list[dict], naming: dict, min_effect: float) -> list
         start with ``word`` instead of a value word).
     min_effect : float
         Traits weaker than this never name a persona.
+    lead : tuple of str, default=()
+        Features whose traits name a persona before any rule: the attributes, when what
+        customers hold is what shaped the personas (``pipelines.segment.attributes_lead``).
 
     Returns
     -------
@@ -136,7 +141,13 @@ def name_personas(personas: list[dict], naming: dict, min_effect: float) -> list
         alive = p.get("p_alive_mean")
         if lapsed and alive is not None and alive < lapsed["below"]:
             value_word = lapsed["word"]  # what they were worth matters less than that they left
-        phrases = []
+        phrases = [  # what shaped the personas, when it was what customers hold
+            _held(t)
+            for t in p["all_traits"]
+            if t["feature"].split("=")[0] in lead
+            and abs(t["std_diff"]) >= min_effect
+            and not ("=" in t["feature"] and t["std_diff"] < 0)
+        ]
         for t in p["all_traits"]:
             if abs(t["std_diff"]) < min_effect or t["feature"] == naming["value_feature"]:
                 continue
@@ -164,11 +175,29 @@ def name_personas(personas: list[dict], naming: dict, min_effect: float) -> list
     return names
 
 
+_YES, _NO = {"yes", "true", "y", "1"}, {"no", "false", "n", "0", "none"}
+
+
 def _plain(trait: dict) -> str:
-    """Write a raw trait: "more active days", or a level held more often: "plan is pro"."""
-    if "=" in trait["feature"]:  # a level of an attribute: only the levels held more
+    """Write a raw trait: "more active days", or a level held more: "pro plan", "with tv"."""
+    if "=" not in trait["feature"]:
+        return f"{'more' if trait['std_diff'] > 0 else 'less'} {trait['label']}"
+    what, _, level = trait["label"].rpartition(" is ")  # "<attribute> is <level>"
+    if not what:
         return trait["label"]
-    return f"{'more' if trait['std_diff'] > 0 else 'less'} {trait['label']}"
+    if level.lower() in _YES:
+        return f"with {what}"
+    if level.lower() in _NO:
+        return f"without {what}"
+    return f"{level} {what}"
+
+
+def _held(trait: dict) -> str:
+    """Name customers by what they hold: "customers with tv", "fibre internet customers"."""
+    phrase = _plain(trait)
+    if phrase.startswith(("with ", "without ")):
+        return f"customers {phrase}"
+    return phrase if "=" not in trait["feature"] else f"{phrase} customers"
 
 
 def _capital(text: str) -> str:
@@ -301,6 +330,7 @@ def profile_personas(
     themes: dict | None = None,
     top_drivers: int = 3,
     business: str = "b2b",
+    lead: tuple[str, ...] = (),
 ) -> list[dict]:
     """Describe each cluster as a persona.
 
@@ -349,6 +379,8 @@ def profile_personas(
         Drivers kept per persona.
     business : {"b2b", "b2c"}, default="b2b"
         Who the customers are: action rules on ``business`` speak to them.
+    lead : tuple of str, default=()
+        Features whose traits name the personas first (see `name_personas`).
 
     Returns
     -------
@@ -400,7 +432,7 @@ def profile_personas(
             }
         )
     named = [p for p in personas if p["persona_id"] != -1]
-    names = name_personas(named, naming, min_trait_effect) if naming else None
+    names = name_personas(named, naming, min_trait_effect, lead) if naming else None
     for i, p in enumerate(named):
         p["name"] = names[i] if names else f"Persona {p['persona_id']}"
     heat = list(dict.fromkeys(t["feature"] for p in named for t in p["traits"]))

@@ -21,7 +21,7 @@ from models.drivers import key_drivers
 from models.themes import persona_themes
 from pipelines import b2b
 from pipelines.run import stage
-from pipelines.segment import Segments
+from pipelines.segment import Segments, attributes_lead
 from pipelines.value import revenue_at_risk
 
 __all__ = ["Profile", "business_model", "profile"]
@@ -124,6 +124,7 @@ def profile(
             clv_column="clv_value",
             p_alive_column="clv_p_alive",
             business=business_model(loaded, cfg),
+            lead=tuple(attributes_lead(table, segments.columns)),
         )
         at_risk = revenue_at_risk(table.frame, labels, "revenue_12m")
         jaccard = segments.selection.stability["jaccard"]

@@ -20,6 +20,7 @@ from pipelines.run import stage
 __all__ = [
     "BEHAVIOUR_FAMILIES",
     "attribute_blocks",
+    "attributes_lead",
     "VALUE_FAMILIES",
     "Segments",
     "merge_small",
@@ -118,24 +119,29 @@ def modelled_columns(table: FeatureTable, model: dict) -> list[str]:
     return [f.name for f in table.features if f.family in families and f.lens == lens]
 
 
+def attributes_lead(table: FeatureTable, columns: list[str]) -> list[str]:
+    """Return the attribute features when they, and no usage or engagement log, shape.
+
+    The personas are then combinations of what customers hold: their number is that of
+    the latent classes of the attributes (`attribute_blocks`), and the attributes name them
+    (`models.profiler.name_personas`). Empty when the rule does not apply.
+    """
+    family = table.meta.loc[columns, "family"]
+    if set(family) & set(BEHAVIOUR_FAMILIES):
+        return []
+    return list(family.index[family == "attributes"])
+
+
 def attribute_blocks(
     table: FeatureTable, columns: list[str], pre: Preprocessor
 ) -> list[list[int]] | None:
     """Columns of the scaled matrix that hold each attribute, when attributes lead.
 
-    When the attributes shape the personas and no usage or engagement feature does, the
-    personas are combinations of what customers hold: the number of personas is then
-    that of the latent classes of the attributes (`models.latent_class`), not of density
-    valleys. Returns the columns of each attribute (its one-hot columns, or its one
-    scaled column), or None when the rule does not apply.
+    Returns the columns of each attribute of `attributes_lead` (its one-hot columns, or
+    its one scaled column), or None when attributes do not lead.
     """
-    family = table.meta.loc[columns, "family"]
-    if "attributes" not in set(family) or set(family) & set(BEHAVIOUR_FAMILIES):
-        return None
     sources = pre.sources()
-    blocks = [
-        [i for i, s in enumerate(sources) if s == a] for a in family.index[family == "attributes"]
-    ]
+    blocks = [[i for i, s in enumerate(sources) if s == a] for a in attributes_lead(table, columns)]
     return [b for b in blocks if b] or None
 
 

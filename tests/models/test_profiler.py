@@ -474,5 +474,15 @@ def test_names_tell_personas_apart_by_the_attribute_levels_they_hold_more():
     )
     names = name_personas([first, second], NAMING, 0.2)
     assert names[0] != names[1]
-    assert names[1].endswith(", online security is yes")
-    assert "is no" not in names[1]
+    assert names[1].endswith(", with online security")
+    assert "without" not in names[1]
+
+
+def test_what_customers_hold_names_them_first_when_it_shaped_them():
+    big = _t("revenue_avg_order", 1.2, "average order")
+    fibre = _t("attr_internet=fibre", 0.9, "internet is fibre")
+    tv = _t("attr_tv=yes", 0.8, "tv is yes")
+    plain = name_personas([_p(big, fibre)], NAMING, 0.2)[0]
+    led = name_personas([_p(big, fibre), _p(big, tv)], NAMING, 0.2, ("attr_internet", "attr_tv"))
+    assert not plain.startswith("Fibre")  # a rule (the order size) names it by default
+    assert led == ["Fibre internet customers", "Customers with tv"]

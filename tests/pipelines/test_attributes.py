@@ -93,6 +93,9 @@ def test_attributes_shape_personas_without_a_usage_log(subscription) -> None:
     assert sorted(found["customer_id"]) == sorted(planted.index)  # every customer once
     truth = planted.loc[found["customer_id"]]
     assert adjusted_rand_score(truth, found["persona_id"]) >= 0.8
+    # what they hold shaped them, so what they hold names them
+    names = [p["name"] for p in json.loads((out / "personas.json").read_text())]
+    assert all(any(a in n for a in ("plan", "contract", "sports addon")) for n in names), names
 
 
 def test_attributes_never_leaves_them_describing(subscription) -> None:
