@@ -49,19 +49,24 @@ PERSONAS = {
     "basic_dsl": (0.15, (0.0, 1.0, 0.0), (0.5, 0.5, 0.0), 0.05, 0.1, 0.1,
                   (0.6, 0.3, 0.1), (0.3, 0.3, 0.4), 0.2),
 }  # fmt: skip
+#: The held-out base without groups: every customer draws what they hold from one profile.
+NO_GROUPS = {
+    "everyone": (1.0, (0.3, 0.3, 0.4), (0.3, 0.4, 0.3), 0.4, 0.3, 0.3, (0.5, 0.3, 0.2),
+                 (0.4, 0.3, 0.3), 0.1),
+}  # fmt: skip
 PRICE = {"dsl": 35.0, "fibre": 70.0, "line": 20.0, "tv": 25.0, "security": 10.0, "backup": 8.0}
 
 
-def make_base(n: int, seed: int) -> dict[str, pd.DataFrame]:
+def make_base(n: int, seed: int, personas: dict = PERSONAS) -> dict[str, pd.DataFrame]:
     """Return the tables of one subscription base (see the module docstring)."""
     rng = np.random.default_rng(seed)
-    names = list(PERSONAS)
-    shares = np.array([PERSONAS[p][0] for p in names])
+    names = list(personas)
+    shares = np.array([personas[p][0] for p in names])
     persona = rng.choice(len(names), size=n, p=shares / shares.sum())
     rows, bills = [], []
     ids = [f"S{seed}{i:06d}" for i in range(n)]
     for i, cid in enumerate(ids):
-        _, internet, lines, tv, sec, backup, contract, payment, churn = PERSONAS[names[persona[i]]]
+        _, internet, lines, tv, sec, backup, contract, payment, churn = personas[names[persona[i]]]
         net = ("none", "dsl", "fibre")[rng.choice(3, p=internet)]
         n_lines = int(rng.choice(3, p=lines))
         has = {"tv": rng.random() < tv, "security": rng.random() < sec,
@@ -138,13 +143,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, default=4000)
     parser.add_argument("--seeds", default="0,1")
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "attributes.md"))
+    parser.add_argument("--out", default=None, help="default: benchmarks/attributes.md")
+    parser.add_argument(
+        "--no-groups",
+        action="store_true",
+        help="the base without groups (NO_GROUPS); default out: benchmarks/attributes_none.md",
+    )
     args = parser.parse_args()
+    personas = NO_GROUPS if args.no_groups else PERSONAS
+    name = "attributes_none.md" if args.no_groups else "attributes.md"
+    args.out = args.out or str(ROOT / "benchmarks" / name)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for seed in [int(s) for s in args.seeds.split(",")]:
-            base, data = make_base(args.customers, seed), work / f"base{seed}"
+            base, data = make_base(args.customers, seed, personas), work / f"base{seed}"
             data.mkdir()
             for name in ("customers", "transactions"):
                 base[name].to_parquet(data / f"{name}.parquet", index=False)
@@ -157,12 +170,13 @@ def main() -> None:
                 row[rule]["structure"] = json.loads((out / "segmentation.json").read_text())[
                     "structure"
                 ]
-            row["naive"] = _scores(_naive(base, len(PERSONAS), seed), base)
+            row["naive"] = _scores(_naive(base, len(personas), seed), base)
             rows.append(row)
             sys.stderr.write(json.dumps(row, default=float) + "\n")
     lines = [
         f"`python benchmarks/attributes.py --customers {args.customers} --seeds {args.seeds}`"
-        f" ({len(PERSONAS)} planted personas in what customers hold; monthly bills; churn held "
+        f"{' --no-groups' if args.no_groups else ''}"
+        f" ({len(personas)} planted personas in what customers hold; monthly bills; churn held "
         "out). ARI: with the planted personas; AUC: each customer's persona churn rate "
         "against the held-out churn.",
         "",
