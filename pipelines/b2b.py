@@ -233,9 +233,9 @@ def write_people(folder: Path, people_rows: pd.DataFrame, salt: str | None) -> N
     people_rows.to_csv(Path(folder) / "people_assignments.csv", index=False)
 
 
-def metrics(personas: list[dict], accounts: Accounts) -> dict[str, float]:
+def metrics(personas: list[dict], n_accounts: int, n_people: int) -> dict[str, float]:
     """Return the B2B metrics of a run: sizes, people's NPS and the gap per persona."""
-    out = {"n_accounts": float(len(accounts.table.frame)), "n_people": float(len(accounts.members))}
+    out = {"n_accounts": float(n_accounts), "n_people": float(n_people)}
     for p in personas:
         pid = p["persona_id"]
         if p.get("people") is not None:
