@@ -182,7 +182,7 @@ class _Copy:
         Path(self.dest).mkdir(parents=True, exist_ok=True)
         table = pq.read_table(path)
         names = [self.unit if n == "customer_id" else n for n in table.column_names]
-        table = table.rename_columns(names)
+        table = table.rename_columns(names).replace_schema_metadata(table.schema.metadata)
         for name in ("customer_id", "account_id"):
             if self.key is None or name not in names:
                 continue
@@ -233,10 +233,11 @@ def _on_executors(spark, items: list[str], task) -> None:
 
 
 def _sample_data(loaded: LoadedData, ids: pd.Index) -> LoadedData:
-    """Return ``loaded`` seen through the sample: its views keep the sample's rows only.
+    """Return ``loaded`` seen through the sample: its tables hold the sample's rows only.
 
-    The driver's DuckDB still holds every checked row; the profile stage (themes of
-    comments and tickets) then reads the sample's.
+    The driver's DuckDB still holds every checked row, and a copy of the sample's; the
+    profile stage (themes of comments and tickets) then reads the sample's, as does the
+    roll-up of a sample of accounts.
     """
     import dataclasses
 
@@ -249,9 +250,9 @@ def _sample_data(loaded: LoadedData, ids: pd.Index) -> LoadedData:
         "CREATE OR REPLACE TABLE personas_sample._ids AS SELECT * FROM _personas_sample_ids"
     )
     con.unregister("_personas_sample_ids")
-    for name in loaded.tables:
+    for name in loaded.tables:  # copies: a cursor cannot read the checks' temporary tables
         con.execute(
-            f"CREATE OR REPLACE VIEW personas_sample.{name} AS SELECT * FROM main.{name} "
+            f"CREATE OR REPLACE TABLE personas_sample.{name} AS SELECT * FROM main.{name} "
             "WHERE customer_id IN (SELECT customer_id FROM personas_sample._ids)"
         )
     cursor = con.cursor()
