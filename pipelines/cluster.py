@@ -1,6 +1,8 @@
 """The train recipe on a Spark cluster: only a sample and aggregates reach the driver.
 
-`pipelines.train` runs this for ``engine: spark`` (at ``level: customer``):
+`pipelines.train` runs this for ``engine: spark``; at ``level: account`` the accounts
+stand in for the customers (`pipelines.cluster_accounts`: a sample of accounts, every
+person's features built on the executors and rolled up to their account by Spark):
 
 1. **A sample is drawn on the cluster**: the ``spark.sample_size`` customers with the
    smallest seeded hash of their id (``xxhash64(customer_id, seed)``, ties by id), the
