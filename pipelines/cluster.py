@@ -29,8 +29,9 @@ model, writing a metastore table, a Parquet dataset or one CSV file.
 What the driver holds is therefore set by ``spark.sample_size`` (its feature table, the
 model search's matrices), one row per persona, the distinct purchase histories the value
 model is fitted on (at most ``spark.max_histories`` per model,
-`features.spark.SparkEngine.histories`), and the checked data in DuckDB, which reads it
-from disk. The comparison with the champion is recomputed over every customer
+`features.spark.SparkEngine.histories`) or the subscription model's medians and counts
+(`pipelines.billing.SparkBilling`), and the checked data in DuckDB, which reads it from
+disk. The comparison with the champion is recomputed over every customer
 (`pipelines.cluster_compare`: migration, match quality, drift, gates); left on the
 sample: which champion persona each persona is matched to, and the report's map.
 """

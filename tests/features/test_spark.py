@@ -648,8 +648,10 @@ def test_a_sample_of_accounts_is_fitted_and_every_account_counted_on_the_cluster
     spark, tmp_path
 ) -> None:
     """A base too large for the driver: collecting every account's row fails, the run
-    does not (the driver fits on a sample of 150 of 1,000 accounts)."""
+    does not (the driver fits on a sample of 150 of 1,000 accounts), and the subscription
+    value model is fitted on every customer's billing rows, on the cluster."""
     from features.spark import pandas_warnings_silenced
+    from pipelines import value
     from pipelines.demo.accounts import write_b2b_demo
     from pipelines.train import train
 
@@ -675,6 +677,14 @@ def test_a_sample_of_accounts_is_fitted_and_every_account_counted_on_the_cluster
         with pytest.raises(Exception, match="maxResultSize"):
             features.toPandas()
         assert len(features.limit(B2B_ACCOUNTS).toPandas()) == B2B_ACCOUNTS
+    loaded = load_data(tmp_path / "data")
+    try:  # the single-machine fit of the subscription model (invoices) on every customer
+        whole = value._fit(Engine(loaded), loaded.as_of, cfg)["params"]
+    finally:
+        loaded.con.close()
+    clv = json.loads((result.output / "clv_model.json").read_text())
+    assert clv["kind"] == "subscription" and clv["customers_fitted"] == whole["customers_fitted"]
+    assert clv == json.loads(json.dumps(whole))  # billing cycles and sBG: the same numbers
 
 
 # -- the same run from tables of the metastore -----------------------------------------

@@ -62,6 +62,11 @@ def test_sbg_recovers_simulated_retention() -> None:
     model = ShiftedBetaGeometric().fit(np.minimum(lifetime, observed + 1), churned)
     assert model.a_ / (model.a_ + model.b_) == pytest.approx(1.5 / 13.5, rel=0.05)
     assert model.a_ == pytest.approx(1.5, rel=0.15)
+    counted = pd.DataFrame({"t": np.minimum(lifetime, observed + 1), "c": churned}).value_counts()
+    rows = counted.reset_index()  # the distinct rows a cluster sends, with their counts
+    weighted = ShiftedBetaGeometric().fit(rows["t"], rows["c"], sample_weight=rows["count"])
+    assert (weighted.a_, weighted.b_) == (model.a_, model.b_)  # the same fit, to the bit
+    assert weighted.log_likelihood_ == model.log_likelihood_
 
 
 def test_sbg_needs_a_churn_and_valid_periods() -> None:
