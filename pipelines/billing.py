@@ -257,14 +257,13 @@ class SparkBilling:
     def regular(self) -> tuple[int, float, float]:
         """Return how many customers pay regularly, their median gap CV and mean gap."""
         regular = self.frame.where("gap_cv IS NOT NULL")
-        n = regular.count()
-        cv, gap = (_medians(regular, column).get(0, (np.nan, 0))[0] for column in
-                   ("gap_cv", "gap_mean"))  # fmt: skip
-        return n, cv, gap
+        found = _medians(regular, ["gap_cv", "gap_mean"])
+        cv, n = found.get((0, "gap_cv"), (np.nan, 0))
+        return n, cv, found.get((0, "gap_mean"), (np.nan, 0))[0]
 
     def median_gap(self) -> float:
         """Return the median mean gap of the customers with two gaps or more."""
-        return float(_medians(self.frame, "gap_mean").get(0, (np.nan, 0))[0])
+        return float(_medians(self.frame, ["gap_mean"]).get((0, "gap_mean"), (np.nan, 0))[0])
 
     def medians(self, cycle: float) -> pd.DataFrame:
         """Return `cycles_of`'s medians per snapped group."""
@@ -273,14 +272,14 @@ class SparkBilling:
         schema = "group long, gap double, paid double, gap_mean double"
         with pandas_warnings_silenced():
             snapped = self.frame.mapInPandas(_OnBatches(snap, cycle), schema)
-        snapped = snapped.where("group >= 0").cache()
-        found = {c: _medians(snapped, c, "group") for c in ("gap_mean", "gap", "paid")}
-        snapped.unpersist()
-        groups = sorted(set().union(*found.values()))
+        columns = ["gap_mean", "gap", "paid"]
+        found = _medians(snapped.where("group >= 0"), columns, "group")
+        groups = sorted({g for g, _ in found})
+        value = {c: [found.get((g, c), (np.nan, 0)) for g in groups] for c in columns}
         return pd.DataFrame(
             {
-                **{c: [found[c].get(g, (np.nan, 0))[0] for g in groups] for c in found},
-                "regular": [found["gap_mean"].get(g, (np.nan, 0))[1] for g in groups],
+                **{c: [m for m, _ in value[c]] for c in columns},
+                "regular": [n for _, n in value["gap_mean"]],
             },
             index=pd.Index(groups, name="group"),
         )
@@ -297,25 +296,38 @@ class SparkBilling:
         return counted.sort_values(["cycle", "periods", "churned"], ignore_index=True)
 
 
-def _medians(frame, column: str, by: str | None = None) -> dict:
-    """Return each group's exact median of ``column`` and its count of values.
+def _medians(frame, columns: list[str], by: str | None = None) -> dict:
+    """Return each group's exact median of each column, and its count of values.
 
-    The one or two middle values of each group (by rank) come to the driver, which
-    averages them as pandas does; NaN and missing values are left out.
+    One Spark job: the columns' values are stacked, ranked within (group, column), and
+    the one or two middle values of each come to the driver, which averages them as
+    pandas does. NaN and missing values are left out.
+
+    Returns
+    -------
+    dict
+        ``(group, column) -> (median, count)``; the group is 0 without ``by``.
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as sf
 
     key = sf.col(by) if by else sf.lit(0)
-    x = sf.nanvl(sf.col(column), sf.lit(None).cast("double"))
-    rows = frame.select(key.alias("_g"), x.alias("_x")).where("_x IS NOT NULL")
-    rank = sf.row_number().over(Window.partitionBy("_g").orderBy("_x"))
-    n = sf.count(sf.lit(1)).over(Window.partitionBy("_g"))
-    ranked = rows.select("_g", "_x", rank.alias("_r"), n.alias("_n"))
+    pairs = [
+        sf.struct(sf.lit(c).alias("c"), sf.nanvl(sf.col(c), sf.lit(None).cast("double")).alias("x"))
+        for c in columns
+    ]
+    rows = frame.select(key.alias("_g"), sf.explode(sf.array(*pairs)).alias("_v"))
+    rows = rows.select("_g", "_v.c", "_v.x").where("x IS NOT NULL")
+    within = Window.partitionBy("_g", "c")
+    rank = sf.row_number().over(within.orderBy("x"))
+    ranked = rows.select(
+        "_g", "c", "x", rank.alias("_r"), sf.count(sf.lit(1)).over(within).alias("_n")
+    )
     middle = (sf.col("_r") == sf.floor((sf.col("_n") - 1) / 2) + 1) | (
         sf.col("_r") == sf.floor(sf.col("_n") / 2) + 1
     )
     found: dict = {}
-    for row in ranked.where(middle).collect():  # at most two rows per group
-        found.setdefault(int(row["_g"]), ([], int(row["_n"])))[0].append(float(row["_x"]))
-    return {g: (float(np.median(values)), n) for g, (values, n) in found.items()}
+    for row in ranked.where(middle).collect():  # at most two rows per group and column
+        key = (int(row["_g"]), row["c"])
+        found.setdefault(key, ([], int(row["_n"])))[0].append(float(row["x"]))
+    return {key: (float(np.median(values)), n) for key, (values, n) in found.items()}

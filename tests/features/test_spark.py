@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import records, write_csv_tables
+from conftest import SUBSCRIBERS_AS_OF, monthly_and_annual_subscribers, records, write_csv_tables
 from sklearn.metrics import adjusted_rand_score
 
 from features import DataError, build_features, load_data
@@ -268,6 +268,31 @@ def test_features_equal_duckdb_on_edge_cases(spark, tmp_path) -> None:
     assert_same_features(duck.frame, table.frame)
     assert_same_features(duck_clv.set_index("customer_id"), spark_clv.set_index("customer_id"))
     assert spark.catalog.listTables() == []  # the views went with the engine
+
+
+def test_subscriptions_are_fitted_on_every_customer_from_cluster_medians_and_counts(
+    spark, tmp_path
+) -> None:
+    """A monthly base with annual subscribers: two billing cycles, each with its model,
+    fitted on the cluster while the views hold a sample of 60 customers."""
+    from features.spark import SparkEngine
+    from pipelines import value
+    from pipelines.cluster import draw_sample
+
+    tables, _ = monthly_and_annual_subscribers()
+    loaded = load_data(write_csv_tables(tmp_path / "data", tables), as_of=SUBSCRIBERS_AS_OF)
+    cfg = load_config(as_of=SUBSCRIBERS_AS_OF)
+    try:
+        whole = value._fit(Engine(loaded), loaded.as_of, cfg)
+        with SparkEngine.stage(loaded, spark, buckets=2) as engine:
+            engine.restrict(draw_sample(engine, 60, 0))
+            fitted = value._fit(engine, loaded.as_of, cfg)
+    finally:
+        loaded.con.close()
+    assert len(fitted["value"]) == 60  # the sample's values; the fit is everyone's
+    assert fitted["params"] == whole["params"]  # the same cycles and sBG fits, to the bit
+    assert [round(c["cycle_days"] / 30) for c in fitted["params"]["cycles"]] == [1, 12]
+    assert fitted["params"]["customers_fitted"] == len(tables["customers"])
 
 
 # -- the same personas, assigned on the cluster ----------------------------------------
@@ -658,6 +683,7 @@ def test_a_sample_of_accounts_is_fitted_and_every_account_counted_on_the_cluster
     rows = write_b2b_demo(tmp_path / "data", n_accounts=1000, seed=2, file_format="parquet")
     cfg = fast_config(tmp_path, "spark")
     cfg["level"], cfg["spark"]["sample_size"] = "account", B2B_ACCOUNTS
+    cfg["spark"]["bucket_size"] = 2500  # three executor tasks build the people's features
     result = train(tmp_path / "data", cfg=cfg, output=tmp_path / "out")
     assert len(result.assignments) == B2B_ACCOUNTS  # what the driver fitted on
     assert result.people["account_id"].nunique() == B2B_ACCOUNTS
