@@ -48,8 +48,9 @@ import pandas as pd
 from features import LoadedData
 from features.accounts import check_people
 from features.engine import Engine
-from pipelines import serving, tracking
+from pipelines import b2b, serving, tracking
 from pipelines.cluster_accounts import (
+    influence_on_cluster,
     people_assignments_on_cluster,
     roll_up_on_cluster,
     write_accounts,
@@ -407,6 +408,9 @@ def train_on_cluster(data, loaded: LoadedData, engine, cfg: dict, run_id: str, o
     if accounts:
         with stage("Place every person in their account's persona"):
             n_people = people_assignments_on_cluster(engine, cfg, placed, work / "people")
+        with stage("NPS by influence over every person (Spark aggregations)"):
+            found_people, has_roles = influence_on_cluster(engine, cfg, work / "people")
+            b2b.update_influence(found.personas, found_people, has_roles, cfg)
     outputs = ClusterOutputs(
         spark=engine.spark,
         assignments=work / "assignments",

@@ -19,7 +19,9 @@ level, the accounts standing in for the customers:
    (``b2b.account_nps``). Each person's influence level is mapped on the executors by
    `features.influence.influence_levels` itself (`people_on_cluster`).
 4. **The people's assignments** (``people_assignments``) are their account's persona,
-   joined on the cluster (`people_assignments_on_cluster`) and written by the executors.
+   joined on the cluster (`people_assignments_on_cluster`) and written by the executors;
+   each persona's people, their NPS by influence level and the gap between decision
+   makers and end users are counted over every person (`influence_on_cluster`).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from features.influence import UNKNOWN
 from pipelines.cluster_table import arrow_schema
 
 __all__ = [
+    "influence_on_cluster",
     "people_assignments_on_cluster",
     "people_on_cluster",
     "roll_up_on_cluster",
@@ -307,3 +310,78 @@ def people_assignments_on_cluster(engine, cfg: dict, placed, out: Path) -> int:
     if counts["placed"] != counts["n"]:  # a bug, never the user's data
         raise RuntimeError("Some people's accounts have no persona.")
     return int(counts["n"])
+
+
+def influence_on_cluster(engine, cfg: dict, people: Path) -> tuple[dict, bool]:
+    """Count each persona's people, NPS by influence level and gap over every person.
+
+    The counts per persona and level are one Spark aggregation; each tested gap's
+    cluster-robust variance is a sum over its accounts (`models.influence.gap_from_sums`),
+    one more. Only those rows reach the driver, where
+    `models.influence.influence_from_counts` builds what `models.influence.influence_nps`
+    builds from every person.
+
+    Parameters
+    ----------
+    engine : features.spark.SparkEngine
+        The run's engine.
+    cfg : dict
+        The run configuration (``b2b``, ``profile``, ``privacy``).
+    people : Path
+        Every person's assignment (`people_assignments_on_cluster`).
+
+    Returns
+    -------
+    found : dict
+        As `models.influence.influence_nps`.
+    has_roles : bool
+        Whether any person has a role.
+    """
+    from pyspark.sql import functions as sf
+
+    from models.influence import gap_from_sums, influence_from_counts
+    from pipelines.b2b import influence_settings
+
+    spark, b = engine.spark, cfg["b2b"]
+    rows = spark.read.parquet(str(people)).join(
+        _latest(spark).select("customer_id", "nps") if engine.has("feedback", "nps") else
+        spark.range(0).select(sf.lit("").alias("customer_id"), sf.lit(0.0).alias("nps")),
+        "customer_id", "left",
+    ).cache()  # fmt: skip
+    s = sf.col("nps")
+    counted = rows.groupBy(
+        sf.col("persona_id").alias("persona"), sf.col("influence").alias("level")
+    )
+    counts = engine.collect(
+        counted.agg(
+            sf.count(sf.lit(1)).alias("people"),
+            sf.count(sf.when(s >= 9, 1)).alias("promoters"),
+            sf.count(sf.when(s <= 6, 1)).alias("detractors"),
+            sf.count(s).alias("respondents"),
+        )
+    )
+    settings = influence_settings(cfg)
+    side_levels = list(settings["sides"].values())
+
+    def gap(pid: int, totals: list, ci_level: float) -> dict:
+        (y_a, n_a), (y_b, n_b) = totals
+        y = (s >= 9).cast("double") - (s <= 6).cast("double")
+        on = [sf.col("influence").isin(list(levels)) for levels in side_levels]
+        per_account = (
+            rows.where((sf.col("persona_id") == pid) & s.isNotNull() & (on[0] | on[1]))
+            .groupBy("account_id")
+            .agg(*[sf.sum(sf.when(x, y).otherwise(0.0)).alias(f"y{i}") for i, x in enumerate(on)],
+                 *[sf.sum(sf.when(x, 1.0).otherwise(0.0)).alias(f"n{i}") for i, x in enumerate(on)])
+        )  # fmt: skip
+        r_a, r_b = y_a / n_a, y_b / n_b
+        u = (sf.col("y0") - r_a * sf.col("n0")) / n_a - (sf.col("y1") - r_b * sf.col("n1")) / n_b
+        row = per_account.agg(sf.sum(u * u).alias("sq"), sf.count(sf.lit(1)).alias("m")).first()
+        return gap_from_sums(r_a, r_b, float(row["sq"] or 0.0), int(row["m"]), ci_level=ci_level)
+
+    found = influence_from_counts(counts, gap, **settings)
+    rows.unpersist()
+    column = b["role_column"]
+    has_roles = bool(column) and engine.has("customers", column)
+    if has_roles:
+        has_roles = bool(spark.table("customers").where(sf.col(_q(column)).isNotNull()).take(1))
+    return found, has_roles

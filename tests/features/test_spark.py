@@ -673,8 +673,9 @@ def test_a_sample_of_accounts_is_fitted_and_every_account_counted_on_the_cluster
     spark, tmp_path
 ) -> None:
     """A base too large for the driver: collecting every account's row fails, the run
-    does not (the driver fits on a sample of 150 of 1,000 accounts), and the subscription
-    value model is fitted on every customer's billing rows, on the cluster."""
+    does not (the driver fits on a sample of 150 of 1,000 accounts); the people's NPS by
+    influence and the subscription value model are counted over everyone, on the cluster."""
+    from features.accounts import latest_scores
     from features.spark import pandas_warnings_silenced
     from pipelines import value
     from pipelines.demo.accounts import write_b2b_demo
@@ -706,8 +707,12 @@ def test_a_sample_of_accounts_is_fitted_and_every_account_counted_on_the_cluster
     loaded = load_data(tmp_path / "data")
     try:  # the single-machine fit of the subscription model (invoices) on every customer
         whole = value._fit(Engine(loaded), loaded.as_of, cfg)["params"]
+        respondents = len(latest_scores(Engine(loaded)))
     finally:
         loaded.con.close()
+    assert sum(p["people"] for p in personas) == rows["customers"]  # every person, counted
+    assert sum(p["people_nps"]["respondents"] for p in personas) == respondents
+    assert sum(p["influence_gap"]["respondents_a"] for p in personas) > respondents / 10
     clv = json.loads((result.output / "clv_model.json").read_text())
     assert clv["kind"] == "subscription" and clv["customers_fitted"] == whole["customers_fitted"]
     assert clv == json.loads(json.dumps(whole))  # billing cycles and sBG: the same numbers
