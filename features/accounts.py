@@ -29,6 +29,7 @@ from features.table import Feature, FeatureTable
 __all__ = [
     "ACCOUNT_NPS",
     "account_scores",
+    "check_people",
     "gini",
     "latest_scores",
     "people",
@@ -117,6 +118,37 @@ def people(engine: Engine, role_column: str | None) -> pd.DataFrame:
     DataError
         When customers has no ``account_id`` column or some people have none.
     """
+    check_people(engine)
+    has_role = bool(role_column) and engine.has("customers", role_column)
+    role = '"' + role_column.replace('"', '""') + '"' if has_role else "NULL"
+    frame = engine.query(
+        f"SELECT customer_id, account_id, {role} AS role FROM customers ORDER BY customer_id"
+    )
+    if role_column and not has_role:
+        logger.warning(
+            "b2b.role_column %r is not a column of %s: no influence levels.",
+            role_column,
+            engine.data.quality["tables"]["customers"]["file"],
+        )
+    frame["customer_id"] = frame["customer_id"].astype("string")
+    frame["account_id"] = frame["account_id"].astype("string")
+    frame["role"] = frame["role"].astype("string")
+    return frame.set_index("customer_id")
+
+
+def check_people(engine: Engine) -> None:
+    """Stop unless every person has an account (customers' ``account_id``).
+
+    Parameters
+    ----------
+    engine : Engine
+        The loaded tables.
+
+    Raises
+    ------
+    DataError
+        When customers has no ``account_id`` column or some people have none.
+    """
     data = engine.data
     file = data.quality["tables"]["customers"]["file"]
     if not engine.has("customers", "account_id"):
@@ -125,27 +157,21 @@ def people(engine: Engine, role_column: str | None) -> pd.DataFrame:
             f"belongs to); its columns are: {', '.join(data.columns['customers'])}. Add it, "
             "map it (columns: {customers: {account_id: <your column>}}) or set level: customer."
         )
-    has_role = bool(role_column) and engine.has("customers", role_column)
-    role = '"' + role_column.replace('"', '""') + '"' if has_role else "NULL"
-    frame = engine.query(
-        f"SELECT customer_id, account_id, {role} AS role FROM customers ORDER BY customer_id"
+    counts = engine.query(
+        "SELECT count(*) AS people, count(*) - count(account_id) AS missing FROM customers"
     )
-    missing = frame["account_id"].isna()
-    if missing.any():
-        examples = ", ".join(repr(c) for c in frame.loc[missing, "customer_id"].head(5))
+    total, missing = int(counts["people"].iloc[0]), int(counts["missing"].iloc[0])
+    if missing:
+        examples = engine.query(
+            "SELECT customer_id FROM customers WHERE account_id IS NULL ORDER BY customer_id "
+            "LIMIT 5"
+        )["customer_id"]
         raise DataError(
-            f"{file}: {int(missing.sum()):,} of {len(frame):,} people have no account_id "
-            f"(e.g. {examples}); at level: account every person must belong to an account. "
-            "Fill it in (a person on their own can be an account of one) or set level: customer."
+            f"{file}: {missing:,} of {total:,} people have no account_id "
+            f"(e.g. {', '.join(repr(c) for c in examples)}); at level: account every person "
+            "must belong to an account. Fill it in (a person on their own can be an account "
+            "of one) or set level: customer."
         )
-    if role_column and not has_role:
-        logger.warning(
-            "b2b.role_column %r is not a column of %s: no influence levels.", role_column, file
-        )
-    frame["customer_id"] = frame["customer_id"].astype("string")
-    frame["account_id"] = frame["account_id"].astype("string")
-    frame["role"] = frame["role"].astype("string")
-    return frame.set_index("customer_id")
 
 
 def latest_scores(engine: Engine) -> pd.DataFrame:

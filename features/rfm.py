@@ -39,6 +39,7 @@ __all__ = [
     "CLV_COLUMNS",
     "VALUE_TIERS",
     "billing_history",
+    "billing_history_sql",
     "clv_histories_sql",
     "clv_summary",
     "rfm",
@@ -189,12 +190,12 @@ def billing_history(engine: Engine, as_of: pd.Timestamp) -> pd.DataFrame:
     ).copy()
 
 
-def _billing_history(engine: Engine, as_of: pd.Timestamp) -> pd.DataFrame:
+def billing_history_sql(engine: Engine, as_of: pd.Timestamp) -> str:
+    """Return the SQL of `billing_history` (its rows in no order), for ``engine``'s dialect."""
     days = engine.dialect.days
     today = f"date_trunc('day', {sql_time(as_of)})"
     _require_transactions(engine)
-    frame = engine.query(
-        f"""WITH purchase_days AS ({_purchase_days_sql(as_of)}), gaps AS (
+    return f"""WITH purchase_days AS ({_purchase_days_sql(as_of)}), gaps AS (
           SELECT customer_id, day, spend,
             {days("LAG(day) OVER (PARTITION BY customer_id ORDER BY day)", "day")} AS gap
           FROM purchase_days
@@ -205,8 +206,11 @@ def _billing_history(engine: Engine, as_of: pd.Timestamp) -> pd.DataFrame:
           ROUND(SUM(spend), 6) AS spend,
           CASE WHEN COUNT(gap) >= 2 THEN AVG(gap) END AS gap_mean,
           CASE WHEN COUNT(gap) >= 2 THEN STDDEV_SAMP(gap) / AVG(gap) END AS gap_cv
-        FROM gaps GROUP BY customer_id ORDER BY customer_id"""
-    )
+        FROM gaps GROUP BY customer_id"""
+
+
+def _billing_history(engine: Engine, as_of: pd.Timestamp) -> pd.DataFrame:
+    frame = engine.query(billing_history_sql(engine, as_of) + " ORDER BY customer_id")
     frame["customer_id"] = frame["customer_id"].astype("string")
     for c in frame.columns[1:]:
         frame[c] = frame[c].astype(float)

@@ -20,7 +20,9 @@ What runs where:
   that differ taken from `SparkDialect`; only the per-customer result comes back to the
   driver (``toPandas``): on the cluster path (`pipelines.cluster`), that of a sample,
   the views being restricted to it (`SparkEngine.restrict`). The value model's purchase
-  histories are every customer's, grouped on the cluster (`SparkEngine.histories`).
+  histories are every customer's, grouped on the cluster (`SparkEngine.histories`), as
+  are the billing rows the subscription model is fitted from (`SparkEngine.whole`,
+  `pipelines.billing.SparkBilling`).
 
 This module imports pyspark; nothing else in `features` does, so the DuckDB engine works
 without it (``pip install "personas[spark]"`` adds it).
@@ -262,7 +264,32 @@ class SparkEngine(Engine):
             ``frequency``, ``monetary_value``, ``customers`` of the repeat buyers
             (Gamma-Gamma's); None when there are more than ``limit``.
         """
-        path, sample, shared = str(self.folder / "histories"), self._sample, self._shared
+        rows, total = self.whole(sql, "histories"), sf.sum("customers").alias("customers")
+        purchases = rows.groupBy("frequency", "recency", "T").agg(total)
+        spend = rows.where("frequency > 0").groupBy("frequency", "monetary_value").agg(total)
+        found = tuple(self.collect(frame.limit(limit + 1)) for frame in (purchases, spend))
+        shutil.rmtree(self.folder / "histories", ignore_errors=True)
+        return tuple(None if len(frame) > limit else frame for frame in found)
+
+    def whole(self, sql: str, name: str) -> DataFrame:
+        """Run ``sql`` on the whole tables, also while the views hold a sample (`restrict`).
+
+        Its rows are written to ``name`` in the staging folder and read back from there,
+        so that they stay on the cluster and every use sees the same rows.
+
+        Parameters
+        ----------
+        sql : str
+            A query of the staged tables.
+        name : str
+            The Parquet dataset written in the staging folder (replaced if present).
+
+        Returns
+        -------
+        pyspark.sql.DataFrame
+            Its rows.
+        """
+        path, sample, shared = str(self.folder / name), self._sample, self._shared
         if sample is not None:
             self.unrestrict()
         try:
@@ -271,12 +298,7 @@ class SparkEngine(Engine):
             if sample is not None:
                 self.restrict(sample)
                 self._shared = shared  # the sample's results still hold
-        rows, total = self.spark.read.parquet(path), sf.sum("customers").alias("customers")
-        purchases = rows.groupBy("frequency", "recency", "T").agg(total)
-        spend = rows.where("frequency > 0").groupBy("frequency", "monetary_value").agg(total)
-        found = tuple(self.collect(frame.limit(limit + 1)) for frame in (purchases, spend))
-        shutil.rmtree(path, ignore_errors=True)
-        return tuple(None if len(frame) > limit else frame for frame in found)
+        return self.spark.read.parquet(path)
 
     def query(self, sql: str) -> pd.DataFrame:
         """Run a query on Spark and return its result as a DataFrame."""

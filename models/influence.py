@@ -23,9 +23,15 @@ import numpy as np
 import pandas as pd
 from scipy.stats import t as student
 
-from models.nps import holm, nps_summary
+from models.nps import holm, nps_from_counts
 
-__all__ = ["gap_test", "gap_rule_text", "influence_nps"]
+__all__ = [
+    "gap_from_sums",
+    "gap_rule_text",
+    "gap_test",
+    "influence_from_counts",
+    "influence_nps",
+]
 
 _COUNTS = ("nps", "nps_ci_low", "nps_ci_high", "promoters", "passives", "detractors")
 
@@ -81,12 +87,35 @@ def gap_test(
     n_a, n_b = both["n_a"].sum(), both["n_b"].sum()
     r_a, r_b = float(both["y_a"].sum() / n_a), float(both["y_b"].sum() / n_b)
     u = (both["y_a"] - r_a * both["n_a"]) / n_a - (both["y_b"] - r_b * both["n_b"]) / n_b
-    m = len(both)
+    return gap_from_sums(r_a, r_b, float((u**2).sum()), len(both), ci_level=ci_level)
+
+
+def gap_from_sums(
+    r_a: float, r_b: float, squares: float, m: int, *, ci_level: float = 0.95
+) -> dict[str, float]:
+    """Return `gap_test`'s result from its sums (as a cluster aggregates them).
+
+    Parameters
+    ----------
+    r_a, r_b : float
+        Each side's NPS as a ratio: promoters minus detractors over respondents.
+    squares : float
+        The sum over clusters of the squared linearized difference ``(u_c^A - u_c^B)^2``.
+    m : int
+        The clusters holding a respondent of either side.
+    ci_level : float, default=0.95
+        Coverage of the interval of the gap.
+
+    Returns
+    -------
+    dict
+        As `gap_test`.
+    """
     gap = 100 * (r_a - r_b)
     if m < 2:
         return {"gap": gap, "ci_low": -200.0, "ci_high": 200.0, "se": math.nan,
                 "p_value": math.nan, "clusters": m}  # fmt: skip
-    se = 100 * math.sqrt(m / (m - 1) * float((u**2).sum()))
+    se = 100 * math.sqrt(m / (m - 1) * squares)
     q = float(student.ppf(0.5 + ci_level / 2, df=m - 1))
     p = 2 * student.sf(abs(gap) / se, df=m - 1) if se > 0 else (0.0 if gap else 1.0)
     return {
@@ -99,9 +128,12 @@ def gap_test(
     }
 
 
-def _level(scores: np.ndarray, ci_level: float, min_shown: int, min_respondents: int) -> dict:
-    """NPS of one group, hidden below ``min_shown`` respondents, greyed below the minimum."""
-    out = nps_summary(scores, ci_level=ci_level)
+def _level(counts, ci_level: float, min_shown: int, min_respondents: int) -> dict:
+    """NPS of one group, hidden below ``min_shown`` respondents, greyed below the minimum.
+
+    ``counts``: its promoters, detractors and respondents.
+    """
+    out = nps_from_counts(*counts, ci_level=ci_level)
     out["reliable"] = out["respondents"] >= min_respondents
     out["shown"] = out["respondents"] >= min_shown
     if not out["shown"]:
@@ -114,18 +146,7 @@ def _side_name(name: str) -> str:
 
 
 def influence_nps(
-    scores,
-    levels,
-    accounts,
-    labels,
-    *,
-    sides: dict[str, list[str]],
-    order: list[str] | None = None,
-    min_respondents: int = 30,
-    min_shown: int = 0,
-    alpha: float = 0.05,
-    min_gap: float = 10.0,
-    ci_level: float = 0.95,
+    scores, levels, accounts, labels, *, sides: dict[str, list[str]], **settings
 ) -> dict[int, dict]:
     """Count each persona's NPS per influence level and test the gap between two sides.
 
@@ -143,6 +164,62 @@ def influence_nps(
         Exactly two sides of the gap, each a name and the levels it pools, e.g.
         ``{"decision_makers": ["c_level", "decision_maker"], "end_users": ["end_user"]}``.
         The gap is the first side's NPS minus the second's.
+    **settings
+        ``order``, ``min_respondents``, ``min_shown``, ``alpha``, ``min_gap`` and
+        ``ci_level``, as `influence_from_counts` takes them.
+
+    Returns
+    -------
+    dict of int to dict
+        As `influence_from_counts`.
+    """
+    if len(sides) != 2:
+        raise ValueError(f"sides should name exactly two sides, got {list(sides)}")
+    s = np.asarray(scores, dtype=float)
+    levels = np.asarray(pd.Series(levels).astype(str))
+    accounts, labels = np.asarray(accounts), np.asarray(labels)
+    frame = pd.DataFrame({"persona": labels, "level": levels, "s": s})
+    grouped = frame.assign(promoters=s >= 9, detractors=s <= 6, respondents=~np.isnan(s)).groupby(
+        ["persona", "level"]
+    )
+    counts = grouped[["promoters", "detractors", "respondents"]].sum().astype(int)
+    counts = counts.assign(people=grouped.size()).reset_index()
+
+    def gap(pid: int, totals: list, ci_level: float) -> dict:
+        (levels_a, levels_b), m = sides.values(), labels == pid
+        in_a = m & np.isin(levels, levels_a) & ~np.isnan(s)
+        in_b = m & np.isin(levels, levels_b) & ~np.isnan(s)
+        return gap_test(s[in_a], accounts[in_a], s[in_b], accounts[in_b], ci_level=ci_level)
+
+    return influence_from_counts(counts, gap, sides=sides, **settings)
+
+
+def influence_from_counts(
+    counts: pd.DataFrame,
+    gap,
+    *,
+    sides: dict[str, list[str]],
+    order: list[str] | None = None,
+    min_respondents: int = 30,
+    min_shown: int = 0,
+    alpha: float = 0.05,
+    min_gap: float = 10.0,
+    ci_level: float = 0.95,
+) -> dict[int, dict]:
+    """Return `influence_nps`'s result from counts per persona and level.
+
+    Parameters
+    ----------
+    counts : pandas.DataFrame
+        One row per persona and influence level holding people: ``persona``, ``level``,
+        ``people``, ``promoters``, ``detractors``, ``respondents``.
+    gap : callable
+        ``gap(persona, totals, ci_level)``: the gap test of one persona's two sides
+        (`gap_test`'s result), given each side's promoters minus detractors and
+        respondents (``totals``, one pair per side).
+    sides : dict of str to list of str
+        Exactly two sides of the gap, each a name and the levels it pools (see
+        `influence_nps`).
     order : list of str, optional
         The order levels are listed in (others follow, sorted).
     min_respondents : int, default=30
@@ -171,25 +248,21 @@ def influence_nps(
     """
     if len(sides) != 2:
         raise ValueError(f"sides should name exactly two sides, got {list(sides)}")
-    s = np.asarray(scores, dtype=float)
-    levels = np.asarray(pd.Series(levels).astype(str))
-    accounts, labels = np.asarray(accounts), np.asarray(labels)
     known = list(order or [])
-    shown_levels = known + sorted(set(levels.tolist()) - set(known))
+    shown_levels = known + sorted(set(counts["level"].astype(str)) - set(known))
     (name_a, levels_a), (name_b, levels_b) = sides.items()
+    fields = ["promoters", "detractors", "respondents"]
     out, tests = {}, {}
-    for pid in sorted(set(labels.tolist())):
-        m = labels == pid
+    for pid in sorted(set(counts["persona"].tolist())):
+        mine = counts[counts["persona"] == pid].set_index("level")
         rows = [
-            {"level": lv, "people": int((m & (levels == lv)).sum()),
-             **_level(s[m & (levels == lv)], ci_level, min_shown, min_respondents)}
-            for lv in shown_levels if (m & (levels == lv)).any()
+            {"level": lv, "people": int(mine.loc[lv, "people"]),
+             **_level(mine.loc[lv, fields], ci_level, min_shown, min_respondents)}
+            for lv in shown_levels if lv in mine.index and mine.loc[lv, "people"] > 0
         ]  # fmt: skip
-        in_a = m & np.isin(levels, levels_a) & ~np.isnan(s)
-        in_b = m & np.isin(levels, levels_b) & ~np.isnan(s)
-        side_a = _level(s[in_a], ci_level, min_shown, min_respondents)
-        side_b = _level(s[in_b], ci_level, min_shown, min_respondents)
-        gap = {
+        side = [mine[mine.index.isin(list(ls))][fields].sum() for ls in (levels_a, levels_b)]
+        side_a, side_b = (_level(x, ci_level, min_shown, min_respondents) for x in side)
+        result = {
             "between": [name_a, name_b],
             "levels": [list(levels_a), list(levels_b)],
             "nps_a": side_a["nps"], "respondents_a": side_a["respondents"],
@@ -198,22 +271,23 @@ def influence_nps(
             "tested": False, "significant": False, "called_out": False, "text": None,
         }  # fmt: skip
         if pid != -1 and side_a["reliable"] and side_b["reliable"]:
-            t = gap_test(s[in_a], accounts[in_a], s[in_b], accounts[in_b], ci_level=ci_level)
-            gap.update(
+            totals = [(int(x["promoters"] - x["detractors"]), int(x["respondents"])) for x in side]
+            t = gap(pid, totals, ci_level)
+            result.update(
                 gap=round(t["gap"], 2),
                 gap_ci_low=round(t["ci_low"], 2),
                 gap_ci_high=round(t["ci_high"], 2),
                 tested=bool(np.isfinite(t["p_value"])),
             )
-            if gap["tested"]:
+            if result["tested"]:
                 tests[pid] = t["p_value"]
-        people_nps = nps_summary(s[m], ci_level=ci_level)
+        people_nps = nps_from_counts(*mine[fields].sum(), ci_level=ci_level)
         people_nps["reliable"] = people_nps["respondents"] >= min_respondents
         out[pid] = {
-            "people": int(m.sum()),
+            "people": int(mine["people"].sum()),
             "people_nps": people_nps,
             "nps_by_influence": rows,
-            "influence_gap": gap,
+            "influence_gap": result,
         }
     if tests:
         adjusted = holm(np.array(list(tests.values())))

@@ -30,7 +30,7 @@ from sklearn.base import BaseEstimator
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted
 
-__all__ = ["ShiftedBetaGeometric", "billing_cycle", "subscription_value"]
+__all__ = ["ShiftedBetaGeometric", "billing_cycle", "regular_cycle", "subscription_value"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,10 +57,33 @@ def billing_cycle(gaps: pd.DataFrame, *, max_cv: float = REGULAR_CV) -> float | 
         The median customer's mean gap (days), or None for non-contractual buying (or too
         few repeat buyers to tell: fewer than 20).
     """
-    if len(gaps) < 20:
+    return regular_cycle(
+        len(gaps), gaps["gap_cv"].median(), gaps["gap_mean"].median(), max_cv=max_cv
+    )
+
+
+def regular_cycle(
+    n: int, median_cv: float, median_gap: float, *, max_cv: float = REGULAR_CV
+) -> float | None:
+    """Return the billing cycle from the regular payers' medians (see `billing_cycle`).
+
+    Parameters
+    ----------
+    n : int
+        Customers with at least two gaps between purchase days.
+    median_cv, median_gap : float
+        Their median gap CV and median mean gap (days).
+    max_cv : float, default=REGULAR_CV
+        Purchases are billing when the median CV is below this.
+
+    Returns
+    -------
+    float or None
+        ``median_gap``, or None for non-contractual buying (or fewer than 20 customers).
+    """
+    if n < 20:
         return None
-    cv = float(gaps["gap_cv"].median())
-    cycle = float(gaps["gap_mean"].median())
+    cv, cycle = float(median_cv), float(median_gap)
     logger.info("Purchase gaps: median CV %.2f, median mean gap %.1f days.", cv, cycle)
     return cycle if cv < max_cv and cycle > 0 else None
 
@@ -110,7 +133,7 @@ class ShiftedBetaGeometric(BaseEstimator):
     def __init__(self, *, max_iter: int = 1000):
         self.max_iter = max_iter
 
-    def fit(self, periods, churned):
+    def fit(self, periods, churned, sample_weight=None):
         """Fit ``a`` and ``b``.
 
         Parameters
@@ -119,6 +142,9 @@ class ShiftedBetaGeometric(BaseEstimator):
             Paid periods per customer (>= 1).
         churned : array-like of bool
             Whether the customer has stopped paying (else still billed, censored).
+        sample_weight : array-like of float, optional
+            How many customers each row stands for (distinct rows with their counts give
+            the fit on the customers themselves); default one each.
 
         Returns
         -------
@@ -133,9 +159,12 @@ class ShiftedBetaGeometric(BaseEstimator):
                 f"got {t.size} periods (min {np.nanmin(t) if t.size else 'n/a'}) and "
                 f"{c.size} flags."
             )
+        weight = np.ones(t.size) if sample_weight is None else np.asarray(sample_weight, float)
         if not c.any():
-            raise ValueError(f"None of the {t.size} customers churned: retention cannot be fitted.")
-        rows = pd.DataFrame({"t": t, "c": c}).value_counts().sort_index()
+            raise ValueError(
+                f"None of the {weight.sum():.0f} customers churned: retention cannot be fitted."
+            )
+        rows = pd.DataFrame({"t": t, "c": c, "w": weight}).groupby(["t", "c"])["w"].sum()
         ut = rows.index.get_level_values("t").to_numpy(float)
         uc = rows.index.get_level_values("c").to_numpy(bool)
         w = rows.to_numpy(float)

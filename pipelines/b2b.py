@@ -32,11 +32,13 @@ __all__ = [
     "Accounts",
     "add_influence",
     "gap_rule",
+    "influence_settings",
     "metrics",
     "people_assignments",
     "person_labels",
     "require_accounts",
     "to_accounts",
+    "update_influence",
     "write_people",
 ]
 
@@ -163,7 +165,6 @@ def add_influence(personas: list[dict], accounts: Accounts, labels: np.ndarray, 
     (see `models.influence.influence_nps`; the last two are empty without roles) and
     ``account_nps`` (how its ``nps`` was counted: ``mean`` or ``decision_makers``).
     """
-    b, prof = cfg["b2b"], cfg["profile"]
     per_person = person_labels(accounts, pd.Series(labels, index=accounts.table.frame.index))
     m = accounts.members
     found = influence_nps(
@@ -171,21 +172,34 @@ def add_influence(personas: list[dict], accounts: Accounts, labels: np.ndarray, 
         m["influence"].to_numpy(),
         m["account_id"].to_numpy(),
         per_person.to_numpy(),
-        sides=_sides(b),
-        order=[*b["influence"], b["other_roles"], UNKNOWN],
-        min_respondents=prof["min_respondents"],
-        min_shown=cfg["privacy"]["min_persona_size"],
-        alpha=prof["alpha"],
-        min_gap=b["min_gap"],
-        ci_level=prof["ci_level"],
+        **influence_settings(cfg),
     )
+    update_influence(personas, found, accounts.has_roles, cfg)
+
+
+def influence_settings(cfg: dict) -> dict:
+    """Return `models.influence.influence_nps`'s settings from the run configuration."""
+    b, prof = cfg["b2b"], cfg["profile"]
+    return {
+        "sides": _sides(b),
+        "order": [*b["influence"], b["other_roles"], UNKNOWN],
+        "min_respondents": prof["min_respondents"],
+        "min_shown": cfg["privacy"]["min_persona_size"],
+        "alpha": prof["alpha"],
+        "min_gap": b["min_gap"],
+        "ci_level": prof["ci_level"],
+    }
+
+
+def update_influence(personas: list[dict], found: dict, has_roles: bool, cfg: dict) -> None:
+    """Set each persona's people, NPS by influence level and gap (``found``), in place."""
     for p in personas:
         extra = found.get(p["persona_id"])
         if extra is None:
             continue
-        if not accounts.has_roles:
+        if not has_roles:
             extra = {**extra, "nps_by_influence": [], "influence_gap": None}
-        p.update(extra, account_nps=b["account_nps"])
+        p.update(extra, account_nps=cfg["b2b"]["account_nps"])
 
 
 def gap_rule(cfg: dict) -> str:
@@ -233,9 +247,9 @@ def write_people(folder: Path, people_rows: pd.DataFrame, salt: str | None) -> N
     people_rows.to_csv(Path(folder) / "people_assignments.csv", index=False)
 
 
-def metrics(personas: list[dict], accounts: Accounts) -> dict[str, float]:
+def metrics(personas: list[dict], n_accounts: int, n_people: int) -> dict[str, float]:
     """Return the B2B metrics of a run: sizes, people's NPS and the gap per persona."""
-    out = {"n_accounts": float(len(accounts.table.frame)), "n_people": float(len(accounts.members))}
+    out = {"n_accounts": float(n_accounts), "n_people": float(n_people)}
     for p in personas:
         pid = p["persona_id"]
         if p.get("people") is not None:

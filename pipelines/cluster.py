@@ -1,6 +1,8 @@
 """The train recipe on a Spark cluster: only a sample and aggregates reach the driver.
 
-`pipelines.train` runs this for ``engine: spark`` (at ``level: customer``):
+`pipelines.train` runs this for ``engine: spark``; at ``level: account`` the accounts
+stand in for the customers (`pipelines.cluster_accounts`: a sample of accounts, every
+person's features built on the executors and rolled up to their account by Spark):
 
 1. **A sample is drawn on the cluster**: the ``spark.sample_size`` customers with the
    smallest seeded hash of their id (``xxhash64(customer_id, seed)``, ties by id), the
@@ -27,8 +29,9 @@ model, writing a metastore table, a Parquet dataset or one CSV file.
 What the driver holds is therefore set by ``spark.sample_size`` (its feature table, the
 model search's matrices), one row per persona, the distinct purchase histories the value
 model is fitted on (at most ``spark.max_histories`` per model,
-`features.spark.SparkEngine.histories`), and the checked data in DuckDB, which reads it
-from disk. The comparison with the champion is recomputed over every customer
+`features.spark.SparkEngine.histories`) or the subscription model's medians and counts
+(`pipelines.billing.SparkBilling`), and the checked data in DuckDB, which reads it from
+disk. The comparison with the champion is recomputed over every customer
 (`pipelines.cluster_compare`: migration, match quality, drift, gates); left on the
 sample: which champion persona each persona is matched to, and the report's map.
 """
@@ -43,7 +46,15 @@ from pathlib import Path
 import pandas as pd
 
 from features import LoadedData
-from pipelines import serving, tracking
+from features.accounts import check_people
+from features.engine import Engine
+from pipelines import b2b, serving, tracking
+from pipelines.cluster_accounts import (
+    influence_on_cluster,
+    people_assignments_on_cluster,
+    roll_up_on_cluster,
+    write_accounts,
+)
 from pipelines.cluster_compare import compare_on_cluster
 from pipelines.cluster_profile import aggregate_personas
 from pipelines.cluster_table import build_on_cluster
@@ -61,17 +72,19 @@ __all__ = ["ClusterOutputs", "draw_sample", "score_on_cluster", "train_on_cluste
 logger = logging.getLogger(__name__)
 
 
-def draw_sample(engine, size: int, seed: int):
-    """Return the sample's ids on the cluster: the ``size`` smallest seeded hashes.
+def draw_sample(engine, size: int, seed: int, key: str = "customer_id"):
+    """Return the sample's people on the cluster: the ``size`` smallest seeded hashes.
 
     Parameters
     ----------
     engine : features.spark.SparkEngine
         The run's engine (its ``customers`` view).
     size : int
-        Customers in the sample (``spark.sample_size``).
+        Customers (or accounts) in the sample (``spark.sample_size``).
     seed : int
         The run's seed.
+    key : {"customer_id", "account_id"}, default="customer_id"
+        What is sampled: customers, or accounts with all their people.
 
     Returns
     -------
@@ -82,10 +95,13 @@ def draw_sample(engine, size: int, seed: int):
     from pyspark.sql import functions as sf
 
     spark, path = engine.spark, str(engine.folder / "run" / "sample")
-    hashed = spark.table("customers").select(
-        "customer_id", sf.xxhash64(sf.col("customer_id"), sf.lit(int(seed))).alias("_h")
-    )
-    hashed.orderBy("_h", "customer_id").limit(int(size)).select("customer_id").write.parquet(path)
+    customers = spark.table("customers")
+    units = customers.select(key).distinct() if key != "customer_id" else customers.select(key)
+    hashed = units.select(key, sf.xxhash64(sf.col(key), sf.lit(int(seed))).alias("_h"))
+    chosen = hashed.orderBy("_h", key).limit(int(size)).select(key)
+    if key != "customer_id":  # every person of the sampled accounts
+        chosen = customers.join(chosen, key, "left_semi").select("customer_id")
+    chosen.write.parquet(path)
     return spark.read.parquet(path)
 
 
@@ -106,6 +122,13 @@ class ClusterOutputs:
         Up to this many customers, single files are written too.
     table : str or None
         A metastore table to save the assignments as.
+    unit : str
+        The id column of the assignments and features written: ``customer_id``, or
+        ``account_id`` at ``level: account`` (the datasets hold it as ``customer_id``).
+    people : Path or None
+        At ``level: account``: every person's assignment (``people_assignments``).
+    n_people : int
+        How many people it holds.
     """
 
     spark: object
@@ -115,20 +138,28 @@ class ClusterOutputs:
     outlier_share: float
     single_file_rows: int
     table: str | None = None
+    unit: str = "customer_id"
+    people: Path | None = None
+    n_people: int = 0
 
     def write(self, folder: Path, key: str | None) -> None:
         """Have the executors write the outputs into ``folder`` (ids hashed with ``key``).
 
         ``assignments/`` and ``features/`` (Parquet datasets), and when the count allows,
-        ``assignments.csv`` and ``features.parquet``; then the metastore table.
+        ``assignments.csv`` and ``features.parquet`` (at ``level: account``, likewise
+        ``people_assignments/`` and ``people_assignments.csv``); then the metastore table.
         """
         single = self.n_customers <= self.single_file_rows
-        for source, name in ((self.assignments, "assignments"), (self.features, "features")):
+        outputs = [(self.assignments, "assignments", "csv", single, self.unit),
+                   (self.features, "features", "parquet", single, self.unit)]  # fmt: skip
+        if self.people is not None:
+            few = self.n_people <= self.single_file_rows
+            outputs.append((self.people, "people_assignments", "csv", few, "customer_id"))
+        for source, name, kind, one, unit in outputs:
             files = sorted(str(p) for p in source.glob("*.parquet"))
-            _on_executors(self.spark, files, _Copy(str(folder / name), key))
-            if single:
-                kind = "csv" if name == "assignments" else "parquet"
-                target = folder / (f"{name}.csv" if kind == "csv" else f"{name}.parquet")
+            _on_executors(self.spark, files, _Copy(str(folder / name), key, unit))
+            if one:
+                target = folder / f"{name}.{kind}"
                 _on_executors(self.spark, [str(folder / name)], _Merge(str(target), kind))
         if self.table:
             frame = self.spark.read.parquet(str(folder / "assignments"))
@@ -137,10 +168,14 @@ class ClusterOutputs:
 
 
 class _Copy:
-    """An executor task: copy one Parquet file into ``dest``, ``customer_id`` hashed."""
+    """An executor task: copy one Parquet file into ``dest``, its ids hashed.
 
-    def __init__(self, dest: str, key: str | None):
-        self.dest, self.key = dest, key
+    ``customer_id`` is renamed ``unit``; ``customer_id`` and ``account_id`` are hashed
+    with ``key`` (as they are without it).
+    """
+
+    def __init__(self, dest: str, key: str | None, unit: str = "customer_id"):
+        self.dest, self.key, self.unit = dest, key, unit
 
     def __call__(self, path: str) -> None:
         import pyarrow as pa
@@ -150,10 +185,14 @@ class _Copy:
 
         Path(self.dest).mkdir(parents=True, exist_ok=True)
         table = pq.read_table(path)
-        if self.key is not None:
-            ids = pseudonymize(pd.Series(table["customer_id"].to_pylist(), dtype=str), self.key)
-            i = table.schema.get_field_index("customer_id")
-            table = table.set_column(i, "customer_id", pa.array(ids.tolist(), pa.string()))
+        names = [self.unit if n == "customer_id" else n for n in table.column_names]
+        table = table.rename_columns(names).replace_schema_metadata(table.schema.metadata)
+        for name in ("customer_id", "account_id"):
+            if self.key is None or name not in names:
+                continue
+            ids = pseudonymize(pd.Series(table[name].to_pylist(), dtype=str), self.key)
+            i = table.schema.get_field_index(name)
+            table = table.set_column(i, name, pa.array(ids.tolist(), pa.string()))
         pq.write_table(table, Path(self.dest) / Path(path).name)
 
 
@@ -198,10 +237,11 @@ def _on_executors(spark, items: list[str], task) -> None:
 
 
 def _sample_data(loaded: LoadedData, ids: pd.Index) -> LoadedData:
-    """Return ``loaded`` seen through the sample: its views keep the sample's rows only.
+    """Return ``loaded`` seen through the sample: its tables hold the sample's rows only.
 
-    The driver's DuckDB still holds every checked row; the profile stage (themes of
-    comments and tickets) then reads the sample's.
+    The driver's DuckDB still holds every checked row, and a copy of the sample's; the
+    profile stage (themes of comments and tickets) then reads the sample's, as does the
+    roll-up of a sample of accounts.
     """
     import dataclasses
 
@@ -214,9 +254,9 @@ def _sample_data(loaded: LoadedData, ids: pd.Index) -> LoadedData:
         "CREATE OR REPLACE TABLE personas_sample._ids AS SELECT * FROM _personas_sample_ids"
     )
     con.unregister("_personas_sample_ids")
-    for name in loaded.tables:
+    for name in loaded.tables:  # copies: a cursor cannot read the checks' temporary tables
         con.execute(
-            f"CREATE OR REPLACE VIEW personas_sample.{name} AS SELECT * FROM main.{name} "
+            f"CREATE OR REPLACE TABLE personas_sample.{name} AS SELECT * FROM main.{name} "
             "WHERE customer_id IN (SELECT customer_id FROM personas_sample._ids)"
         )
     cursor = con.cursor()
@@ -235,6 +275,25 @@ def _agreement(engine, placed, units: pd.DataFrame) -> float:
         .collect()[0]
     )
     return float(row["a"])
+
+
+def _accounts(loaded: LoadedData) -> int:
+    """Return how many accounts the checked people belong to (stopping if one has none)."""
+    check_people(Engine(loaded))
+    query = "SELECT count(DISTINCT account_id) FROM customers"
+    return int(loaded.con.execute(query).fetchall()[0][0])
+
+
+def accounts_on_cluster(engine, loaded: LoadedData, cfg: dict, definition, work: Path):
+    """Build every account's table on the cluster (`pipelines.cluster_accounts`).
+
+    The executors build every person's features, Spark rolls them up by account, and the
+    executors write the result to ``work/features``; the table is returned read back.
+    """
+    people = {**cfg, "level": "customer"}
+    rows = build_on_cluster(engine, loaded, people, definition.of_people(), work / "people-rows")
+    rolled = roll_up_on_cluster(engine, rows, definition, cfg)
+    return write_accounts(engine, rolled, definition, work / "features")
 
 
 def train_on_cluster(data, loaded: LoadedData, engine, cfg: dict, run_id: str, output: Path):
@@ -272,23 +331,32 @@ def train_on_cluster(data, loaded: LoadedData, engine, cfg: dict, run_id: str, o
             "spark.single_file_rows, or publish the assignments/ Parquet dataset yourself."
         )
     log_inputs(loaded)
-    sampled = loaded.n_customers > settings["sample_size"]
-    with stage("Sample the customers on the cluster"):
+    accounts = cfg["level"] == "account"
+    n, unit = (_accounts(loaded), "accounts") if accounts else (loaded.n_customers, "customers")
+    sampled = n > settings["sample_size"]
+    with stage(f"Sample the {unit} on the cluster"):
+        seen = loaded
         if sampled:
-            engine.restrict(draw_sample(engine, settings["sample_size"], cfg["seed"]))
+            sample = draw_sample(engine, settings["sample_size"], cfg["seed"],
+                                 "account_id" if accounts else "customer_id")  # fmt: skip
+            engine.restrict(sample)
+            if accounts:  # the driver's DuckDB sees the sample's people too
+                seen = _sample_data(loaded, pd.Index(engine.collect(sample)["customer_id"]))
         logger.info(
-            "Fitting on %s of %d customers.",
+            "Fitting on %s of %d %s.",
             f"a sample of {settings['sample_size']}" if sampled else "all",
-            loaded.n_customers,
+            n,
+            unit,
         )
     try:
-        built = build_table(loaded, engine, cfg)
+        built = build_table(seen, engine, cfg)
     finally:
         if sampled:
             engine.unrestrict()
-    seen = _sample_data(loaded, built.table.frame.index) if sampled else loaded
+    if sampled and not accounts:
+        seen = _sample_data(loaded, built.table.frame.index)
     segments = segment(built.table, cfg)
-    found = profile(seen, built.table, segments, None, cfg)
+    found = profile(seen, built.table, segments, built.accounts, cfg)
     units = assign(built.table, segments, found.personas)
     (work / "champion").mkdir(parents=True, exist_ok=True)  # read again on the cluster
     identity = reidentify(
@@ -303,9 +371,12 @@ def train_on_cluster(data, loaded: LoadedData, engine, cfg: dict, run_id: str, o
     )
     model = persona_model(built, segments, found.personas, identity, cfg)
     uri = log_model(model, built)
-    with stage("Build every customer's features on the executors"):
-        features = build_on_cluster(engine, loaded, cfg, built.definition, work / "features")
-    with stage("Assign every customer on the executors (spark_udf)"):
+    with stage(f"Build every {unit[:-1]}'s features on the executors"):
+        if accounts:
+            features = accounts_on_cluster(engine, loaded, cfg, built.definition, work)
+        else:
+            features = build_on_cluster(engine, loaded, cfg, built.definition, work / "features")
+    with stage(f"Assign every {unit[:-1]} on the executors (spark_udf)"):
         placed = serving.assign_on_spark(engine.spark, uri, features, model.columns)
         placed = placed.withColumn("confidence", sf.bround("confidence", 4))
         placed.write.parquet(str(work / "assignments"))
@@ -333,6 +404,13 @@ def train_on_cluster(data, loaded: LoadedData, engine, cfg: dict, run_id: str, o
             stability=segments.selection.stability["ari"],
             outlier_share=summary["outlier_share"],
         )
+    n_people = 0
+    if accounts:
+        with stage("Place every person in their account's persona"):
+            n_people = people_assignments_on_cluster(engine, cfg, placed, work / "people")
+        with stage("NPS by influence over every person (Spark aggregations)"):
+            found_people, has_roles = influence_on_cluster(engine, cfg, work / "people")
+            b2b.update_influence(found.personas, found_people, has_roles, cfg)
     outputs = ClusterOutputs(
         spark=engine.spark,
         assignments=work / "assignments",
@@ -341,8 +419,12 @@ def train_on_cluster(data, loaded: LoadedData, engine, cfg: dict, run_id: str, o
         outlier_share=summary["outlier_share"],
         single_file_rows=settings["single_file_rows"],
         table=settings["assignments_table"],
+        unit="account_id" if accounts else "customer_id",
+        people=work / "people" if accounts else None,
+        n_people=n_people,
     )
-    assignments = Assignments(units, cluster=outputs)
+    assignments = Assignments.of(units, built.accounts)
+    assignments.cluster = outputs
     result = conclude(
         output, run_id, cfg, loaded, built, segments, found, identity, assignments, model, uri
     )

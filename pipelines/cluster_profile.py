@@ -16,15 +16,16 @@ per persona reaches the driver:
   standardized difference; then the description, focus, at-risk flags and actions that
   follow from them (`models.profiler`, `models.actions`).
 
-What stays the sample's: which traits are listed and the names built from them, the
-heatmap's effects, drivers, themes and stability.
+The action rules' ``trait:<feature>`` conditions read that feature's standardized
+difference over every customer too. What stays the sample's: which traits are listed
+and the names built from them, the heatmap's effects, drivers, themes and stability.
 """
 
 from __future__ import annotations
 
 import math
 
-from models.actions import pick_focus, suggest_actions
+from models.actions import DEFAULT_ACTIONS, pick_focus, suggest_actions
 from models.nps import nps_from_counts, nps_vs_rest_counts
 from models.profiler import _describe
 
@@ -127,7 +128,8 @@ def aggregate_personas(personas: list[dict], joined, meta, cfg: dict, business: 
 
     value = cfg["naming"]["value_feature"]
     columns = set(joined.columns)
-    traits = {t["feature"] for p in personas for t in p["traits"]}
+    ruled = _rule_traits(cfg["actions"], meta)
+    traits = {t["feature"] for p in personas for t in p["traits"]} | ruled
     aggs = _aggregations(meta, traits, columns, value)
     extra = [
         sf.avg(sf.col("is_outlier").cast("double")).alias("outliers"),
@@ -149,12 +151,43 @@ def aggregate_personas(personas: list[dict], joined, meta, cfg: dict, business: 
         _update(p, r, total, n, meta, prof["ci_level"], value)
         if p["persona_id"] in tests:
             p.update(tests[p["persona_id"]])
+        p["trait_effects"] = _effects(ruled, r, total)
     _refocus(personas, cfg, business)
+    for p in personas:
+        del p["trait_effects"]
     return {
         "n_customers": n,
         "outlier_share": float(total["outliers"] or 0.0),
         "sizes": {pid: int(r["n"]) for pid, r in by_id.items()},
     }
+
+
+def _rule_traits(rules: list[dict] | None, meta) -> set[str]:
+    """Return the traits the action rules read (``trait:<feature>``) that the profile has.
+
+    The profile standardizes every feature but the feedback family's
+    (`pipelines.profile.profile`); the persona table keeps only the listed traits, so
+    the ones a rule reads are aggregated too.
+    """
+    names = {
+        key.split(":", 1)[1]
+        for rule in (DEFAULT_ACTIONS if rules is None else rules)
+        for key in rule["when"]
+        if key.startswith("trait:")
+    }
+    profiled = set(meta.index[meta["family"] != "feedback"])
+    return {name for name in names if name.partition("=")[0] in profiled}
+
+
+def _effects(traits: set[str], r: dict, total: dict) -> dict[str, float]:
+    """Return the standardized difference of each trait over every customer (for rules)."""
+    out = {}
+    for name in traits:
+        t = {"feature": name}
+        _retrait(t, r, total)
+        if "std_diff" in t:
+            out[name] = t["std_diff"]
+    return out
 
 
 def _share(r: dict, total: dict, name: str | None) -> float | None:

@@ -75,11 +75,11 @@ class Previous:
 
 
 def _read_only(folder: Path, name: str, only: pd.Series) -> pd.DataFrame | None:
-    """Return the rows of the customers ``only`` of a champion's output, read in pieces.
+    """Return the rows of the customers (or accounts) ``only`` of a champion's output.
 
     The output is ``<name>.csv`` / ``<name>.parquet``, else the ``<name>/`` Parquet
-    dataset a Spark run writes (None when there is neither); memory holds ``only``'s
-    rows, whatever the file's size.
+    dataset a Spark run writes (None when there is neither), read in pieces: memory holds
+    ``only``'s rows, whatever the file's size. The ids are its first column.
     """
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -89,16 +89,17 @@ def _read_only(folder: Path, name: str, only: pd.Series) -> pd.DataFrame | None:
     wanted = pa.array(only.astype(str).tolist(), pa.string())
     csv = folder / f"{name}.csv"
     if csv.exists():
-        reader = pv.open_csv(
-            csv, convert_options=pv.ConvertOptions(column_types={"customer_id": pa.string()})
-        )
-        batches = [b.filter(pc.is_in(b["customer_id"], wanted)) for b in reader]
+        types = dict.fromkeys(("customer_id", "account_id"), pa.string())
+        reader = pv.open_csv(csv, convert_options=pv.ConvertOptions(column_types=types))
+        key = reader.schema.names[0]  # account_id at level: account
+        batches = [b.filter(pc.is_in(b[key], wanted)) for b in reader]
         return pa.Table.from_batches(batches, schema=reader.schema).to_pandas()
     path = folder / f"{name}.parquet"
     if not path.exists() and not (folder / name).is_dir():
         return None
     dataset = ds.dataset(path if path.exists() else folder / name, format="parquet")
-    return dataset.to_table(filter=pc.is_in(pc.field("customer_id"), wanted)).to_pandas()
+    key = dataset.schema.names[0]
+    return dataset.to_table(filter=pc.is_in(pc.field(key), wanted)).to_pandas()
 
 
 def load_previous(

@@ -8,13 +8,13 @@ the data. ``engine: spark`` (``personas train --engine spark``) does this:
 2. a Spark session starts from the ``spark:`` settings (or the one already running in the
    process is used), and `features.spark.SparkEngine` stages the checked tables as Parquet
    for it;
-3. at ``level: customer``, `pipelines.cluster` takes over: Spark computes the feature
-   families and the CLV summary of a sample drawn on the cluster, the driver fits on it,
-   and the executors build, assign and write every customer (the tables are staged in
-   buckets of ``spark.bucket_size`` customers for that);
-4. at ``level: account``, Spark computes every account's features, which come back to
-   the driver, and once the served model is logged `assign_on_cluster` assigns every
-   account on the cluster with MLflow's ``spark_udf`` (`pipelines.serving.assign_on_spark`).
+3. `pipelines.cluster` takes over: Spark computes the feature families and the CLV
+   summary of a sample drawn on the cluster, the driver fits on it, and the executors
+   build, assign and write every customer (the tables are staged in buckets of
+   ``spark.bucket_size`` customers for that); at ``level: account`` the sample is of
+   accounts, and Spark rolls every person's features up to their account
+   (`pipelines.cluster_accounts`). ``personas score`` of a model of accounts builds the
+   batch's table on the driver and assigns it on the cluster (`place_on_cluster`).
 
 The free-text themes (comments, ticket topics) are read from DuckDB on the driver.
 
@@ -48,7 +48,7 @@ from features.engine import Engine
 from pipelines import serving
 from pipelines.config import ConfigError
 
-__all__ = ["assign_on_cluster", "data_source", "feature_engine", "place_on_cluster", "require"]
+__all__ = ["data_source", "feature_engine", "place_on_cluster", "require"]
 
 logger = logging.getLogger(__name__)
 
@@ -261,54 +261,3 @@ def place_on_cluster(
             "is_outlier": result["is_outlier"].to_numpy(dtype=bool),
         }
     )
-
-
-def assign_on_cluster(
-    engine, frame: pd.DataFrame, columns: list[str], model_uri: str, driver: pd.DataFrame
-) -> tuple[pd.DataFrame, float]:
-    """Assign every customer on the cluster with the served model, and compare.
-
-    Parameters
-    ----------
-    engine : features.spark.SparkEngine
-        The Spark engine of the run.
-    frame : pandas.DataFrame
-        The feature table (index ``customer_id``).
-    columns : list of str
-        The served model's feature columns.
-    model_uri : str
-        The logged served model.
-    driver : pandas.DataFrame
-        The assignments computed on the driver (``customer_id``, ``persona_id``...).
-
-    Returns
-    -------
-    assignments : pandas.DataFrame
-        The cluster's assignments, with the columns and row order of ``driver``.
-    agreement : float
-        The share of customers placed in the same persona on the cluster as on the
-        driver (1.0 unless the executors' libraries differ from the driver's).
-    """
-    placed = place_on_cluster(engine, frame, columns, model_uri).set_index(frame.index.astype(str))
-    placed = placed.loc[driver["customer_id"].astype(str)]
-    assignments = pd.DataFrame(
-        {
-            "customer_id": driver["customer_id"].to_numpy(),
-            **{c: placed[c].to_numpy() for c in ("persona_id", "persona_name")},
-            "confidence": placed["confidence"].to_numpy(),
-            "is_outlier": placed["is_outlier"].to_numpy(),
-        }
-    )
-    agreement = float(np.mean(assignments["persona_id"].to_numpy() == driver["persona_id"]))
-    logger.info(
-        "Spark assigned %d customers; agreement with the driver %.4f.", len(driver), agreement
-    )
-    if agreement < 1.0:
-        logger.warning(
-            "The cluster placed %d of %d customers in another persona than the driver did "
-            "(agreement %.4f); check that the executors run the same library versions.",
-            int(round((1 - agreement) * len(driver))),
-            len(driver),
-            agreement,
-        )
-    return assignments, agreement

@@ -41,7 +41,8 @@ class Assignments:
         At account level, ``people_assignments.csv``.
     cluster : pipelines.cluster.ClusterOutputs or None
         On the cluster path: every customer's assignments and features, which stay on
-        the cluster and are written there (``units`` then holds the sample's).
+        the cluster and are written there (``units`` and ``people`` then hold the
+        sample's).
     """
 
     units: pd.DataFrame
@@ -52,6 +53,13 @@ class Assignments:
     def count(self) -> int:
         """How many customers (or accounts) were assigned."""
         return len(self.units) if self.cluster is None else self.cluster.n_customers
+
+    @property
+    def people_count(self) -> int:
+        """How many people were placed (at account level; 0 otherwise)."""
+        if self.cluster is not None:
+            return self.cluster.n_people
+        return 0 if self.people is None else len(self.people)
 
     @property
     def outlier_share(self) -> float:
@@ -87,9 +95,7 @@ def _model_summary(built: Table, loaded: LoadedData, cfg: dict, n: int) -> dict:
     """Return what the report says about the run: its size, date and level."""
     summary = {"n_customers": n, "as_of": str(loaded.as_of.date())}
     if built.accounts is not None:
-        summary.update(
-            unit="accounts", people=len(built.accounts.members), gap_rule=b2b.gap_rule(cfg)
-        )
+        summary.update(unit="accounts", people=loaded.n_customers, gap_rule=b2b.gap_rule(cfg))
     return summary
 
 
@@ -127,7 +133,7 @@ def write_outputs(
             units.to_csv(folder / "assignments.csv", index=False)
         else:  # written by the executors
             assignments.cluster.write(folder, key)
-        if assignments.people is not None:
+        if assignments.people is not None and assignments.cluster is None:
             b2b.write_people(folder, assignments.people, key)
         (folder / "personas.json").write_text(json.dumps(personas, indent=2))
         # which features shaped the personas, and their families (model.attributes decides)

@@ -75,7 +75,7 @@ def log_run(
             metrics[f"persona.{p['persona_id']}.size"] = p["size"]
             metrics[f"persona.{p['persona_id']}.nps"] = p["nps"]
         if built.accounts is not None:
-            metrics.update(b2b.metrics(personas, built.accounts))
+            metrics.update(b2b.metrics(personas, assignments.count, assignments.people_count))
         tracking.log_metrics(metrics)
         tracking.set_tags(
             {

@@ -13,7 +13,7 @@ never depend on who else is in the batch.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pandas as pd
 
@@ -48,6 +48,8 @@ class TableDefinition:
         The final table's columns, in order (after value and roll-up).
     as_of : pandas.Timestamp
         The reference time of the training data.
+    people : list of Feature or None
+        At ``level: account``, the people's columns before the roll-up (None otherwise).
     """
 
     settings: dict
@@ -55,6 +57,18 @@ class TableDefinition:
     value: dict | None
     columns: list[Feature]
     as_of: pd.Timestamp
+    people: list[Feature] | None = None
+
+    def of_people(self) -> TableDefinition:
+        """Return the definition of the people's table an account table is rolled up from.
+
+        It builds one row per person (``level: customer``) with the fitted families and
+        value model; `pipelines.cluster_accounts` rolls those rows up on the cluster.
+        """
+        if self.people is None:
+            raise ValueError("This definition builds no people's table (level: customer).")
+        settings = {**self.settings, "level": "customer"}
+        return replace(self, settings=settings, columns=list(self.people), people=None)
 
 
 @dataclass
@@ -115,8 +129,9 @@ def build_table(
         clv, value = add_customer_value(
             loaded, table, cfg, engine=engine, fitted=None if fitting else definition.value
         )
-    accounts = None
+    accounts, people = None, None
     if cfg["level"] == "account":
+        people = list(table.features)
         with stage("Roll up to accounts"):
             accounts = b2b.to_accounts(loaded, table, cfg)
             if fitting:
@@ -132,6 +147,7 @@ def build_table(
             value=value,
             columns=list(table.features),
             as_of=loaded.as_of,
+            people=people,
         )
     else:
         table = _conform(table, definition.columns)

@@ -14,11 +14,11 @@ from pipelines import tracking
 from pipelines.cluster import train_on_cluster
 from pipelines.compare import reidentify
 from pipelines.config import load_config
-from pipelines.engines import assign_on_cluster, data_source, feature_engine, require
+from pipelines.engines import data_source, feature_engine, require
 from pipelines.outputs import Assignments, assign
 from pipelines.profile import profile
 from pipelines.publish import publish_outputs
-from pipelines.record import conclude, log_inputs, log_model, persona_model
+from pipelines.record import conclude, log_inputs, persona_model
 from pipelines.run import TrainResult, load, output_folder, salt, stage
 from pipelines.segment import modelled_columns, segment
 from pipelines.table import build_table
@@ -62,7 +62,7 @@ def train(
         try:
             with feature_engine(loaded, cfg) as engine:
                 folder = output_folder(output, cfg, run_id)
-                if cfg["engine"] == "spark" and cfg["level"] == "customer":
+                if cfg["engine"] == "spark":
                     result = train_on_cluster(data, loaded, engine, cfg, run_id, folder)
                 else:
                     result = _train(data, loaded, engine, cfg, run_id, folder)
@@ -83,15 +83,7 @@ def _train(data, loaded: LoadedData, engine: Engine, cfg: dict, run_id: str, out
         found.personas, units, built.table, segments.selection.stability["ari"], cfg, data
     )
     model = persona_model(built, segments, found.personas, identity, cfg)
-    uri = None
-    if cfg["engine"] == "spark":  # accounts: the served model assigns them on the cluster
-        uri = log_model(model, built)
-        with stage("Assign every customer on the cluster (spark_udf)"):
-            units, agreement = assign_on_cluster(
-                engine, built.table.frame, model.columns, uri, units
-            )
-            tracking.log_metrics({"spark.assignment_agreement": agreement})
     assignments = Assignments.of(units, built.accounts)
     return conclude(
-        output, run_id, cfg, loaded, built, segments, found, identity, assignments, model, uri
+        output, run_id, cfg, loaded, built, segments, found, identity, assignments, model, None
     )

@@ -27,10 +27,11 @@ import pandas as pd
 
 from features import FeatureTable, LoadedData
 from features.engine import Engine
-from features.rfm import billing_history, clv_histories_sql, clv_summary
+from features.rfm import billing_history, billing_history_sql, clv_histories_sql, clv_summary
 from features.table import Feature
 from models import BetaGeoModel, GammaGammaModel, customer_value
-from models.retention import ShiftedBetaGeometric, billing_cycle, subscription_value
+from models.retention import regular_cycle, subscription_value
+from pipelines.billing import Billing, SparkBilling, cycle_of, fit_subscription, paid_cycles
 
 __all__ = ["CLV_FEATURES", "add_customer_value", "revenue_at_risk"]
 
@@ -111,12 +112,12 @@ def add_customer_value(
 def _fit(engine: Engine, as_of, cfg: dict) -> dict | None:
     """Fit the value model the data calls for; None (with a warning) when it cannot be."""
     c = cfg["clv"]
-    cycle = None
+    cycle = billing = None
     if c["model"] != "bgnbd":
-        history = billing_history(engine, as_of).set_index("customer_id")
-        cycle = billing_cycle(history.dropna(subset=["gap_cv"]))
+        billing = _billing(engine, as_of)
+        cycle = regular_cycle(*billing.regular())
         if c["model"] == "subscription" and cycle is None:
-            cycle = float(history["gap_mean"].median())  # NaN when nobody paid three times
+            cycle = billing.median_gap()  # NaN when nobody paid three times
             if not cycle > 0:
                 logger.warning(
                     "Customer lifetime value is off for this run: clv.model is subscription, "
@@ -127,11 +128,12 @@ def _fit(engine: Engine, as_of, cfg: dict) -> dict | None:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             if cycle:
-                fitted = _fit_subscription(history, cycle, c)
+                fitted = fit_subscription(billing, cycle, c)
             else:
                 summary = clv_summary(engine, as_of).set_index("customer_id")
                 fitted = _fit_buying(summary, c, _histories(engine, as_of, cfg))
-            fitted["value"] = _apply(engine, as_of, fitted, c, history if cycle else None)
+            history = getattr(billing, "history", None) if cycle else None
+            fitted["value"] = _apply(engine, as_of, fitted, c, history)
     except ValueError as error:  # e.g. fewer than two repeat buyers
         logger.warning("Customer lifetime value is off for this run: %s", error)
         return None
@@ -143,6 +145,13 @@ def _fit(engine: Engine, as_of, cfg: dict) -> dict | None:
         or int(len(fitted["value"])),
     }  # fmt: skip
     return fitted
+
+
+def _billing(engine: Engine, as_of):
+    """Every customer's billing rows: on a Spark engine, on the cluster (whole tables)."""
+    if hasattr(engine, "whole"):
+        return SparkBilling(engine.whole(billing_history_sql(engine, as_of), "billing"))
+    return Billing(billing_history(engine, as_of).set_index("customer_id"))
 
 
 def _histories(engine: Engine, as_of, cfg: dict) -> tuple | None:
@@ -180,64 +189,16 @@ def _apply(engine: Engine, as_of, fitted: dict, c: dict, history=None) -> pd.Dat
     if history is None:
         history = billing_history(engine, as_of).set_index("customer_id")
     cycles = fitted["cycles"]
-    group = _cycle_of(history, cycles)
+    group = cycle_of(history, cycles)
     horizon = 7.0 * c["horizon_weeks"]
     parts = []
     for i, cycle in enumerate(cycles):
-        frame = _paid_cycles(history[group == i], cycle["days"], c)
+        frame = paid_cycles(history[group == i], cycle["days"], c)
         parts.append(subscription_value(
             cycle["model"], frame, cycle_days=cycle["days"], horizon_days=horizon,
             period_days=horizon / c["n_periods"], discount_rate=c["discount_rate"],
         ))  # fmt: skip
     return pd.concat(parts).reindex(history.index)
-
-
-#: A billing cycle needs this many customers for a retention model of its own.
-_MIN_CYCLE_CUSTOMERS = 30
-
-#: The longer billing cycles a customer's own gaps are matched to (days): quarterly to
-#: annual, where at least `_LONGER` times the base's cycle.
-_CYCLES = (91.31, 182.62, 365.25)
-_LONGER = 2.5
-
-
-def _own_gap(history: pd.DataFrame) -> pd.Series:
-    """Return each customer's mean gap between purchase days (NaN with one purchase day)."""
-    return history["span_days"] / (history["purchase_days"] - 1).where(history["purchase_days"] > 1)
-
-
-def _cycle_of(history: pd.DataFrame, cycles: list[dict]) -> np.ndarray:
-    """Return the index in ``cycles`` of each customer's billing cycle.
-
-    A customer who paid twice or more is on the cycle nearest their own mean gap (on a log
-    scale); one who paid once, on the cycle whose customers pay the most similar amount
-    (an annual invoice is about twelve monthly ones).
-    """
-    days = np.log([cycle["days"] for cycle in cycles])
-    spend = np.array([cycle["log_spend"] for cycle in cycles])
-    gap = np.log(_own_gap(history).to_numpy(float))
-    paid = np.log(np.maximum(history["spend"] / history["purchase_days"], 1e-9).to_numpy(float))
-    by_gap = np.abs(gap[:, None] - days[None, :]).argmin(axis=1)
-    by_spend = np.abs(paid[:, None] - spend[None, :]).argmin(axis=1)
-    return np.where(np.isfinite(gap), by_gap, by_spend)
-
-
-def _paid_cycles(history: pd.DataFrame, cycle: float, c: dict) -> pd.DataFrame:
-    """Return paid cycles, churn and revenue per cycle of customers billed every ``cycle`` days.
-
-    A customer has paid ``round(span / cycle) + 1`` cycles, and has churned when the last
-    purchase is more than ``grace_cycles`` cycles before ``as_of`` (the next invoice is
-    overdue). Revenue per cycle is the customer's spend over the cycles paid.
-    """
-    periods = np.maximum(np.round(history["span_days"] / cycle) + 1, 1)
-    return pd.DataFrame(
-        {
-            "periods": periods,
-            "churned": history["days_since"] > c["grace_cycles"] * cycle,
-            "cycle_revenue": history["spend"] / periods,
-        },
-        index=history.index,
-    )
 
 
 def _fit_buying(summary: pd.DataFrame, c: dict, histories: tuple | None = None) -> dict:
@@ -260,61 +221,6 @@ def _fit_buying(summary: pd.DataFrame, c: dict, histories: tuple | None = None) 
         "b": purchases.b_, "log_likelihood": purchases.log_likelihood_, "time_unit": "weeks",
         "p": spend.p_, "q": spend.q_, "v": spend.v_,
         "gamma_gamma_log_likelihood": spend.log_likelihood_,
-    }}  # fmt: skip
-
-
-def _fit_subscription(history: pd.DataFrame, cycle: float, c: dict) -> dict:
-    """SBG retention per billing cycle: customers billed on a cycle (contractual).
-
-    ``cycle`` is the base's cycle (`models.retention.billing_cycle`, the median regular
-    payer's gap). A customer who paid twice or more is on the cycle nearest their own mean
-    gap (log scale) among the base's and the standard longer ones (quarterly, half-yearly,
-    annual) at least `_LONGER` times it, so an annual subscriber in a monthly base is
-    judged by annual invoices, while an extra payment never makes anyone's cycle shorter;
-    a longer cycle's length is its customers' median gap. A customer who paid once is on
-    the cycle whose customers pay the most similar amount (`_cycle_of`). Each cycle with
-    at least `_MIN_CYCLE_CUSTOMERS` customers and a churn gets its own retention model;
-    the others share one fitted on every customer.
-    """
-    gap = _own_gap(history)
-    longer = [d for d in _CYCLES if d >= _LONGER * cycle]  # quarterly, annual, ... plans
-    candidates = np.log([cycle, *longer])
-    snapped = np.abs(np.log(gap.to_numpy(float))[:, None] - candidates[None, :]).argmin(1)
-    snapped = pd.Series(np.where(gap.notna(), snapped, -1), index=history.index)
-    paid = np.log(np.maximum(history["spend"] / history["purchase_days"], 1e-9))
-    cycles = []
-    for group in sorted(set(snapped[snapped >= 0]) | {0}):
-        members = snapped == group
-        regular = history.loc[members, "gap_mean"].dropna()
-        days = (
-            cycle
-            if group == 0
-            else float(regular.median() if len(regular) else gap[members].median())
-        )
-        cycles.append({"days": days, "log_spend": float(paid[members].median())})
-    pooled = None
-    group = _cycle_of(history, cycles)
-    frames = [_paid_cycles(history[group == i], cyc["days"], c) for i, cyc in enumerate(cycles)]
-    for cyc, frame in zip(cycles, frames, strict=True):
-        cyc["customers"] = len(frame)
-        if len(frame) >= _MIN_CYCLE_CUSTOMERS and frame["churned"].any():
-            cyc["model"] = ShiftedBetaGeometric().fit(frame["periods"], frame["churned"])
-        else:
-            if pooled is None:
-                every = pd.concat(frames)
-                pooled = ShiftedBetaGeometric().fit(every["periods"], every["churned"])
-            cyc["model"] = pooled
-    main = max(cycles, key=lambda cyc: cyc["customers"])
-    churned = pd.concat(frames)["churned"]
-    models = {id(cyc["model"]): cyc["model"] for cyc in cycles}  # the pooled one once
-    return {"kind": "subscription", "cycles": cycles, "params": {
-        "kind": "subscription", "a": main["model"].a_, "b": main["model"].b_,
-        "log_likelihood": sum(m.log_likelihood_ for m in models.values()),
-        "time_unit": "cycles", "cycle_days": round(main["days"], 3),
-        "cycles": [{"cycle_days": round(cyc["days"], 3), "customers": cyc["customers"],
-                    "a": cyc["model"].a_, "b": cyc["model"].b_} for cyc in cycles],
-        "grace_cycles": c["grace_cycles"],
-        "churned_share": round(float(churned.mean()), 4),
     }}  # fmt: skip
 
 

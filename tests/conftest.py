@@ -32,6 +32,44 @@ def write_csv_tables(folder: Path, tables: Tables) -> Path:
     return folder
 
 
+#: The reference time of `monthly_and_annual_subscribers`.
+SUBSCRIBERS_AS_OF = "2026-06-30"
+
+
+def _subscriptions(rng, n: int, cycle_days: int, price: float, churn: float, start, end):
+    """Customers billed every ``cycle_days`` until they churn (``churn`` per cycle)."""
+    rows, status = [], {}
+    for i in range(n):
+        cid = f"{'M' if cycle_days < 60 else 'A'}{i:04d}"
+        day = start + pd.Timedelta(days=int(rng.integers(0, 365)))
+        while day <= end:
+            rows.append((cid, day, price))
+            if rng.random() < churn:
+                break
+            day += pd.Timedelta(days=cycle_days)
+        status[cid] = rows[-1][1] > end - pd.Timedelta(days=cycle_days)  # still billed
+    return rows, status
+
+
+def monthly_and_annual_subscribers() -> tuple[dict[str, pd.DataFrame], pd.Series]:
+    """A base of 400 monthly subscribers (``M...``) and 150 annual ones (``A...``).
+
+    Returns the tables (customers, transactions) and whether each is still billed.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    start, end = pd.Timestamp("2023-01-01"), pd.Timestamp(SUBSCRIBERS_AS_OF)
+    monthly, m_active = _subscriptions(rng, 400, 30, 12.0, 0.03, start, end)
+    annual, a_active = _subscriptions(rng, 150, 365, 120.0, 0.25, start, end)
+    frame = pd.DataFrame(monthly + annual, columns=["customer_id", "timestamp", "amount"])
+    tables = {
+        "customers": pd.DataFrame({"customer_id": sorted({*m_active, *a_active})}),
+        "transactions": frame.assign(timestamp=frame["timestamp"].dt.strftime("%Y-%m-%d")),
+    }
+    return tables, pd.Series({**m_active, **a_active})
+
+
 @pytest.fixture
 def write_tables(tmp_path: Path) -> Callable[..., Path]:
     """Return ``write(tables, folder="data") -> Path`` writing CSV tables under ``tmp_path``."""

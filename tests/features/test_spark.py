@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import records, write_csv_tables
+from conftest import SUBSCRIBERS_AS_OF, monthly_and_annual_subscribers, records, write_csv_tables
 from sklearn.metrics import adjusted_rand_score
 
 from features import DataError, build_features, load_data
@@ -95,8 +95,9 @@ def assert_same_features(duck: pd.DataFrame, spark: pd.DataFrame) -> None:
             np.testing.assert_allclose(
                 b.to_numpy(float), a.to_numpy(float), rtol=1e-9, atol=1e-9, err_msg=column
             )
-        else:
-            assert b.astype(object).equals(a.astype(object)), column
+        else:  # missing is missing, whichever dtype the writer gave the column
+            a, b = (x.astype(object).where(x.notna(), None) for x in (a, b))
+            assert b.equals(a), column
 
 
 # -- settings and errors (no Spark needed) ---------------------------------------------
@@ -267,6 +268,31 @@ def test_features_equal_duckdb_on_edge_cases(spark, tmp_path) -> None:
     assert_same_features(duck.frame, table.frame)
     assert_same_features(duck_clv.set_index("customer_id"), spark_clv.set_index("customer_id"))
     assert spark.catalog.listTables() == []  # the views went with the engine
+
+
+def test_subscriptions_are_fitted_on_every_customer_from_cluster_medians_and_counts(
+    spark, tmp_path
+) -> None:
+    """A monthly base with annual subscribers: two billing cycles, each with its model,
+    fitted on the cluster while the views hold a sample of 60 customers."""
+    from features.spark import SparkEngine
+    from pipelines import value
+    from pipelines.cluster import draw_sample
+
+    tables, _ = monthly_and_annual_subscribers()
+    loaded = load_data(write_csv_tables(tmp_path / "data", tables), as_of=SUBSCRIBERS_AS_OF)
+    cfg = load_config(as_of=SUBSCRIBERS_AS_OF)
+    try:
+        whole = value._fit(Engine(loaded), loaded.as_of, cfg)
+        with SparkEngine.stage(loaded, spark, buckets=2) as engine:
+            engine.restrict(draw_sample(engine, 60, 0))
+            fitted = value._fit(engine, loaded.as_of, cfg)
+    finally:
+        loaded.con.close()
+    assert len(fitted["value"]) == 60  # the sample's values; the fit is everyone's
+    assert fitted["params"] == whole["params"]  # the same cycles and sBG fits, to the bit
+    assert [round(c["cycle_days"] / 30) for c in fitted["params"]["cycles"]] == [1, 12]
+    assert fitted["params"]["customers_fitted"] == len(tables["customers"])
 
 
 # -- the same personas, assigned on the cluster ----------------------------------------
@@ -562,23 +588,134 @@ def test_one_csv_beyond_single_file_rows_is_refused_before_any_work(trained, dem
     assert "\n" not in str(caught.value) and not out.exists()
 
 
-def test_personas_of_accounts_are_assigned_on_the_cluster(spark, tmp_path) -> None:
-    """At ``level: account`` the accounts' table comes to the driver (their people span
-    buckets); only the assignment runs on the executors."""
-    from mlflow.tracking import MlflowClient
+# -- personas of accounts: the accounts' table built on the cluster --------------------
 
+B2B_ACCOUNTS = 150
+
+
+@pytest.fixture(scope="module")
+def b2b_trained(spark, tmp_path_factory):
+    """One train run per engine on the B2B demo at ``level: account`` (every account in
+    the Spark run's sample, so that both fit on the same table)."""
     from pipelines.demo.accounts import write_b2b_demo
     from pipelines.train import train
 
-    write_b2b_demo(tmp_path / "data", n_accounts=150, seed=1, file_format="parquet")
+    root = tmp_path_factory.mktemp("spark-b2b")
+    write_b2b_demo(root / "data", n_accounts=B2B_ACCOUNTS, seed=1, file_format="parquet")
+    runs = {}
+    for engine in ENGINES:
+        cfg = fast_config(root, engine)
+        cfg["level"] = "account"
+        runs[engine] = train(root / "data", cfg=cfg, output=root / engine), cfg
+    return runs
+
+
+def read_accounts(path) -> pd.DataFrame:
+    """A written account table (a file or a dataset), indexed and sorted by account."""
+    frame = pd.read_parquet(path)
+    return frame.assign(account_id=frame["account_id"].astype(str)).set_index("account_id")
+
+
+def test_account_features_rolled_up_on_the_cluster_equal_duckdbs(b2b_trained) -> None:
+    import pyarrow.parquet as pq
+
+    (duck, _), (spark_run, _) = b2b_trained["duckdb"], b2b_trained["spark"]
+    a = read_accounts(duck.output / "features.parquet").sort_index()
+    b = read_accounts(spark_run.output / "features.parquet").sort_index()
+    assert len(a) == B2B_ACCOUNTS and a.shape[1] > 50
+    rolled = ["account_people", "usage_spread", "usage_active_share", "influence_end_user",
+              "nps_latest", "nps_category", "attr_region", "value_tier", "mix_api"]  # fmt: skip
+    assert set(rolled) <= set(a.columns)
+    clv = [c for c in a if c.startswith("clv_")]  # fitted on the summaries: a looser match
+    assert_same_features(a.drop(columns=clv), b.drop(columns=clv))
+    np.testing.assert_allclose(b[clv].to_numpy(float), a[clv].to_numpy(float), rtol=1e-6)
+    dataset = read_accounts(spark_run.output / "features").sort_index()  # the executors'
+    assert_same_features(b, dataset)
+    meta = [json.loads(pq.read_schema(r.output / "features.parquet").metadata[b"personas"])
+            for r in (duck, spark_run)]  # fmt: skip
+    assert meta[1] == meta[0]  # the same features' metadata (descriptions of the roll-up)
+
+
+def test_spark_finds_duckdbs_personas_of_accounts(b2b_trained) -> None:
+    from mlflow.tracking import MlflowClient
+
+    (duck, _), (spark_run, cfg) = b2b_trained["duckdb"], b2b_trained["spark"]
+    ids = {"customer_id": str, "account_id": str}
+    a, b = (pd.read_csv(r.output / "assignments.csv", dtype=ids) for r in (duck, spark_run))
+    assert list(b.columns) == list(a.columns) and b["account_id"].is_unique
+    merged = a.merge(b, on="account_id", suffixes=("_duckdb", "_spark"), validate="1:1")
+    assert len(merged) == B2B_ACCOUNTS
+    assert adjusted_rand_score(merged["persona_id_duckdb"], merged["persona_id_spark"]) == 1.0
+    for column in ("persona_id", "persona_name", "is_outlier"):
+        assert (merged[f"{column}_duckdb"] == merged[f"{column}_spark"]).all(), column
+    np.testing.assert_allclose(merged["confidence_spark"], merged["confidence_duckdb"], atol=1e-4)
+    people = [
+        pd.read_csv(r.output / "people_assignments.csv", dtype=ids) for r in (duck, spark_run)
+    ]
+    assert people[1].equals(people[0])  # every person, in order, written by one executor
+    assert len(people[1]) > 5 * B2B_ACCOUNTS
+    x, y = (json.loads((r.output / "personas.json").read_text()) for r in (duck, spark_run))
+    assert [p["persona_id"] for p in y] == [p["persona_id"] for p in x]
+    exact = ("size share respondents promoters passives detractors nps nps_ci_low nps_ci_high "
+             "name nps_vs_rest nps_p_value is_focus is_at_risk actions people people_nps "
+             "nps_by_influence influence_gap account_nps").split()  # fmt: skip
+    for p, q in zip(x, y, strict=True):
+        assert {k: q[k] for k in exact} == {k: p[k] for k in exact}
+        for key in ("revenue_share", "value_index", "revenue_mean"):
+            assert q[key] == pytest.approx(p[key], abs=2e-3), key
+    metrics = MlflowClient(tracking_uri=cfg["tracking"]["uri"]).get_run(spark_run.run_id)
+    assert metrics.data.metrics["spark.assignment_agreement"] == 1.0
+    assert metrics.data.metrics["n_accounts"] == B2B_ACCOUNTS
+    assert metrics.data.metrics["n_people"] == len(people[1])
+
+
+def test_a_sample_of_accounts_is_fitted_and_every_account_counted_on_the_cluster(
+    spark, tmp_path
+) -> None:
+    """A base too large for the driver: collecting every account's row fails, the run
+    does not (the driver fits on a sample of 150 of 1,000 accounts); the people's NPS by
+    influence and the subscription value model are counted over everyone, on the cluster."""
+    from features.accounts import latest_scores
+    from features.spark import pandas_warnings_silenced
+    from pipelines import value
+    from pipelines.demo.accounts import write_b2b_demo
+    from pipelines.train import train
+
+    rows = write_b2b_demo(tmp_path / "data", n_accounts=1000, seed=2, file_format="parquet")
     cfg = fast_config(tmp_path, "spark")
-    cfg["level"] = "account"
+    cfg["level"], cfg["spark"]["sample_size"] = "account", B2B_ACCOUNTS
+    cfg["spark"]["bucket_size"] = 2500  # three executor tasks build the people's features
     result = train(tmp_path / "data", cfg=cfg, output=tmp_path / "out")
-    accounts = pd.read_csv(result.output / "assignments.csv", dtype={"account_id": str})
-    assert len(accounts) == 150 and accounts["account_id"].is_unique
-    assert (result.output / "people_assignments.csv").exists()
-    metrics = MlflowClient(tracking_uri=cfg["tracking"]["uri"]).get_run(result.run_id).data.metrics
-    assert metrics["spark.assignment_agreement"] == 1.0
+    assert len(result.assignments) == B2B_ACCOUNTS  # what the driver fitted on
+    assert result.people["account_id"].nunique() == B2B_ACCOUNTS
+    placed = pd.read_csv(result.output / "assignments.csv", dtype={"account_id": str})
+    assert len(placed) == 1000 and placed["account_id"].is_unique
+    people = pd.read_csv(result.output / "people_assignments.csv", dtype=str)
+    assert len(people) == rows["customers"] and people["customer_id"].is_unique
+    by_account = placed.set_index("account_id")["persona_id"].astype(str)
+    assert (people["persona_id"] == people["account_id"].map(by_account)).all()
+    personas = json.loads((result.output / "personas.json").read_text())
+    sizes = placed["persona_id"].value_counts()
+    assert {p["persona_id"]: p["size"] for p in personas} == sizes.to_dict()
+    features = spark.read.parquet(str(result.output / "features"))
+    scored = features.where("nps_latest IS NOT NULL").count()
+    assert sum(p["respondents"] for p in personas) == scored  # every responding account
+    with pandas_warnings_silenced():
+        with pytest.raises(Exception, match="maxResultSize"):
+            features.toPandas()
+        assert len(features.limit(B2B_ACCOUNTS).toPandas()) == B2B_ACCOUNTS
+    loaded = load_data(tmp_path / "data")
+    try:  # the single-machine fit of the subscription model (invoices) on every customer
+        whole = value._fit(Engine(loaded), loaded.as_of, cfg)["params"]
+        respondents = len(latest_scores(Engine(loaded)))
+    finally:
+        loaded.con.close()
+    assert sum(p["people"] for p in personas) == rows["customers"]  # every person, counted
+    assert sum(p["people_nps"]["respondents"] for p in personas) == respondents
+    assert sum(p["influence_gap"]["respondents_a"] for p in personas) > respondents / 10
+    clv = json.loads((result.output / "clv_model.json").read_text())
+    assert clv["kind"] == "subscription" and clv["customers_fitted"] == whole["customers_fitted"]
+    assert clv == json.loads(json.dumps(whole))  # billing cycles and sBG: the same numbers
 
 
 # -- the same run from tables of the metastore -----------------------------------------

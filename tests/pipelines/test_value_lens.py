@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import SUBSCRIBERS_AS_OF, monthly_and_annual_subscribers
 from scipy.optimize import check_grad
 from scipy.stats import spearmanr
 
@@ -62,6 +63,11 @@ def test_sbg_recovers_simulated_retention() -> None:
     model = ShiftedBetaGeometric().fit(np.minimum(lifetime, observed + 1), churned)
     assert model.a_ / (model.a_ + model.b_) == pytest.approx(1.5 / 13.5, rel=0.05)
     assert model.a_ == pytest.approx(1.5, rel=0.15)
+    counted = pd.DataFrame({"t": np.minimum(lifetime, observed + 1), "c": churned}).value_counts()
+    rows = counted.reset_index()  # the distinct rows a cluster sends, with their counts
+    weighted = ShiftedBetaGeometric().fit(rows["t"], rows["c"], sample_weight=rows["count"])
+    assert (weighted.a_, weighted.b_) == (model.a_, model.b_)  # the same fit, to the bit
+    assert weighted.log_likelihood_ == model.log_likelihood_
 
 
 def test_sbg_needs_a_churn_and_valid_periods() -> None:
@@ -180,41 +186,16 @@ def test_forced_subscription_without_a_cycle_turns_clv_off(write_tables, caplog)
     assert not any(c.startswith("clv_") for c in table.frame.columns)
 
 
-def _subscriptions(rng, n: int, cycle_days: int, price: float, churn: float, start, end):
-    """Customers billed every ``cycle_days`` until they churn (``churn`` per cycle)."""
-    rows, status = [], {}
-    for i in range(n):
-        cid = f"{'M' if cycle_days < 60 else 'A'}{i:04d}"
-        day = start + pd.Timedelta(days=int(rng.integers(0, 365)))
-        while day <= end:
-            rows.append((cid, day, price))
-            if rng.random() < churn:
-                break
-            day += pd.Timedelta(days=cycle_days)
-        status[cid] = rows[-1][1] > end - pd.Timedelta(days=cycle_days)  # still billed
-    return rows, status
-
-
 def test_annual_subscribers_in_a_monthly_base_are_judged_by_their_own_cycle(write_tables):
-    rng = np.random.default_rng(3)
-    start, end = pd.Timestamp("2023-01-01"), pd.Timestamp("2026-06-30")
-    monthly, m_active = _subscriptions(rng, 400, 30, 12.0, 0.03, start, end)
-    annual, a_active = _subscriptions(rng, 150, 365, 120.0, 0.25, start, end)
-    frame = pd.DataFrame(monthly + annual, columns=["customer_id", "timestamp", "amount"])
-    folder = write_tables(
-        {
-            "customers": pd.DataFrame({"customer_id": sorted({*m_active, *a_active})}),
-            "transactions": frame.assign(timestamp=frame["timestamp"].dt.strftime("%Y-%m-%d")),
-        }
-    )
-    cfg = load_config(as_of="2026-06-30")
+    tables, active = monthly_and_annual_subscribers()
+    folder = write_tables(tables)
+    cfg = load_config(as_of=SUBSCRIBERS_AS_OF)
     loaded = load(folder, cfg)
     table = build_features(loaded, {**cfg["features"], "seed": cfg["seed"]})
     params, _ = add_customer_value(loaded, table, cfg)
     assert params["kind"] == "subscription"
     assert sorted(round(c["cycle_days"] / 30) for c in params["cycles"]) == [1, 12]
     alive = table.frame["clv_p_alive"]
-    active = pd.Series({**m_active, **a_active})
     annual_ids = [c for c in active.index if c.startswith("A")]
     monthly_ids = [c for c in active.index if c.startswith("M")]
     assert alive[[c for c in annual_ids if active[c]]].mean() >= 0.8
