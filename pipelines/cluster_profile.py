@@ -53,8 +53,15 @@ def _signed_log1p(c):
     return sf.signum(c) * sf.log1p(sf.abs(c))
 
 
-def _aggregations(meta, traits: set[str], columns: set[str], value: str | None) -> list:
-    """Return the named aggregate columns both levels (persona, everyone) compute."""
+def _aggregations(
+    meta, traits: set[str], columns: set[str], value: str | None, effects: set[str] = frozenset()
+) -> list:
+    """Return the named aggregate columns both levels (persona, everyone) compute.
+
+    The traits in ``effects`` only need their standardized difference (an action rule
+    reads it): they get no median, whose exact ``percentile`` holds every value of a
+    persona in an executor's memory.
+    """
     from pyspark.sql import functions as sf
 
     aggs = [sf.count(sf.lit(1)).alias("n")]
@@ -93,9 +100,10 @@ def _aggregations(meta, traits: set[str], columns: set[str], value: str | None) 
         transform = meta.loc[name, "transform"]
         x = _num(name)
         t = _signed_log1p(x) if transform == "log" else x
-        stat = sf.percentile(x, 0.5) if transform == "log" else sf.avg(x)
+        if trait not in effects:
+            stat = sf.percentile(x, 0.5) if transform == "log" else sf.avg(x)
+            aggs.append(stat.alias(f"stat:{trait}"))
         aggs += [
-            stat.alias(f"stat:{trait}"),
             sf.avg(t).alias(f"tmean:{trait}"),
             sf.stddev_samp(t).alias(f"tsd:{trait}"),
         ]
@@ -129,8 +137,8 @@ def aggregate_personas(personas: list[dict], joined, meta, cfg: dict, business: 
     value = cfg["naming"]["value_feature"]
     columns = set(joined.columns)
     ruled = _rule_traits(cfg["actions"], meta)
-    traits = {t["feature"] for p in personas for t in p["traits"]} | ruled
-    aggs = _aggregations(meta, traits, columns, value)
+    listed = {t["feature"] for p in personas for t in p["traits"]}
+    aggs = _aggregations(meta, listed | ruled, columns, value, effects=ruled - listed)
     extra = [
         sf.avg(sf.col("is_outlier").cast("double")).alias("outliers"),
         sf.grouping_id().alias("_everyone"),
@@ -183,10 +191,14 @@ def _effects(traits: set[str], r: dict, total: dict) -> dict[str, float]:
     """Return the standardized difference of each trait over every customer (for rules)."""
     out = {}
     for name in traits:
-        t = {"feature": name}
-        _retrait(t, r, total)
-        if "std_diff" in t:
-            out[name] = t["std_diff"]
+        if f"hits:{name}" in r:  # a category level
+            t = {"feature": name}
+            _retrait(t, r, total)
+            if "std_diff" in t:
+                out[name] = t["std_diff"]
+        elif f"tmean:{name}" in r and r[f"tmean:{name}"] is not None and total[f"tsd:{name}"]:
+            diff = (r[f"tmean:{name}"] - total[f"tmean:{name}"]) / total[f"tsd:{name}"]
+            out[name] = round(float(diff), 3)
     return out
 
 
