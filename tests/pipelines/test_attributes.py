@@ -96,6 +96,17 @@ def test_attributes_shape_personas_without_a_usage_log(subscription) -> None:
     # what they hold shaped them, so what they hold names them
     names = [p["name"] for p in json.loads((out / "personas.json").read_text())]
     assert all(any(a in n for a in ("plan", "contract", "sports addon")) for n in names), names
+    # the served model keeps the latent classes: scoring the same batch places everyone alike
+    scored = tmp / "scored.csv"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}"}
+    done = subprocess.run(
+        [sys.executable, "-m", "pipelines", "score", "--data", str(tmp / "data"), "--output",
+         str(scored)],
+        env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    again = pd.read_csv(scored, dtype={"customer_id": str}).set_index("customer_id")["persona_id"]
+    assert again.reindex(found["customer_id"]).tolist() == found["persona_id"].tolist()
 
 
 def test_attributes_never_leaves_them_describing(subscription) -> None:
