@@ -346,7 +346,7 @@ def divisive_search(
         partitions[k + 1] = labels
     if n_valleys is None:
         n_valleys = max(partitions)
-    labels, merged = partitions[n_valleys], 0
+    labels, merged = partitions.get(n_valleys, labels), 0  # (the search may stop early)
     if classes is not None and n_valleys >= 2:  # the latent classes, as they are
         labels = np.unique(classes["labels"], return_inverse=True)[1].ravel()
     while classes is None and int(labels.max()) >= 1:
