@@ -24,6 +24,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from threadpoolctl import threadpool_limits
 
 from models.clusterability import divisive_search, separation
+from models.pooled import refine_pooled
 
 __all__ = ["AutoKMeans", "order_by_size"]
 
@@ -71,8 +72,12 @@ class AutoKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
     it are ties, broken by the mean rank of silhouette, Calinski-Harabasz (higher is
     better) and Davies-Bouldin (lower is better), smaller k first on equal ranks.
 
-    Either way the chosen run's centres start k-means on every row. Silhouette is
-    quadratic in the rows, so it is computed on at most 3,000 of the sample.
+    Either way the chosen run's centres start k-means on every row. With
+    ``metric="pooled"`` that partition is then refined on the sample in the metric of its
+    pooled within-cluster covariance (`models.pooled.refine_pooled`: borders that follow
+    the spread inside the clusters), and every row placed at the nearest refined centre
+    in that metric. Silhouette is quadratic in the rows, so it is computed on at most
+    3,000 of the sample.
 
     Parameters
     ----------
@@ -103,6 +108,9 @@ class AutoKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         Columns of one discrete attribute each, and one block of the others (``valley``):
         a split must then also beat the same customers with their attributes shuffled
         independently (see `models.clusterability.divisive_search`).
+    metric : {"euclidean", "pooled"}, default="euclidean"
+        Distance of the final model: k-means' own, or the pooled within-cluster
+        covariance's (see above). The search is k-means' either way.
     random_state : int, RandomState instance or None, default=None
         Seed for sampling and k-means.
 
@@ -112,6 +120,9 @@ class AutoKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         The chosen number of clusters.
     cluster_centers_ : ndarray of shape (n_clusters_, n_features)
         Centres of the final model.
+    pooled_ : models.pooled.Pooled or None
+        The metric rows are placed in (``metric="pooled"``; None: Euclidean, also when the
+        refinement was refused).
     labels_ : ndarray of shape (n_samples,)
         Cluster of each row seen in `fit`.
     scores_ : pandas.DataFrame
@@ -153,6 +164,7 @@ class AutoKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         "min_share": [Interval(Real, 0, 1, closed="left")],
         "min_size": [Interval(Integral, 1, None, closed="left")],
         "blocks": [list, None],
+        "metric": [StrOptions({"euclidean", "pooled"})],
         "random_state": ["random_state"],
     }
 
@@ -171,6 +183,7 @@ class AutoKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         min_share=0.02,
         min_size=20,
         blocks=None,
+        metric="euclidean",
         random_state=None,
     ):
         self.k_min = k_min
@@ -185,6 +198,7 @@ class AutoKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         self.min_share = min_share
         self.min_size = min_size
         self.blocks = blocks
+        self.metric = metric
         self.random_state = random_state
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -243,6 +257,7 @@ class AutoKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         are, each customer placed at the nearest class mean: k-means iterations would pull
         the centres toward whatever continuous feature splits best, away from the classes.
         """
+        self.pooled_ = None
         if self.evidence_ == "latent" and self.n_clusters_ == self.n_groups_:
             self._kmeans = None
             self.cluster_centers_ = self.search_centers_[self.n_clusters_]
@@ -262,6 +277,14 @@ class AutoKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
                 warnings.warn(str(warning), ConvergenceWarning, stacklevel=3)
         self.cluster_centers_ = self._kmeans.cluster_centers_
         self.labels_ = self._kmeans.labels_
+        if self.metric == "pooled":
+            rows = slice(None) if self.sample_ is None else self.sample_
+            _, self.pooled_ = refine_pooled(
+                X[rows], self.labels_[rows], self.n_clusters_, min_size=self.min_size
+            )
+            if self.pooled_ is not None:
+                self.cluster_centers_ = self.pooled_.centers
+                self.labels_ = self.predict(X)
         return self
 
     def with_k(self, X, k: int) -> AutoKMeans:
@@ -371,10 +394,12 @@ class AutoKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         Returns
         -------
         ndarray of shape (n_samples, n_clusters_)
-            Euclidean distances.
+            Euclidean distances, or whitened ones (``pooled_``).
         """
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        if getattr(self, "pooled_", None) is not None:  # models served before it have none
+            return self.pooled_.transform(X)
         if self._kmeans is None:
             return euclidean_distances(X, self.cluster_centers_)
         return self._kmeans.transform(X)

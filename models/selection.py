@@ -64,6 +64,7 @@ from models.clusterability import (
 from models.clustering import AutoKMeans
 from models.density import DensityClusterer
 from models.latent_class import class_labels
+from models.pooled import refine_pooled
 from models.reducers import DENSITY_SPACES, density_reducer
 from models.segmentation import Segmentation
 from models.stability import clusterboot
@@ -130,6 +131,7 @@ def select_segmentation(
     outlier_score: float = 0.5,
     force: str | None = None,
     blocks: list | None = None,
+    metric: str = "pooled",
     random_state: int = 0,
 ) -> Segmentation:
     """Fit the candidates, score them, and return the chosen segmentation.
@@ -206,6 +208,7 @@ def select_segmentation(
         min_share=min_share,
         min_size=min_size,
         blocks=blocks,
+        metric=metric,
         random_state=random_state,
     ).fit(X)
     for k, s in kmeans.scores_.iterrows():
@@ -437,9 +440,11 @@ def _refitter(row, n_init, sample_size, X, space, kmeans):
             return fit_predict, X
 
         def fit_predict(Z, seed):
-            return KMeans(n_clusters=k, n_init=max(1, n_init // 2), random_state=seed).fit_predict(
-                Z
-            )
+            km = KMeans(n_clusters=k, n_init=max(1, n_init // 2), random_state=seed)
+            labels = km.fit_predict(Z)
+            if kmeans.metric == "pooled":  # refit as the final model is fitted
+                labels, _ = refine_pooled(Z, labels, k, min_size=kmeans.min_size)
+            return labels
 
         return fit_predict, X
     share = float(row["param"])

@@ -181,6 +181,7 @@ def _check(cfg: dict, source: str) -> None:
         ("density_space", ("umap", "pca", "scaled")),
         ("lens", ("both", "needs", "value")),
         ("criterion", ("valley", "silhouette")),
+        ("metric", ("pooled", "euclidean")),
         ("attributes", ("auto", "always", "never")),
     ):
         if m[key] not in allowed:

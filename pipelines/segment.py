@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 _SELECTION = (
     "k_min", "k_max", "n_init", "tie_tolerance", "criterion", "max_valley", "min_valley_z",
     "min_distance", "min_share", "density_space", "sample_size", "stability_sample",
-    "min_stability", "family_margin", "min_agreement", "outlier_score", "force",
+    "min_stability", "family_margin", "min_agreement", "outlier_score", "force", "metric",
 )  # fmt: skip
 
 #: Families that describe what a customer is worth: the value lens clusters on them.
