@@ -81,7 +81,8 @@ def test_planted_personas_are_recovered(trained):
     truth = pd.read_csv(data / "planted_personas.csv", dtype=str).set_index("customer_id")
     found = pd.read_csv(out / "assignments.csv", dtype={"customer_id": str})
     found = found.set_index("customer_id").loc[truth.index]
-    assert adjusted_rand_score(truth["persona"], found["persona_id"]) >= 0.8
+    # the demo's planted personas, found as an analyst would (issue: ARI >= 0.95)
+    assert adjusted_rand_score(truth["persona"], found["persona_id"]) >= 0.95
 
 
 def test_persona_nps_matches_raw_feedback(trained):
