@@ -23,6 +23,10 @@ comparison picks on round, overlapping personas; and the same comparison, in pro
 non-round groups (`generators.non_convex`: half-moons in 12 dimensions, rings in 2), in
 the UMAP and in the scaled space.
 
+``--euclidean`` adds a run per structured base with ``model.metric: euclidean`` (k-means'
+own borders, without `models.pooled`'s refinement); with ``--reuse`` it runs only those
+and adds them to ``selection.json``'s runs.
+
 ``--cost N`` also times the model stage (`pipelines.segment.segment`: scaling, the search, the
 stability resamples, the final fit) on N customers: the features of the first base's
 chosen run, drawn with replacement under new ids.
@@ -32,6 +36,7 @@ Usage::
     PYTHONPATH=. python benchmarks/selection.py                 # every design, seeds 0 and 1
     PYTHONPATH=. python benchmarks/selection.py --designs continuum --seeds 0 --no-silhouette
     PYTHONPATH=. python benchmarks/selection.py --density --cost 1000000 --density-cost 200000
+    PYTHONPATH=. python benchmarks/selection.py --reuse --euclidean --cost 1000000
 """
 
 from __future__ import annotations
@@ -119,10 +124,10 @@ def _run(data: Path, out: Path, model: dict, extra: dict, work: Path) -> dict:
         for line in proc.stderr.splitlines()
         if "Model done in" in line
     ]
-    written = out / "segmentation.json"
-    summary = json.loads(
-        (written if written.exists() else Path(f"{out}.selection.json")).read_text()
-    )
+    written, spied = out / "segmentation.json", Path(f"{out}.selection.json")
+    summary = json.loads((written if written.exists() else spied).read_text())
+    if spied.exists():  # segmentation.json holds no overall stability: the spy's summary does
+        summary.setdefault("stability_ari", json.loads(spied.read_text()).get("stability_ari"))
     return {"summary": summary, "wall_s": wall, "model_s": model_s[0] if model_s else None}
 
 
@@ -137,7 +142,11 @@ def _ari(out: Path, planted: pd.Series) -> tuple[float, int]:
 DENSITY = {"density_shares": [0.02, 0.05, 0.1], "density_space": "umap"}
 
 
-def bench(designs, seeds, customers, work: Path, silhouette: bool, density: bool) -> list[dict]:
+def bench(
+    designs, seeds, customers, work: Path, kinds: set[str], previous: list[dict] | None = None
+) -> list[dict]:
+    """Run the ``kinds`` of train run on every base; add them to ``previous`` rows if given."""
+    done = {(r["design"], r["seed"]): r for r in previous or []}
     rows = []
     for name in designs:
         design = DESIGNS[name]
@@ -147,14 +156,20 @@ def bench(designs, seeds, customers, work: Path, silhouette: bool, density: bool
                 write_base(data, design, customers, seed)
             planted = pd.read_csv(data / "planted_personas.csv", dtype=str)
             planted = planted.set_index("customer_id")["persona"]
-            row = {"design": name, "seed": seed, "planted": design.k}
-            runs = {"chosen": ({}, {})}
-            if design.k > 1:
-                runs["forced"] = ({"force": f"kmeans_k{design.k}"}, {})
-            if silhouette:
-                runs["silhouette"] = ({"criterion": "silhouette"}, {"criterion": "silhouette"})
-            if density:
-                runs["density"] = (DENSITY, {})
+            row = done.get((name, seed), {"design": name, "seed": seed, "planted": design.k})
+            runs = {
+                "chosen": ({}, {}),
+                "forced": ({"force": f"kmeans_k{design.k}"}, {}),
+                "silhouette": ({"criterion": "silhouette"}, {"criterion": "silhouette"}),
+                "density": (DENSITY, {}),
+                "euclidean": ({"metric": "euclidean"}, {}),
+            }
+            structured_only = {"forced", "euclidean"}
+            runs = {
+                k: v
+                for k, v in runs.items()
+                if k in kinds and (design.k > 1 or k not in structured_only)
+            }
             for run, (model, extra) in runs.items():
                 out = work / "runs" / f"{name}_{seed}_{run}"
                 result = _run(data, out, model, extra, work)
@@ -268,19 +283,23 @@ def write(rows: list[dict], costs: list[dict], shaped: list[dict], command: str)
         "real recipe: tables -> features -> scaling -> selection). ARI: adjusted Rand index "
         "of the run's personas with the planted ones, over the customers who belong to a "
         "planted persona. *forced*: the same pipeline with `model.force: kmeans_k<planted>`. "
-        "*silhouette*: the previous rule (`criterion: silhouette`), same `k_max`.",
+        "*silhouette*: the previous rule (`criterion: silhouette`), same `k_max`. "
+        "*euclidean*: the same run with `model.metric: euclidean` (k-means' own borders, "
+        "without the pooled within-persona metric).",
         "",
-        "| design | seed | planted k | chosen k | ARI | forced ARI | structure | stability "
-        "| silhouette k | silhouette ARI | model s |",
-        "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|",
+        "| design | seed | planted k | chosen k | ARI | forced ARI | euclidean ARI | structure "
+        "| stability | silhouette k | silhouette ARI | model s |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|",
     ]
     for r in rows:
         c, f, s = r["chosen"], r.get("forced", {}), r.get("silhouette", {})
+        e = r.get("euclidean", {})
         fmt = lambda v, p=3: "" if v is None else f"{v:.{p}f}"  # noqa: E731
         lines.append(
             f"| {r['design']} | {r['seed']} | {r['planted'] if r['planted'] > 1 else 'none'} "
             f"| {c['k']} | {fmt(c['ari']) if r['planted'] > 1 else ''} | {fmt(f.get('ari'))} "
-            f"| {c['structure']} | {fmt(c['stability'], 2)} | {s.get('k', '')} "
+            f"| {fmt(e.get('ari'))} | {c['structure']} | {fmt(c['stability'], 2)} "
+            f"| {s.get('k', '')} "
             f"| {fmt(s.get('ari')) if r['planted'] > 1 else ''} | {fmt(c['model_s'], 1)} |"
         )
     lines += [
@@ -352,6 +371,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=ROOT / "data" / "bench_selection")
     parser.add_argument("--no-silhouette", action="store_true")
     parser.add_argument("--density", action="store_true", help="also compare model families")
+    parser.add_argument("--euclidean", action="store_true", help="also run model.metric: euclidean")
     parser.add_argument("--cost", type=int, default=0, help="also time the model stage on N")
     parser.add_argument(
         "--reuse", action="store_true", help="take the runs from selection.json, only time"
@@ -364,14 +384,19 @@ def main() -> None:
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     seeds = [int(s) for s in args.seeds.split(",")]
-    if args.reuse:
+    if args.reuse:  # the runs of selection.json, plus the euclidean ones if asked for
         previous = json.loads((HERE / "selection.json").read_text())
         rows, shaped = previous["runs"], previous["non_convex"]
+        if args.euclidean:
+            designs = list(dict.fromkeys(r["design"] for r in rows))
+            reused = sorted({r["seed"] for r in rows})
+            rows = bench(designs, reused, args.customers, work, {"euclidean"}, rows)
     else:
-        rows = bench(
-            args.designs.split(","), seeds, args.customers, work, not args.no_silhouette,
-            args.density,
-        )  # fmt: skip
+        kinds = {"chosen", "forced"}
+        kinds |= {"silhouette"} if not args.no_silhouette else set()
+        kinds |= {"density"} if args.density else set()
+        kinds |= {"euclidean"} if args.euclidean else set()
+        rows = bench(args.designs.split(","), seeds, args.customers, work, kinds)
         shaped = shapes(seeds) if args.density else []
     costs = [cost(args.cost, work)] if args.cost else []
     if args.density_cost:
