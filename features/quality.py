@@ -58,12 +58,16 @@ class TableProfile:
         The contract columns of kind ``number``.
     attributes : list of str
         The customers' attribute columns (empty for other tables).
+    required : list of str, default=()
+        The contract's required columns: a valid row always has a value there, so their
+        missing values are 0 without a count.
     """
 
     name: str
     columns: list[str]
     numbers: list[str]
     attributes: list[str]
+    required: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, name: str, spec: TableSpec, columns: list[str], attributes: list[str]):
@@ -71,7 +75,8 @@ class TableProfile:
         numbers = [
             c for c in columns if spec.column(c) is not None and spec.column(c).kind == "number"
         ]
-        return cls(name, list(columns), numbers, list(attributes))
+        required = tuple(c for c in columns if c in spec.required)
+        return cls(name, list(columns), numbers, list(attributes), required)
 
     @property
     def refunds(self) -> bool:
@@ -83,7 +88,9 @@ class TableProfile:
 
         Conditional counts are ``count_if(...)``: in a scan of a hundred million rows
         DuckDB evaluates them several times faster than ``FILTER`` clauses.
-        A number column's median size is not estimated here (a quantile sketch costs more
+        The rows are valid, so a required column is never empty there: its count of
+        missing values is the constant 0 (a scan of a hundred million rows need not count
+        them). A number column's median size is not estimated here (a quantile sketch costs more
         than the rest of the scan). Instead the scan counts the sizes below the column's
         bound, its largest size in the whole table (a Parquet file's statistics tell it)
         over the extreme ratio: when fewer than half the sizes are below it, the median is
@@ -108,7 +115,7 @@ class TableProfile:
             return f"count_if(({used}){f' AND {where}' if where else ''})"
 
         parts = [count()]
-        parts += [count(f"{_q(c)} IS NULL") for c in self.columns]
+        parts += ["0" if c in self.required else count(f"{_q(c)} IS NULL") for c in self.columns]
         for c in self.numbers:
             bound = (bounds or {}).get(c)
             parts.append(f"max(CASE WHEN {used} THEN abs({_q(c)}) END)")

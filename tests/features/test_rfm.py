@@ -109,6 +109,28 @@ def test_clv_summary_uses_only_transactions_up_to_as_of(engine) -> None:
     }
 
 
+def test_clv_summary_over_years_sums_same_day_purchases(engine) -> None:
+    # beyond `features.engine.MAX_BITS` days the distinct days are counted without bit strings
+    tables = {
+        "customers": records("customer_id signup_date", ("X", "2022-01-01"), ("Y", "2022-01-01")),
+        "transactions": records(
+            "customer_id timestamp amount",
+            ("X", "2022-01-03", "10"),
+            ("X", "2026-03-01 10:00:00", "20"),
+            ("X", "2026-03-01 12:00:00", "5"),
+            ("Y", "2022-01-03", "7"),
+            ("Y", "2026-03-30", "3"),
+        ),
+    }
+    e = engine(tables=tables)
+    span = (pd.Timestamp("2026-03-31") - pd.Timestamp("2022-01-03")).days
+    recency = (pd.Timestamp("2026-03-01") - pd.Timestamp("2022-01-03")).days
+    assert _rows(clv_summary(e, e.data.as_of, {})) == {
+        "X": pytest.approx((1, recency / 7, span / 7, 25.0)),
+        "Y": pytest.approx((1, (span - 1) / 7, span / 7, 3.0)),
+    }
+
+
 def test_rfm_scores_and_tiers(engine) -> None:
     e = engine()
     frame, feats, _ = rfm(e, e.data.as_of, {})
