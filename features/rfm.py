@@ -101,9 +101,13 @@ def _purchases_sql(engine: Engine, as_of: pd.Timestamp) -> str:
     days, arg_min = engine.dialect.days, engine.dialect.arg_min
     bought = f"amount >= 0 AND timestamp <= {sql_time(as_of)}"
     first = engine.data.quality["tables"].get("transactions", {}).get("first")
-    start = min(pd.Timestamp(first), as_of).normalize() if first else as_of.normalize()
-    span = (as_of.normalize() - start).days
-    distinct = engine.dialect.distinct_days("timestamp", start, span)
+    if first:  # the load's check scan saw the earliest transaction: the bits' range
+        start = min(pd.Timestamp(first), as_of).normalize()
+        distinct = engine.dialect.distinct_days(
+            "timestamp", start, (as_of.normalize() - start).days
+        )
+    else:  # a batch loaded without it (a bucket on a Spark executor): count the days
+        distinct = "COUNT(DISTINCT CAST(timestamp AS DATE))"
     twice = " AND customer_id IN (SELECT customer_id FROM purchases WHERE n > n_days)"
     return f"""
         WITH purchases AS (
