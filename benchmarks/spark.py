@@ -4,8 +4,10 @@ Each run goes in a fresh subprocess, so that its peak memory is its own. For Spa
 session is Spark's ``local-cluster`` master (executor JVMs apart from the driver's), and
 the driver's memory is reported as two numbers: the Python process (peak RSS, per stage
 too) and the driver JVM (peak RSS at the end of the run; in ``local-cluster`` it also
-hosts the master and the workers). ``spark.driver.maxResultSize`` is kept small, so a
-run that brought every customer to the driver would fail::
+hosts the master and the workers, whose executor JVMs are its children: their peaks are
+reported too). Only this run's JVMs are read, by parentage: other Spark sessions on the
+machine are left out. ``spark.driver.maxResultSize`` is kept small, so a run that
+brought every customer to the driver would fail::
 
     .venv/bin/python benchmarks/spark.py --data data/bench/1000000
     .venv/bin/python benchmarks/spark.py --data data/bench/100000 --engines spark
@@ -44,12 +46,16 @@ def _peak(pid: str = "self", reset: bool = False) -> int:
     return peak
 
 
-def _processes(marker: str) -> list[str]:
-    """Return the ids of this machine's processes whose command line holds ``marker``."""
+def _processes(marker: str, parents: set[str]) -> list[str]:
+    """Return the ids of the processes whose command line holds ``marker``, children of
+    one of ``parents`` (another run's JVMs on the machine are not this run's)."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             with contextlib.suppress(OSError):
+                status = (entry / "status").read_text()
+                if status.split("PPid:")[1].split()[0] not in parents:
+                    continue
                 if marker in (entry / "cmdline").read_bytes().decode(errors="replace"):
                     found.append(entry.name)
     return found
@@ -71,6 +77,17 @@ class _Stages(logging.Handler):
         elif " done in " in msg and (name := msg.split(" done in ")[0]) in self._start:
             wall = record.created - self._start.pop(name)
             self.stages[name] = {"wall": round(wall, 1), "peak_gib": _peak(reset=True) / GIB}
+
+
+def _customers(data: Path) -> int:
+    """Return the base's customers: its ``rows.json`` (`benchmarks/bench.py`'s stamp), else
+    the row count in ``customers.parquet``'s footer."""
+    stamp = data / "rows.json"
+    if stamp.exists():
+        return json.loads(stamp.read_text())["customers"]
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(data / "customers.parquet").metadata.num_rows
 
 
 def child(args) -> dict:
@@ -112,16 +129,16 @@ def child(args) -> dict:
     out = {
         "data": str(args.data),
         "engine": args.engine,
-        "customers": json.loads((Path(args.data) / "rows.json").read_text())["customers"],
+        "customers": _customers(Path(args.data)),
         "wall": round(wall, 1),
         "python_peak_gib": max([s["peak_gib"] for s in stages.stages.values()] + [0.0]),
         "stages": stages.stages,
         "personas": len(result.personas),
     }
     if spark is not None:
-        jvm = [p for p in _processes("SparkSubmit") if p != str(os.getpid())]
+        jvm = _processes("SparkSubmit", {str(os.getpid())})  # the driver JVM: our child
         out["driver_jvm_peak_gib"] = max((_peak(p) / GIB for p in jvm), default=None)
-        executors = _processes("CoarseGrainedExecutorBackend")
+        executors = _processes("CoarseGrainedExecutorBackend", set(jvm))  # its workers'
         out["executor_jvm_peak_gib"] = [round(_peak(p) / GIB, 2) for p in executors]
         out.update(
             master=args.master,

@@ -14,9 +14,12 @@ cluster (its ``assignments.csv`` or ``assignments/``, its ``features.parquet`` o
   (who stayed in the matched persona) follows from it;
 - **the feature drift**: each numeric feature's population stability index
   (`models.matching.population_stability`). The champion's decile edges are exact order
-  statistics, Spark's ``percentile`` at the integer ranks of `models.matching.edge_ranks`,
+  statistics at the integer ranks of `models.matching.edge_ranks` (bracketed by
+  ``percentile_approx``, then counted exactly in the bracket,
+  `pipelines.cluster_quantiles.order_statistics`: no executor holds a column's values),
   interpolated on the driver as the single-machine path does; then both runs' counts per
-  bin. Per feature, a count, at most 22 values and two rows of counts reach the driver;
+  bin. Per feature, a count, the few values inside each bracket and two rows of counts
+  reach the driver;
 - **the promotion gates**, with every customer's outlier share and match quality.
 
 Which champion persona each persona is matched to stays the sample's decision.
@@ -30,6 +33,7 @@ import pandas as pd
 from features.privacy import pseudonymize
 from models.matching import edge_ranks, quantile_edges, stability_index
 from pipelines.cluster_profile import _num
+from pipelines.cluster_quantiles import order_statistics
 from pipelines.compare import Identity, describe_changes, gate, match_quality
 from pipelines.run import salt
 
@@ -93,42 +97,13 @@ def migration_on_cluster(before, placed, key: str | None) -> pd.DataFrame:
     return pd.DataFrame([[int(r[c]) for c in columns] for r in rows], columns=columns)
 
 
-def _order_statistics(before, cols: list[str], n: dict, ranks: dict) -> dict:
-    """Return the champion's exact values at the given ranks (from 0) of each column.
-
-    Spark's ``percentile`` returns the value of rank ``(total - 1) p`` itself when that
-    position is a whole number. To make it one exactly, each column is padded with one
-    ``+inf`` row (after every real value) whose frequency brings ``total - 1`` to a power
-    of two ``M``: ``p = rank / M`` is then exact, and so is ``M p``.
-    """
-    from pyspark.sql import functions as sf
-
-    size = {c: 1 << max(int(n[c]) - 1, 1).bit_length() for c in ranks}  # M >= n[c]
-    values = before.select(*[_num(c).alias(f"x{i}") for i, c in enumerate(ranks)])
-    values = values.select("*", *[sf.lit(1).alias(f"f{i}") for i in range(len(ranks))])
-    pad = before.sparkSession.range(1).select(
-        *[sf.lit(float("inf")).alias(f"x{i}") for i in range(len(ranks))],
-        *[sf.lit(size[c] + 1 - int(n[c])).alias(f"f{i}") for i, c in enumerate(ranks)],
-    )
-    row = (
-        values.unionByName(pad)
-        .agg(
-            *[
-                sf.percentile(f"x{i}", [r / size[c] for r in ranks[c]], sf.col(f"f{i}"))
-                for i, c in enumerate(ranks)
-            ]
-        )
-        .collect()[0]
-    )
-    return {c: dict(zip(ranks[c], row[i], strict=True)) for i, c in enumerate(ranks)}
-
-
 def drift_on_cluster(before, after, numeric: list[str], bins: int = 10) -> dict:
     """Return each numeric feature's population stability index, champion -> this run.
 
     The same index as `models.matching.population_stability` on the whole columns, in
-    three Spark aggregations: the champion's counts of values; its values at the ranks of
-    the decile edges; both runs' counts at or above each edge.
+    four Spark aggregations: the champion's counts of values; its values at the ranks of
+    the decile edges (a bracket, then an exact count in it); both runs' counts at or
+    above each edge.
 
     Parameters
     ----------
@@ -161,7 +136,8 @@ def drift_on_cluster(before, after, numeric: list[str], bins: int = 10) -> dict:
     wanted = {
         c: sorted({*map(int, lower), *map(int, upper)}) for c, (lower, upper, _) in ranks.items()
     }
-    at = _order_statistics(before, list(ranks), dict(zip(cols, old[:k], strict=True)), wanted)
+    counts = dict(zip(cols, old[:k], strict=True))
+    at = order_statistics(before, {c: _num(c) for c in ranks}, wanted, counts)
     edges = {}
     for c, (lower, upper, t) in ranks.items():
         value = at[c]

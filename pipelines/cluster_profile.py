@@ -4,15 +4,17 @@ On the cluster path (`pipelines.cluster`) the personas are profiled on the sampl
 driver holds: their traits, names, drivers, themes and stability. Once every customer is
 assigned on the executors, `aggregate_personas` recomputes from the whole base, in one
 Spark aggregation (a ``rollup``: per persona, and over everyone) of which only one row
-per persona reaches the driver:
+per persona reaches the driver, and a second one for the exact medians:
 
 - size and share; NPS respondents, promoters, passives and detractors (exact counts),
   the NPS, its interval and its test against the rest (`models.nps.nps_from_counts`,
   `models.nps.nps_vs_rest_counts`, the profiler's own formulas on those counts);
 - revenue and CLV shares, the value index, mean revenue, CLV and P(alive), and the
   revenue at risk (`pipelines.value.revenue_at_risk`'s definition);
-- each listed trait's persona and population value (mean, or exact median for
-  log-scaled features, Spark's ``percentile``; share for a category level) and its
+- each listed trait's persona and population value (mean; exact median for
+  log-scaled features, bracketed by ``percentile_approx`` in the first aggregation, then
+  counted exactly within the bracket in the second, `pipelines.cluster_quantiles`, so
+  that no executor holds a persona's values; share for a category level) and its
   standardized difference; then the description, focus, at-risk flags and actions that
   follow from them (`models.profiler`, `models.actions`).
 
@@ -28,6 +30,7 @@ import math
 from models.actions import DEFAULT_ACTIONS, pick_focus, suggest_actions
 from models.nps import nps_from_counts, nps_vs_rest_counts
 from models.profiler import _describe
+from pipelines.cluster_quantiles import exact_medians, median_aggregations
 
 __all__ = ["aggregate_personas"]
 
@@ -58,9 +61,9 @@ def _aggregations(
 ) -> list:
     """Return the named aggregate columns both levels (persona, everyone) compute.
 
-    The traits in ``effects`` only need their standardized difference (an action rule
-    reads it): they get no median, whose exact ``percentile`` holds every value of a
-    persona in an executor's memory.
+    A log-scaled trait's exact median needs a second pass (`_medians`); this one holds
+    its bracket (`pipelines.cluster_quantiles.median_aggregations`). The traits in
+    ``effects`` only need their standardized difference (an action rule reads it).
     """
     from pyspark.sql import functions as sf
 
@@ -100,9 +103,9 @@ def _aggregations(
         transform = meta.loc[name, "transform"]
         x = _num(name)
         t = _signed_log1p(x) if transform == "log" else x
-        if trait not in effects:
-            stat = sf.percentile(x, 0.5) if transform == "log" else sf.avg(x)
-            aggs.append(stat.alias(f"stat:{trait}"))
+        if trait not in effects:  # a log-scaled trait's median: its bracket here
+            log = transform == "log"
+            aggs += median_aggregations(x, trait) if log else [sf.avg(x).alias(f"stat:{trait}")]
         aggs += [
             sf.avg(t).alias(f"tmean:{trait}"),
             sf.stddev_samp(t).alias(f"tsd:{trait}"),
@@ -147,6 +150,7 @@ def aggregate_personas(personas: list[dict], joined, meta, cfg: dict, business: 
     rows = [r.asDict() for r in joined.rollup("persona_id").agg(*aggs, *extra).collect()]
     total = next(r for r in rows if r["_everyone"])
     by_id = {int(r["persona_id"]): r for r in rows if not r["_everyone"]}
+    _medians(joined, total, by_id)
     n = int(total["n"])
     counts = {
         pid: (r.get("promoters", 0), r.get("detractors", 0), r.get("respondents", 0))
@@ -168,6 +172,17 @@ def aggregate_personas(personas: list[dict], joined, meta, cfg: dict, business: 
         "outlier_share": float(total["outliers"] or 0.0),
         "sizes": {pid: int(r["n"]) for pid, r in by_id.items()},
     }
+
+
+def _medians(joined, total: dict, by_id: dict) -> None:
+    """Set ``stat:<trait>`` of the log-scaled traits: exact medians, one more Spark job."""
+    names = [k.split(":", 1)[1] for k in total if k.startswith("bracket:")]
+    if not names:
+        return
+    values = {t: _num(t) for t in names}
+    found = exact_medians(joined, "persona_id", values, {None: total, **by_id})
+    for level, row in [(None, total), *by_id.items()]:
+        row.update({f"stat:{t}": found[(level, t)] for t in names})
 
 
 def _rule_traits(rules: list[dict] | None, meta) -> set[str]:

@@ -295,6 +295,80 @@ def test_subscriptions_are_fitted_on_every_customer_from_cluster_medians_and_cou
     assert fitted["params"]["customers_fitted"] == len(tables["customers"])
 
 
+def skewed_groups(seed: int = 0) -> tuple[list[tuple], dict]:
+    """Rows ``(g, x, y)``: lognormal ``x`` rounded (ties), few-valued ``y``, NULLs, NaNs.
+
+    Group 0 is large (even count of ``x`` values), 1 odd, 2 even, 3 one value, 4 only
+    missing values of ``x``. Returns the rows and each group's values of each column.
+    """
+    rng = np.random.default_rng(seed)
+    sizes, rows = {0: 6000, 1: 7, 2: 8, 3: 1, 4: 3}, []
+    for g, n in sizes.items():
+        x = np.round(rng.lognormal(2.0, 1.5, n), 1)
+        y = rng.integers(0, 4, n).astype(float)
+        lost = rng.random(n)
+        for i in range(n):
+            xi = None if lost[i] < 0.05 else float("nan") if lost[i] < 0.1 else float(x[i])
+            rows.append((g, None if g == 4 else xi, float(y[i])))
+    if sum(1 for g, x, _ in rows if g == 0 and x is not None and x == x) % 2:
+        rows.append((0, 1e6, 0.0))  # an even count of x in the large group, an extreme value
+    values = {
+        (g, c): np.array([r[i] for r in rows if r[0] == g], dtype=float)
+        for g in sizes
+        for i, c in ((1, "x"), (2, "y"))
+    }
+    return rows, values
+
+
+@pytest.mark.parametrize("bracket", ["default", "coarse", "missed"])
+def test_exact_medians_equal_numpys_without_holding_the_values(spark, monkeypatch, bracket):
+    """Two passes per group and over everyone: a percentile_approx bracket, then counts and
+    the few values inside it. Coarse brackets (accuracy 20) and brackets that miss the
+    median (widened to the minimum and maximum) give numpy's median to the bit."""
+    from pyspark.sql import functions as sf
+
+    from pipelines import cluster_quantiles
+    from pipelines.cluster_profile import _num
+
+    if bracket == "coarse":
+        monkeypatch.setattr(cluster_quantiles, "ACCURACY", 20)
+        monkeypatch.setattr(cluster_quantiles, "MARGIN", 3 / 20)
+    elif bracket == "missed":  # far below every median: the bracket misses, is widened
+        monkeypatch.setattr(
+            cluster_quantiles, "_bracket", lambda x, qs: sf.percentile_approx(x, [0.0, 0.01])
+        )
+    rows, values = skewed_groups()
+    frame = spark.createDataFrame(rows, "g long, x double, y double")
+    found = cluster_quantiles.medians_by(frame, "g", {c: _num(c) for c in ("x", "y")})
+    for c in ("x", "y"):
+        everyone = np.concatenate([v for (_, name), v in values.items() if name == c])
+        expected = {None: everyone, **{g: v for (g, name), v in values.items() if name == c}}
+        for g, v in expected.items():
+            kept = v[~np.isnan(v)]
+            median = float(np.median(kept)) if len(kept) else None
+            assert found[(g, c)] == median, (g, c, bracket)
+    assert found[(3, "x")] == values[(3, "x")][0]  # one value
+    assert found[(4, "x")] is None  # no value
+
+
+@pytest.mark.parametrize("accuracy", [10_000, 20])
+def test_exact_order_statistics_of_whole_columns(spark, monkeypatch, accuracy) -> None:
+    """The champion's decile edges: values at given ranks, as numpy sorts them."""
+    from pipelines import cluster_quantiles
+    from pipelines.cluster_profile import _num
+
+    monkeypatch.setattr(cluster_quantiles, "ACCURACY", accuracy)
+    monkeypatch.setattr(cluster_quantiles, "MARGIN", 3 / accuracy)
+    rows, _ = skewed_groups(1)
+    frame = spark.createDataFrame(rows, "g long, x double, y double")
+    columns = {c: np.sort([r[i] for r in rows if r[i] is not None and r[i] == r[i]])
+               for i, c in ((1, "x"), (2, "y"))}  # fmt: skip
+    n = {c: len(v) for c, v in columns.items()}
+    ranks = {c: [0, 1, n[c] // 3, n[c] // 3 + 1, n[c] // 2, n[c] - 1] for c in columns}
+    found = cluster_quantiles.order_statistics(frame, {c: _num(c) for c in columns}, ranks, n)
+    assert found == {c: {r: float(columns[c][r]) for r in ranks[c]} for c in columns}
+
+
 # -- the same personas, assigned on the cluster ----------------------------------------
 
 
