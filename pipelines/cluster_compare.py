@@ -33,7 +33,7 @@ import pandas as pd
 from features.privacy import pseudonymize
 from models.matching import edge_ranks, quantile_edges, stability_index
 from pipelines.cluster_profile import _num
-from pipelines.cluster_quantiles import order_statistics
+from pipelines.cluster_quantiles import cell_counts, order_statistics
 from pipelines.compare import Identity, describe_changes, gate, match_quality
 from pipelines.run import salt
 
@@ -101,9 +101,9 @@ def drift_on_cluster(before, after, numeric: list[str], bins: int = 10) -> dict:
     """Return each numeric feature's population stability index, champion -> this run.
 
     The same index as `models.matching.population_stability` on the whole columns, in
-    four Spark aggregations: the champion's counts of values; its values at the ranks of
-    the decile edges (a bracket, then an exact count in it); both runs' counts at or
-    above each edge.
+    six Spark aggregations: both runs' counts, minima and maxima; the champion's values
+    at the ranks of the decile edges (a bracket, then an exact count in it); both runs'
+    counts per cell of the edges (`pipelines.cluster_quantiles.cell_counts`).
 
     Parameters
     ----------
@@ -150,18 +150,22 @@ def drift_on_cluster(before, after, numeric: list[str], bins: int = 10) -> dict:
         i, a0 = cols.index(c), found[0]  # one value throughout: numpy's allclose
         far = max(abs(new[k + i] - a0), abs(new[2 * k + i] - a0))
         drift[c] = 0.0 if far <= 1e-8 + 1e-5 * abs(a0) else float("inf")
-    if edges:
-        above = [sf.count_if(_num(c) >= float(e)) for c, e in edges.items() for e in e[1:-1]]
-        old_above, new_above = before.agg(*above).collect()[0], after.agg(*above).collect()[0]
-        start = 0
-        for c, found in edges.items():
-            i, stop = cols.index(c), start + len(found) - 2
+    if edges:  # both runs' counts per cell of the inner edges: one job each
+        inner = {c: [float(e) for e in found[1:-1]] for c, found in edges.items()}
+        values = {c: _num(c) for c in edges}
+        old_cells, new_cells = (cell_counts(frame, values, inner) for frame in (before, after))
+        for c, ends in inner.items():
+            i = cols.index(c)
             drift[c] = stability_index(
-                _bin_counts(old[i], old_above[start:stop]),
-                _bin_counts(new[i], new_above[start:stop]),
+                _bin_counts(old[i], _at_or_above(old_cells[c], len(ends))),
+                _bin_counts(new[i], _at_or_above(new_cells[c], len(ends))),
             )
-            start = stop
     return drift
+
+
+def _at_or_above(cells: dict, n_ends: int) -> list[int]:
+    """Return the counts at or above each end from `cell_counts`' cells of one column."""
+    return [sum(n for cell, (n, _) in cells.items() if cell > 2 * j) for j in range(n_ends)]
 
 
 def _bin_counts(n: int, above: list[int]) -> np.ndarray:

@@ -22,6 +22,12 @@ values, as `numpy.median` computes it.
 ``rollup``, say: per group, and over everyone) and `exact_medians` runs the exact pass
 for every group and column together (one Spark job). `order_statistics` returns the
 values of given ranks of whole columns (one job for the brackets, one exact pass).
+
+The exact pass of whole columns counts values per cell of each column's sorted bracket
+ends (`cell_counts`): one grouped count over (column, cell), whose plan grows with the
+columns only. One aggregate per bracket and count instead (four per bracket, eleven
+brackets per column for the deciles) made Spark plan two thousand expressions for the
+drift of forty features: 14 s on the driver for 1,500 customers.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import numpy as np
 __all__ = [
     "ACCURACY",
     "MARGIN",
+    "cell_counts",
     "exact_medians",
     "median_aggregations",
     "medians_by",
@@ -159,9 +166,94 @@ def _count(frame, by: str | None, values: dict, brackets: dict) -> dict:
     return found
 
 
+def cell_counts(frame, values: dict, ends: dict, kept: dict | None = None) -> dict:
+    """Count each column's values per cell of its sorted ends, in one Spark job.
+
+    A value's cell among the ends ``e[0] < e[1] < ...`` of its column is ``2 i + 1``
+    when it equals ``e[i]``, and ``2 i`` when it lies between ``e[i - 1]`` and ``e[i]``
+    (``0`` below ``e[0]``, ``2 len(e)`` above the last). The columns are stacked into
+    (column, cell, value) rows and counted per (column, cell): the plan holds a few
+    expressions per column, however many ends it has.
+
+    Parameters
+    ----------
+    frame : pyspark.sql.DataFrame
+    values : dict of str to pyspark.sql.Column
+        Name -> numeric column (missing values are left out).
+    ends : dict of str to list of float
+        Name -> its ends, sorted and distinct.
+    kept : dict of str to set of int, optional
+        Name -> the cells whose values come back too.
+
+    Returns
+    -------
+    dict
+        Name -> {cell: (count, values)} for the cells holding values (``values`` empty
+        outside ``kept``).
+    """
+    from pyspark.sql import functions as sf
+
+    names, kept = list(ends), kept or {}
+    wide = []
+    for i, name in enumerate(names):
+        x = values[name]
+        edge = sf.array(*[sf.lit(float(e)) for e in ends[name]]) if ends[name] else None
+        if edge is None:
+            cell = sf.when(x.isNotNull(), sf.lit(0))
+        else:
+            below = sf.size(sf.filter(edge, lambda e: e < x))  # noqa: B023 (built here)
+            cell = sf.when(x.isNotNull(), below * 2 + sf.array_contains(edge, x).cast("int"))
+        wide += [cell.alias(f"c{i}"), x.alias(f"x{i}")]
+    stacked = []
+    for i, name in enumerate(names):
+        cell, x = sf.col(f"c{i}"), sf.col(f"x{i}")
+        keep = cell.isin(sorted(kept[name])) if kept.get(name) else sf.lit(False)
+        stacked.append(
+            sf.struct(sf.lit(i).alias("i"), cell.alias("cell"), sf.when(keep, x).alias("v"))
+        )
+    rows = (
+        frame.select(*wide)
+        .select(sf.inline(sf.array(*stacked)))
+        .where(sf.col("cell").isNotNull())
+        .groupBy("i", "cell")
+        .agg(sf.count(sf.lit(1)).alias("n"), sf.collect_list("v").alias("v"))
+        .collect()  # one row per column and cell; the kept cells' values
+    )
+    out: dict = {name: {} for name in names}
+    for row in rows:
+        out[names[row["i"]]][int(row["cell"])] = (int(row["n"]), list(row["v"]))
+    return out
+
+
+def _count_whole(frame, values: dict, brackets: dict) -> dict:
+    """`_count` for brackets of whole columns (level None): one `cell_counts` job."""
+    ends, kept, where = {}, {}, {}
+    for key, (lo, hi) in brackets.items():
+        ends.setdefault(key[1], set()).update((float(lo), float(hi)))
+    ends = {name: sorted(e) for name, e in ends.items()}
+    for key, (lo, hi) in brackets.items():
+        a, b = ends[key[1]].index(float(lo)), ends[key[1]].index(float(hi))
+        where[key] = (a, b)
+        kept.setdefault(key[1], set()).update(range(2 * a + 2, 2 * b + 1))
+    cells = cell_counts(frame, values, ends, kept)
+    found = {}
+    for key, (lo, hi) in brackets.items():
+        (a, b), counted = where[key], cells[key[1]]
+        n = {c: counted[c][0] for c in counted}
+        found[key] = segment = Segment(lo, hi)
+        segment.add(
+            sum(v for c, v in n.items() if c <= 2 * a),
+            n.get(2 * a + 1, 0),
+            n.get(2 * b + 1, 0) if b > a else 0,
+            [v for c in range(2 * a + 2, 2 * b + 1) for v in counted.get(c, (0, []))[1]],
+        )
+    return found
+
+
 def _settle(frame, by, values, brackets: dict, widened: dict, ranks: dict) -> dict:
     """Count the brackets, count again widened the ones that miss; return their segments."""
-    found = _count(frame, by, values, brackets)
+    count = _count if by is not None else lambda f, _, v, b: _count_whole(f, v, b)
+    found = count(frame, by, values, brackets)
     missed = {key: widened[key] for key, s in found.items() if _misses(s, ranks[key])}
     if missed:
         logger.warning(
@@ -169,7 +261,7 @@ def _settle(frame, by, values, brackets: dict, widened: dict, ranks: dict) -> di
             len(missed),
             sorted(missed, key=str)[:5],
         )
-        found.update(_count(frame, by, values, missed))
+        found.update(count(frame, by, values, missed))
     return found
 
 
