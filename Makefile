@@ -123,10 +123,14 @@ bench-postgres: $(STAMP) $(PG_STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench.py --sizes $(BENCH_SIZES)
 
+# The tests run on every core (pytest-xdist), each test file whole on one worker: a file's
+# fixtures (a Spark session, a PostgreSQL server, a trained demo) are built once.
+TEST_WORKERS ?= auto
+
 ## Run the test suite (installs the Spark extra, and Debian's chromium, Java and PostgreSQL if missing)
 .PHONY: test
 test: $(STAMP) $(SPARK_STAMP) $(CHROMIUM) $(JAVA) $(PG_STAMP)
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests -n $(TEST_WORKERS) --dist loadfile
 
 ## Lint and check formatting with ruff
 .PHONY: lint

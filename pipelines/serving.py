@@ -24,7 +24,7 @@ from mlflow.models import ModelSignature
 from mlflow.tracking import MlflowClient
 from mlflow.types import ColSpec, DataType, Schema
 
-from pipelines.config import PROJ_ROOT
+from pipelines.config import PROJ_ROOT, ConfigError
 from pipelines.tracking import tracking_uri
 
 __all__ = [
@@ -365,7 +365,24 @@ def resolve_model_uri(uri: str, cfg: dict) -> str:
 
 
 def load_served_model(uri: str, cfg: dict):
-    """Load the `PersonaModel` behind a model URI (registry alias, version or run)."""
+    """Load the `PersonaModel` behind a model URI (registry alias, version or run).
+
+    Raises
+    ------
+    ConfigError
+        When the URI is malformed or names no model of the tracking store (a registered
+        model without a champion yet, a run id that does not exist): MLflow's reason in
+        one paragraph, with the forms a URI takes. The store's URI is not quoted (a
+        PostgreSQL store's may hold a password).
+    """
     mlflow.set_tracking_uri(tracking_uri(cfg))
-    loaded = mlflow.pyfunc.load_model(uri)
+    try:
+        loaded = mlflow.pyfunc.load_model(uri)
+    except (mlflow.exceptions.MlflowException, OSError) as error:
+        reason = " ".join(str(error).split()) or type(error).__name__
+        raise ConfigError(
+            f"The model {uri} cannot be loaded: {reason.rstrip('.')}. A model URI reads "
+            "models:/<name>@champion, models:/<name>/<version> or runs:/<run id>/persona_model "
+            "(make ui lists the runs and registered models of the tracking store)."
+        ) from error
     return loaded.unwrap_python_model().model

@@ -284,5 +284,21 @@ def test_user_text_in_messages_keeps_its_brackets(tmp_path, store):
     )
     config.write_text("validation: {on_error: quarantine}\n")
     result = run_cli("validate", "--data", data, "--config", config, env=store)
-    assert "personal-data columns ignored: [email] work" in result.stdout
-    assert "(e.g. '[ten]')" in result.stdout
+    shown = " ".join(result.stdout.split())  # the summary wraps long lines (long temp paths)
+    assert "personal-data columns ignored: [email] work" in shown
+    assert "(e.g. '[ten]')" in shown
+
+
+@pytest.mark.parametrize(
+    "uri", ["runs:/0123456789abcdef", "models:/no_such_model@champion", "runs:/nope/persona_model"]
+)
+def test_a_model_that_cannot_be_loaded_is_one_paragraph(uri, store, tmp_path):
+    result = run_cli(
+        "score", "--data", tmp_path, "--model", uri, "--output", tmp_path / "s.csv",
+        env=store, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    message = result.stderr[result.stderr.index("error:") :].strip()
+    assert f"The model {uri} cannot be loaded" in " ".join(message.split())
+    assert "unexpected" not in message and "Traceback" not in result.stderr
+    assert "\n\n" not in message and not (tmp_path / "s.csv").exists()
