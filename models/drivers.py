@@ -132,6 +132,11 @@ def _summaries(delta, X, y, rows, names, meta, categorical, z, alpha) -> list[di
     return sorted(out, key=lambda r: -r["importance"])
 
 
+def _differ(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Where two arrays differ, NaN equal to NaN."""
+    return (a != b) & ~(np.isnan(a) & np.isnan(b))
+
+
 class _Trees:
     """A fitted model's trees, to predict copies of the held-out rows with one column shuffled.
 
@@ -181,8 +186,40 @@ class _Trees:
         copies = len(stacked) // len(self.X)
         X = np.ascontiguousarray(self.model._preprocess_X(stacked, reset=False))
         same = np.tile(self.X, (copies, 1))
-        differ = (X != same) & ~(np.isnan(X) & np.isnan(same))
-        changed = set(np.flatnonzero(differ.any(axis=0)).tolist())
+        return self._predict(X, set(np.flatnonzero(_differ(X, same).any(axis=0)).tolist()))
+
+    def shuffled(self, Xt: np.ndarray, j: int, orders: list[np.ndarray]) -> np.ndarray:
+        """Predict copies of the held-out rows ``Xt``, column ``j`` of copy r in ``orders[r]``.
+
+        Scikit-learn's preprocessing maps each row on its own, so a copy's preprocessed
+        rows are the held-out rows' (``self.X``) with one column reordered: which column
+        is found once per feature, from one probe of the held-out rows (`_column`), and
+        the copies are not preprocessed again. Where the probe does not single out one
+        column, the copies are preprocessed as `predict` does.
+        """
+        column, m = self._column(Xt, j), len(Xt)
+        if column is None:
+            stacked = np.tile(Xt, (len(orders), 1))
+            for r, order in enumerate(orders):
+                stacked[r * m : (r + 1) * m, j] = Xt[order, j]
+            return self.predict(stacked)
+        X = np.tile(self.X, (len(orders), 1))
+        for r, order in enumerate(orders):
+            X[r * m : (r + 1) * m, column] = self.X[order, column]
+        same = np.tile(self.X[:, column], len(orders))
+        return self._predict(X, {column} if _differ(X[:, column], same).any() else set())
+
+    def _column(self, Xt: np.ndarray, j: int) -> int | None:
+        """Return the preprocessed column of feature ``j`` (None: not one column found)."""
+        probe = Xt.copy()
+        probe[:, j] = Xt[::-1, j]
+        P = self.model._preprocess_X(probe, reset=False)
+        found = np.flatnonzero(_differ(P, self.X).any(axis=0))
+        return int(found[0]) if len(found) == 1 else None
+
+    def _predict(self, X: np.ndarray, changed: set) -> np.ndarray:
+        """Predict preprocessed copies of the held-out rows that differ in ``changed``."""
+        copies = len(X) // len(self.X)
         raw = np.zeros((len(X), 1), dtype=self.model._baseline_prediction.dtype, order="F")
         raw += self.model._baseline_prediction
         for tree, splits_on, values in zip(self.trees, self.splits_on, self.values, strict=True):
@@ -213,11 +250,17 @@ def _cross_fit(X, y, groups, cat_mask, kind, *, n_splits, n_repeats, rng, seed):
         base = _error(yt, pred[test], kind)
         trees = _Trees.of(model, kind, Xt, pred[test])
         for j in range(X.shape[1]):
-            stacked = np.tile(Xt, (copies, 1))
-            for r in range(copies):
-                order = rng.permutation(m) if r < n_repeats else _within(groups[test], rng)
-                stacked[r * m : (r + 1) * m, j] = Xt[order, j]
-            shuffled = _predict(model, stacked, kind) if trees is None else trees.predict(stacked)
+            orders = [
+                rng.permutation(m) if r < n_repeats else _within(groups[test], rng)
+                for r in range(copies)
+            ]
+            if trees is None:
+                stacked = np.tile(Xt, (copies, 1))
+                for r, order in enumerate(orders):
+                    stacked[r * m : (r + 1) * m, j] = Xt[order, j]
+                shuffled = _predict(model, stacked, kind)
+            else:
+                shuffled = trees.shuffled(Xt, j, orders)
             err = _error(np.tile(yt, copies), shuffled, kind).reshape(copies, m) - base
             overall[test, j] = err[:n_repeats].mean(axis=0)
             inside[test, j] = err[n_repeats:].mean(axis=0)

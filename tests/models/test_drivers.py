@@ -100,3 +100,33 @@ def test_sample_keeps_large_runs_fast():
     out = key_drivers(frame, labels, meta, sample_size=5000, random_state=0)
     assert out["respondents"] == 5000
     assert time.perf_counter() - start < 60
+
+
+def test_shuffled_copies_are_predicted_as_the_model_predicts_them():
+    """The copies' preprocessed rows are the held-out rows' with one column reordered: the
+    predictions equal the model's own on the preprocessed copies, categorical features
+    (encoded and moved first by scikit-learn) included; a constant column and one that
+    reads the same backwards (the probe cannot single it out) too."""
+    from models.drivers import _design, _model, _predict, _Trees
+
+    frame, _, _ = _data(n=600)
+    frame["constant"] = 1.0
+    frame["mirror"] = np.r_[np.arange(400), np.arange(100), np.arange(100)[::-1]].astype(float)
+    y = frame.pop("nps_latest").fillna(5).to_numpy()
+    X, mask = _design(frame, list(frame), {"plan"}, 10)
+    model = _model("score", mask, 0).fit(X[:400], y[:400])
+    Xt = X[400:]
+    trees = _Trees.of(model, "score", Xt, _predict(model, Xt, "score"))
+    assert trees is not None
+    columns = list(frame.columns)
+    assert trees._column(Xt, columns.index("x_loud")) is not None
+    for probed_alike in ("constant", "mirror"):  # copies preprocessed as they come
+        assert trees._column(Xt, columns.index(probed_alike)) is None
+    rng = np.random.default_rng(0)
+    for j, name in enumerate(frame.columns):
+        orders = [rng.permutation(len(Xt)) for _ in range(4)]
+        stacked = np.tile(Xt, (4, 1))
+        for r, order in enumerate(orders):
+            stacked[r * len(Xt) : (r + 1) * len(Xt), j] = Xt[order, j]
+        expected = _predict(model, stacked, "score")
+        assert np.array_equal(trees.shuffled(Xt, j, orders), expected), name
