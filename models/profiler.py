@@ -38,15 +38,45 @@ def _transformed(values: pd.Series, transform: str) -> pd.Series:
     return pd.Series(signed_log1p(values), index=values.index) if transform == "log" else values
 
 
-def _traits(frame: pd.DataFrame, meta: pd.DataFrame, mask: np.ndarray) -> list[dict]:
-    """Standardized difference of the persona vs the population, for every feature."""
-    rows = []
+def _population(frame: pd.DataFrame, meta: pd.DataFrame) -> dict:
+    """Return what `_traits` compares each persona with, per feature (once for all personas).
+
+    A category: which customers have a value, their values as codes of its levels and
+    each level's share. A number: its values, their transform, the transform's spread and mean, and
+    the population's value of the statistic the trait reports (median or mean).
+    """
+    found = {}
     for name, info in meta.iterrows():
         col = frame[name]
         if info["transform"] == "category":
             levels = col.dropna().astype(str)
-            for level, pop_share in levels.value_counts(normalize=True).items():
-                inside = (levels[mask[col.notna().to_numpy()]] == level).mean()
+            shares = levels.value_counts(normalize=True)
+            codes = pd.Categorical(levels, categories=shares.index).codes
+            found[name] = (col.notna().to_numpy(), codes, shares)
+            continue
+        values = pd.to_numeric(col, errors="coerce")
+        t = _transformed(values, info["transform"])
+        stat = "median" if info["transform"] == "log" else "mean"
+        found[name] = (values, t, t.std(), t.mean(), getattr(values, stat)())
+    return found
+
+
+def _traits(
+    frame: pd.DataFrame, meta: pd.DataFrame, mask: np.ndarray, population: dict | None = None
+) -> list[dict]:
+    """Standardized difference of the persona vs the population, for every feature.
+
+    ``population`` is `_population` of ``frame`` and ``meta`` (computed here when absent).
+    """
+    population = population if population is not None else _population(frame, meta)
+    rows, members = [], np.flatnonzero(mask)
+    for name, info in meta.iterrows():
+        if info["transform"] == "category":
+            present, codes, shares = population[name]
+            inside_codes = codes[mask[present]]
+            counts = np.bincount(inside_codes, minlength=len(shares))
+            for i, (level, pop_share) in enumerate(shares.items()):
+                inside = counts[i] / len(inside_codes) if len(inside_codes) else math.nan
                 sd = math.sqrt(pop_share * (1 - pop_share))
                 if sd > 0 and not math.isnan(inside):
                     rows.append(
@@ -61,16 +91,13 @@ def _traits(frame: pd.DataFrame, meta: pd.DataFrame, mask: np.ndarray) -> list[d
                         )
                     )
             continue
-        values = pd.to_numeric(col, errors="coerce")
-        t = _transformed(values, info["transform"])
-        sd = t.std()
-        inside = t[mask]
+        values, t, sd, t_mean, population_value = population[name]
+        inside = t.take(members)
         if not sd or np.isnan(sd) or inside.notna().sum() == 0:
             continue
         stat = "median" if info["transform"] == "log" else "mean"
-        persona_value = getattr(values[mask], stat)()
-        population_value = getattr(values, stat)()
-        effect = (inside.mean() - t.mean()) / sd
+        persona_value = getattr(values.take(members), stat)()
+        effect = (inside.mean() - t_mean) / sd
         rows.append(
             _trait(name, info, persona_value, population_value, effect, stat, info["label"])
         )
@@ -401,9 +428,10 @@ def profile_personas(
     tests = nps_vs_rest(scores, labels, min_respondents=min_respondents, alpha=alpha)
     n = len(frame)
     personas, all_traits = [], {}
+    population = _population(frame, candidates)
     for pid in sorted(set(labels.tolist())):
         mask = labels == pid
-        all_traits[pid] = _traits(frame, candidates, mask)
+        all_traits[pid] = _traits(frame, candidates, mask, population)
         traits = [t for t in all_traits[pid] if abs(t["std_diff"]) >= min_trait_effect]
         size = int(mask.sum())
         share = size / n
