@@ -38,70 +38,62 @@ def _transformed(values: pd.Series, transform: str) -> pd.Series:
     return pd.Series(signed_log1p(values), index=values.index) if transform == "log" else values
 
 
-def _population(frame: pd.DataFrame, meta: pd.DataFrame) -> dict:
-    """Return what `_traits` compares each persona with, per feature (once for all personas).
+def _traits(
+    frame: pd.DataFrame, meta: pd.DataFrame, labels: np.ndarray, personas: list
+) -> dict[int, list[dict]]:
+    """Standardized difference of each persona vs the population, for every feature.
 
-    A category: which customers have a value, their values as codes of its levels and
-    each level's share. A number: its values, their transform, the transform's spread and mean, and
-    the population's value of the statistic the trait reports (median or mean).
+    Feature by feature: the population's side (the transform, its spread and mean, the
+    statistic, a category's shares) is computed once for every persona, and one
+    feature's transformed values are held at a time. Returns persona -> its traits,
+    strongest first.
     """
-    found = {}
+    masks = {pid: labels == pid for pid in personas}
+    members = {pid: np.flatnonzero(mask) for pid, mask in masks.items()}
+    rows: dict = {pid: [] for pid in personas}
     for name, info in meta.iterrows():
         col = frame[name]
         if info["transform"] == "category":
             levels = col.dropna().astype(str)
             shares = levels.value_counts(normalize=True)
             codes = pd.Categorical(levels, categories=shares.index).codes
-            found[name] = (col.notna().to_numpy(), codes, shares)
+            present = col.notna().to_numpy()
+            for pid in personas:
+                inside_codes = codes[masks[pid][present]]
+                counts = np.bincount(inside_codes, minlength=len(shares))
+                for i, (level, pop_share) in enumerate(shares.items()):
+                    inside = counts[i] / len(inside_codes) if len(inside_codes) else math.nan
+                    sd = math.sqrt(pop_share * (1 - pop_share))
+                    if sd > 0 and not math.isnan(inside):
+                        rows[pid].append(
+                            _trait(
+                                f"{name}={level}",
+                                info,
+                                inside,
+                                pop_share,
+                                (inside - pop_share) / sd,
+                                "share",
+                                f"{info['label']} is {level}",
+                            )
+                        )
             continue
         values = pd.to_numeric(col, errors="coerce")
         t = _transformed(values, info["transform"])
-        stat = "median" if info["transform"] == "log" else "mean"
-        found[name] = (values, t, t.std(), t.mean(), getattr(values, stat)())
-    return found
-
-
-def _traits(
-    frame: pd.DataFrame, meta: pd.DataFrame, mask: np.ndarray, population: dict | None = None
-) -> list[dict]:
-    """Standardized difference of the persona vs the population, for every feature.
-
-    ``population`` is `_population` of ``frame`` and ``meta`` (computed here when absent).
-    """
-    population = population if population is not None else _population(frame, meta)
-    rows, members = [], np.flatnonzero(mask)
-    for name, info in meta.iterrows():
-        if info["transform"] == "category":
-            present, codes, shares = population[name]
-            inside_codes = codes[mask[present]]
-            counts = np.bincount(inside_codes, minlength=len(shares))
-            for i, (level, pop_share) in enumerate(shares.items()):
-                inside = counts[i] / len(inside_codes) if len(inside_codes) else math.nan
-                sd = math.sqrt(pop_share * (1 - pop_share))
-                if sd > 0 and not math.isnan(inside):
-                    rows.append(
-                        _trait(
-                            f"{name}={level}",
-                            info,
-                            inside,
-                            pop_share,
-                            (inside - pop_share) / sd,
-                            "share",
-                            f"{info['label']} is {level}",
-                        )
-                    )
-            continue
-        values, t, sd, t_mean, population_value = population[name]
-        inside = t.take(members)
-        if not sd or np.isnan(sd) or inside.notna().sum() == 0:
+        sd, t_mean = t.std(), t.mean()
+        if not sd or np.isnan(sd):
             continue
         stat = "median" if info["transform"] == "log" else "mean"
-        persona_value = getattr(values.take(members), stat)()
-        effect = (inside.mean() - t_mean) / sd
-        rows.append(
-            _trait(name, info, persona_value, population_value, effect, stat, info["label"])
-        )
-    return sorted(rows, key=lambda r: -abs(r["std_diff"]))
+        population_value = getattr(values, stat)()
+        for pid in personas:
+            inside = t.take(members[pid])
+            if inside.notna().sum() == 0:
+                continue
+            persona_value = getattr(values.take(members[pid]), stat)()
+            effect = (inside.mean() - t_mean) / sd
+            rows[pid].append(
+                _trait(name, info, persona_value, population_value, effect, stat, info["label"])
+            )
+    return {pid: sorted(found, key=lambda r: -abs(r["std_diff"])) for pid, found in rows.items()}
 
 
 def _trait(feature, info, persona_value, population_value, effect, statistic, label) -> dict:
@@ -427,11 +419,10 @@ def profile_personas(
     scores = pd.to_numeric(scores, errors="coerce").to_numpy(dtype=float)
     tests = nps_vs_rest(scores, labels, min_respondents=min_respondents, alpha=alpha)
     n = len(frame)
-    personas, all_traits = [], {}
-    population = _population(frame, candidates)
-    for pid in sorted(set(labels.tolist())):
+    personas, ids = [], sorted(set(labels.tolist()))
+    all_traits = _traits(frame, candidates, labels, ids)
+    for pid in ids:
         mask = labels == pid
-        all_traits[pid] = _traits(frame, candidates, mask, population)
         traits = [t for t in all_traits[pid] if abs(t["std_diff"]) >= min_trait_effect]
         size = int(mask.sum())
         share = size / n
