@@ -80,6 +80,29 @@ class Dialect:
             return f"COUNT(DISTINCT {expr})"
         return f"COALESCE(bit_count(bitstring_agg({position}, 1, {n})), 0)"
 
+    def purchase_gaps(self, bought: str) -> str:
+        """Return SQL of one row per customer of ``bought``: the gaps between purchase days.
+
+        ``bought`` is SQL of purchases (``customer_id``, ``day``, ``amount``). The columns:
+        ``purchase_days`` (distinct days), ``first_day``, ``last_day``, ``spend`` (the
+        amounts' total, each rounded to 6 places, then the total) and ``gap_mean`` and
+        ``gap_cv`` (mean and coefficient of variation of the days between consecutive
+        purchase days; NULL with fewer than two gaps). Each customer's distinct days are
+        sorted in a list: neither a grouping by customer and day (as many groups as
+        purchases) nor a window function over every purchase, which cost three times as
+        much and grew faster than the purchases.
+        """
+        gaps = f"list_transform(d[2:], lambda v, i: {self.days('d[i]', 'v')})"
+        return f"""
+          SELECT customer_id, len(d) AS purchase_days, d[1] AS first_day, d[-1] AS last_day,
+            spend,
+            CASE WHEN len(d) >= 3 THEN list_avg(g) END AS gap_mean,
+            CASE WHEN len(d) >= 3 THEN list_stddev_samp(g) / list_avg(g) END AS gap_cv
+          FROM (SELECT *, {gaps} AS g FROM (
+            SELECT customer_id, list_sort(list_distinct(list(day))) AS d,
+              ROUND(SUM(ROUND(amount, 6)), 6) AS spend
+            FROM ({bought}) GROUP BY customer_id))"""
+
 
 class Engine:
     """Runs builder SQL on the loaded DuckDB tables and hands back pandas frames."""

@@ -222,22 +222,22 @@ def billing_history(engine: Engine, as_of: pd.Timestamp) -> pd.DataFrame:
 
 
 def billing_history_sql(engine: Engine, as_of: pd.Timestamp) -> str:
-    """Return the SQL of `billing_history` (its rows in no order), for ``engine``'s dialect."""
+    """Return the SQL of `billing_history` (its rows in no order), for ``engine``'s dialect.
+
+    The gaps between purchase days come from `Dialect.purchase_gaps` (DuckDB sorts each
+    customer's days in a list; Spark numbers them with a window function).
+    """
     days = engine.dialect.days
     today = f"date_trunc('day', {sql_time(as_of)})"
     _require_transactions(engine)
-    return f"""WITH purchase_days AS ({_purchase_days_sql(as_of)}), gaps AS (
-          SELECT customer_id, day, spend,
-            {days("LAG(day) OVER (PARTITION BY customer_id ORDER BY day)", "day")} AS gap
-          FROM purchase_days
-        )
-        SELECT customer_id, COUNT(*) AS purchase_days,
-          {days("min(day)", "max(day)")} AS span_days,
-          {days("max(day)", today)} AS days_since,
-          ROUND(SUM(spend), 6) AS spend,
-          CASE WHEN COUNT(gap) >= 2 THEN AVG(gap) END AS gap_mean,
-          CASE WHEN COUNT(gap) >= 2 THEN STDDEV_SAMP(gap) / AVG(gap) END AS gap_cv
-        FROM gaps GROUP BY customer_id"""
+    bought = (
+        "SELECT customer_id, date_trunc('day', timestamp) AS day, amount FROM transactions "
+        f"WHERE amount >= 0 AND timestamp <= {sql_time(as_of)}"
+    )
+    return f"""
+        SELECT customer_id, purchase_days, {days("first_day", "last_day")} AS span_days,
+          {days("last_day", today)} AS days_since, spend, gap_mean, gap_cv
+        FROM ({engine.dialect.purchase_gaps(bought)})"""
 
 
 def _billing_history(engine: Engine, as_of: pd.Timestamp) -> pd.DataFrame:

@@ -120,6 +120,24 @@ class SparkDialect(Dialect):
         """Aggregate: the exact number of distinct values of ``expr``."""
         return f"COUNT(DISTINCT {expr})"
 
+    def purchase_gaps(self, bought: str) -> str:
+        """Return SQL of one row per customer of ``bought``: the gaps between purchase days.
+
+        The columns of `Dialect.purchase_gaps`. Spark sums each customer's purchases per
+        day (rounded to 6 places), then numbers the days with a window function.
+        """
+        gap = self.days("LAG(day) OVER (PARTITION BY customer_id ORDER BY day)", "day")
+        return f"""
+          SELECT customer_id, COUNT(*) AS purchase_days, min(day) AS first_day,
+            max(day) AS last_day, ROUND(SUM(spend), 6) AS spend,
+            CASE WHEN COUNT(gap) >= 2 THEN AVG(gap) END AS gap_mean,
+            CASE WHEN COUNT(gap) >= 2 THEN STDDEV_SAMP(gap) / AVG(gap) END AS gap_cv
+          FROM (
+            SELECT customer_id, day, spend, {gap} AS gap FROM (
+              SELECT customer_id, day, ROUND(SUM(amount), 6) AS spend
+              FROM ({bought}) GROUP BY customer_id, day))
+          GROUP BY customer_id"""
+
 
 def _write_buckets(data: LoadedData, name: str, folder: Path, buckets: int) -> None:
     """Have DuckDB write one table as Parquet, partitioned by the customers' `BUCKET`."""

@@ -245,7 +245,9 @@ def subscription_value(
     t = history["periods"].to_numpy(float)
     alive = ~history["churned"].to_numpy(bool)
     k = np.arange(1, max(int(round(horizon_days / cycle_days)), 1) + 1)
-    keep = model.retention(t[:, None], k[None, :]) * alive[:, None]
+    # customers share a few paid-cycle counts: the retention curve once per count
+    periods, each = np.unique(t, return_inverse=True)
+    keep = model.retention(periods[:, None], k[None, :])[each] * alive[:, None]
     discount = (1.0 + discount_rate) ** -(k * cycle_days / period_days)
     revenue = history["cycle_revenue"].to_numpy(float)
     return pd.DataFrame(
