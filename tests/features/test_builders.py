@@ -677,3 +677,22 @@ def test_channels_differing_in_case_are_one_channel(write_tables) -> None:
     ]  # fmt: skip
     assert _col(t, "engagement_email_open") == {"A": 2, "B": 1}
     assert t.meta.loc["engagement_email_open", "label"] == "email open"
+
+
+def test_engine_query_gives_what_duckdb_df_gives(folder: Path) -> None:
+    """Text through Arrow, the rest through ``df()``: the frame is ``df()``'s, type for type."""
+    from features.engine import Engine
+
+    loaded = load_data(folder)
+    sql = """SELECT CASE WHEN i % 3 = 0 THEN NULL ELSE 'c' || i END AS customer_id,
+        i * 0.5 AS x, CASE WHEN i % 2 = 0 THEN NULL ELSE i END AS n, SUM(i) OVER () AS total,
+        CAST(i AS DECIMAL(9, 2)) AS amount, i % 2 = 0 AS even,
+        DATE '2024-01-01' + CAST(i AS INTEGER) AS day,
+        TIMESTAMP '2024-01-01' + INTERVAL (i) HOUR AS at,
+        CAST(TIMESTAMP '2024-01-01' AS TIMESTAMPTZ) AS zoned, 'x' || i AS label
+        FROM range(2000) r(i)"""
+    engine = Engine(loaded)
+    for query in (sql, f"{sql} LIMIT 0", "SELECT 'a' AS only_text", "SELECT [1, 2] AS l, 'a' AS t"):
+        got, want = engine.query(query), loaded.con.execute(query).df()
+        assert list(got.dtypes) == list(want.dtypes), query
+        pd.testing.assert_frame_equal(got, want)
