@@ -28,6 +28,16 @@ def _clip(x, bound):
     return np.clip(np.asarray(x, dtype=float), -bound, bound)
 
 
+def _median(values: np.ndarray) -> float:
+    """Return the median of a column's observed values, 0 when it has none.
+
+    What ``SimpleImputer(strategy="median", keep_empty_features=True)`` learns, value for
+    value; that strategy sorts a masked copy of the whole table (4 s of a million
+    customers' 40 columns), where NumPy's median partitions each column.
+    """
+    return float(np.median(values)) if values.size else 0.0
+
+
 class Preprocessor(TransformerMixin, BaseEstimator):
     """Impute, transform, scale, clip, encode and weight customer features.
 
@@ -108,7 +118,7 @@ class Preprocessor(TransformerMixin, BaseEstimator):
         def numeric(*head):
             return make_pipeline(
                 *head,
-                SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
+                SimpleImputer(strategy=_median, add_indicator=True, keep_empty_features=True),
                 RobustScaler(),
                 FunctionTransformer(
                     _clip, kw_args={"bound": self.clip}, feature_names_out="one-to-one"

@@ -212,3 +212,25 @@ def test_pickle_round_trip():
     loaded = pickle.loads(pickle.dumps(pre))
     np.testing.assert_array_equal(loaded.transform(X), pre.transform(X))
     np.testing.assert_array_equal(loaded.get_feature_names_out(), pre.get_feature_names_out())
+
+
+def test_median_imputation_learns_what_sklearns_median_learns():
+    """The imputer's medians equal ``strategy="median"``'s, bit for bit, and so its output."""
+    from sklearn.impute import SimpleImputer
+
+    from models.preprocessing import _median
+
+    rng = np.random.default_rng(7)
+    for n in (1, 2, 7, 1000, 1001):
+        X = np.column_stack([
+            rng.lognormal(size=n), rng.normal(size=n), rng.integers(0, 3, n).astype(float),
+            np.full(n, np.nan), np.where(rng.random(n) < 0.5, np.nan, rng.normal(size=n)),
+            np.round(rng.normal(size=n), 1),
+        ])  # fmt: skip
+        X[rng.random(X.shape) < 0.1] = np.nan
+        kw = {"add_indicator": True, "keep_empty_features": True}
+        ours, theirs = SimpleImputer(strategy=_median, **kw), SimpleImputer(strategy="median", **kw)
+        ours.fit(X)
+        theirs.fit(X)
+        assert ours.statistics_.tobytes() == theirs.statistics_.tobytes(), n
+        assert np.array_equal(ours.transform(X), theirs.transform(X))
