@@ -160,23 +160,47 @@ class Preprocessor(TransformerMixin, BaseEstimator):
         self : Preprocessor
             The fitted preprocessor.
         """
+        self._fit(X)
+        return self
+
+    def fit_transform(self, X: pd.DataFrame, y=None) -> np.ndarray:
+        """`fit`, then `transform` ``X``, from the blocks the fit scaled (no second pass).
+
+        Parameters
+        ----------
+        X : pandas.DataFrame of shape (n_customers, n_features)
+            The feature table.
+        y : Ignored
+            Not used, present for API consistency.
+
+        Returns
+        -------
+        ndarray of shape (n_customers, n_outputs)
+            What ``fit(X).transform(X)`` returns.
+        """
+        blocks = self._fit(X)
+        return np.hstack([self.weights_[g] * blocks[g] for g in self.transformers_])
+
+    def _fit(self, X: pd.DataFrame) -> dict[str, np.ndarray]:
+        """Fit every group's transformer; return each group's unweighted output."""
         X = self._categoricals(pd.DataFrame(X))
         groups = self.groups or {}
         members: dict[str, list[str]] = {}
         for col in X.columns:
             members.setdefault(groups.get(col, col), []).append(col)
         self.transformers_, self.weights_, self._columns = {}, {}, members
+        blocks = {}
         for group, columns in members.items():
             transformer = self._transformer(columns)
             out = np.asarray(transformer.fit_transform(X[columns]), dtype=float)
             total = float(out.var(axis=0).sum())
-            self.transformers_[group] = transformer
+            self.transformers_[group], blocks[group] = transformer, out
             weight = (self.group_weights or {}).get(group, 1.0)
             self.weights_[group] = (
                 weight / np.sqrt(total) if self.balance_groups and total else weight
             )
         self.feature_names_in_ = np.asarray(X.columns, dtype=object)
-        return self
+        return blocks
 
     def transform(self, X: pd.DataFrame) -> np.ndarray:
         """Return the scaled matrix for ``X``.
