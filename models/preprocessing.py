@@ -164,19 +164,9 @@ class Preprocessor(TransformerMixin, BaseEstimator):
         return self
 
     def fit_transform(self, X: pd.DataFrame, y=None) -> np.ndarray:
-        """`fit`, then `transform` ``X``, from the blocks the fit scaled (no second pass).
+        """Return ``fit(X).transform(X)``, from the blocks the fit scaled (no second pass).
 
-        Parameters
-        ----------
-        X : pandas.DataFrame of shape (n_customers, n_features)
-            The feature table.
-        y : Ignored
-            Not used, present for API consistency.
-
-        Returns
-        -------
-        ndarray of shape (n_customers, n_outputs)
-            What ``fit(X).transform(X)`` returns.
+        The parameters are `fit`'s; the matrix is `transform`'s.
         """
         blocks = self._fit(X)
         return np.hstack([self.weights_[g] * blocks[g] for g in self.transformers_])
