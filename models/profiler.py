@@ -50,6 +50,7 @@ def _traits(
     """
     masks = {pid: labels == pid for pid in personas}
     members = {pid: np.flatnonzero(mask) for pid, mask in masks.items()}
+    frame = frame.reset_index(drop=True)  # rows by position: taking string ids costs seconds
     rows: dict = {pid: [] for pid in personas}
     for name, info in meta.iterrows():
         col = frame[name]
