@@ -8,6 +8,7 @@ differ between engines are the `Dialect`.
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -132,21 +133,25 @@ class Engine:
         columns are Arrow arrays, so no Python string is made per value, which cost most
         of what fetching a family took. The other columns are DuckDB's ``df()`` of that
         Arrow result, with its types; a result of other types, or of no rows, is
-        ``df()``'s whole.
+        ``df()``'s whole. The query runs with ``execute`` (DuckDB's relation API refuses a
+        connection whose last result was not read to its end, as ``fetchone`` leaves it).
         """
         con = self.data.con
-        result = con.sql(sql)
-        types = [str(t) for t in result.types]
-        text = [c for c, t in zip(result.columns, types, strict=True) if t == "VARCHAR"]
+        result = con.execute(sql)
+        names = [d[0] for d in result.description]
+        types = [str(d[1]) for d in result.description]
+        text = [c for c, t in zip(names, types, strict=True) if t == "VARCHAR"]
         if not text or not all(t == "VARCHAR" or t.startswith(_ARROW_SAFE) for t in types):
             return result.df()
-        table = result.to_arrow_table()
-        rest = [c for c in result.columns if c not in text]
+        with warnings.catch_warnings():  # "an extra copy of the rows": of Arrow buffers, cheap
+            warnings.filterwarnings("ignore", "Arrow output on a DB-API result", UserWarning)
+            table = result.to_arrow_table()
+        rest = [c for c in names if c not in text]
         if not table.num_rows or not rest:
             return con.from_arrow(table).df() if not table.num_rows else table.to_pandas()
         frame = con.from_arrow(table.select(rest)).df()
         for c in text:
-            frame.insert(result.columns.index(c), c, table[c].to_pandas())
+            frame.insert(names.index(c), c, table[c].to_pandas())
         return frame
 
     def shared(self, key: tuple, compute: Callable[[], T]) -> T:

@@ -692,6 +692,7 @@ def test_engine_query_gives_what_duckdb_df_gives(folder: Path) -> None:
         CAST(TIMESTAMP '2024-01-01' AS TIMESTAMPTZ) AS zoned, 'x' || i AS label
         FROM range(2000) r(i)"""
     engine = Engine(loaded)
+    loaded.con.execute("SELECT customer_id FROM customers").fetchone()  # a result left unread
     for query in (sql, f"{sql} LIMIT 0", "SELECT 'a' AS only_text", "SELECT [1, 2] AS l, 'a' AS t"):
         got, want = engine.query(query), loaded.con.execute(query).df()
         assert list(got.dtypes) == list(want.dtypes), query
