@@ -47,6 +47,33 @@ def _filled(column, feature: Feature, span_days: float, n: int):
     return values.to_numpy() if isinstance(values.dtype, np.dtype) else values.array
 
 
+def _assemble(
+    columns: dict, features: list[Feature], span_days: float, index: pd.Index
+) -> pd.DataFrame:
+    """Return the feature table, built once in its final order.
+
+    The float columns (most of the table) are filled one at a time into one column-major
+    array that the frame takes as its block: no column is held twice and no wide frame is
+    copied. The other columns (text attributes, the value tier) are inserted in their
+    places. The frame equals pandas' own assembly from a dict of the columns.
+    """
+    n = len(index)
+    block = np.empty((n, len(features)), order="F")
+    floats: list[str] = []
+    others: list[tuple[int, str, object]] = []
+    for position, f in enumerate(features):
+        values = _filled(columns.pop(f.name, None), f, span_days, n)
+        if getattr(values, "dtype", None) == np.float64:
+            block[:, len(floats)] = values
+            floats.append(f.name)
+        else:
+            others.append((position, f.name, values))
+    frame = pd.DataFrame(block[:, : len(floats)], index=index, columns=floats, copy=False)
+    for position, name, values in others:  # in order: every earlier place is filled
+        frame.insert(position, name, values)
+    return frame
+
+
 @dataclass
 class FeatureSpec:
     """What the feature table learnt from the training data, to apply to any later batch.
@@ -145,11 +172,7 @@ def build_features(
         raise RuntimeError(f"Feature names built twice: {sorted(set(names[names.duplicated()]))}")
     if spec is not None:  # a column the batch cannot make (an absent optional column) is empty
         features = spec.features
-    # one frame, built once in its final order: no wide frame copied per family or fill
-    frame = pd.DataFrame(
-        {f.name: _filled(columns.get(f.name), f, span_days, len(index)) for f in features},
-        index=index,
-    )
+    frame = _assemble(columns, features, span_days, index)
     spec = spec or FeatureSpec(params=params, first=first, families=fitted, features=features)
     return FeatureTable(frame=frame, features=features, as_of=as_of, spec=spec)
 

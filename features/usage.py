@@ -54,7 +54,14 @@ def _usage_scan(engine: Engine, as_of: pd.Timestamp, params: dict) -> dict:
         in_window = f"timestamp > {start}"
         distinct_days = dialect.distinct_days("_seen", as_of - pd.Timedelta(days=w), w)
         window_feature = f"CASE WHEN {in_window} THEN feature END"
-        position = dialect.position(spellings, window_feature) if spellings else "NULL"
+        # the position of the column itself, then the window: DuckDB looks up a Parquet
+        # column's dictionary of spellings, but each event of a CASE's result (over 81M
+        # events, 0.6 against 1.0 s)
+        position = (
+            f"CASE WHEN {in_window} THEN {dialect.position(spellings, 'feature')} END"
+            if spellings
+            else "NULL"
+        )
         per = "".join(
             f",\n SUM(CASE WHEN _i = {i + 1} THEN _used ELSE 0 END) AS _q{i}"
             for i in range(len(spellings))
@@ -173,18 +180,26 @@ def usage_mix(engine: Engine, as_of: pd.Timestamp, params: dict, fitted=None) ->
         return pd.DataFrame({"customer_id": []}), _mix_features(fitted), fitted
     # each product feature's usage: the sum of its spellings' columns, in the batch's order
     spelled = [slug(f) for f in totals]
-    used = np.zeros((len(frame), len(fitted["slugs"])))
+    # column by column, in place: a million customers' shares are never copied (the frame
+    # takes the column-major array as its block)
+    shares = np.zeros((len(frame), len(fitted["slugs"])), order="F")
     for j, s in enumerate(fitted["slugs"]):
         for i, spelled_as in enumerate(spelled):
             if spelled_as == s:
-                used[:, j] += frame[f"_q{i}"].to_numpy(dtype=float)
+                shares[:, j] += frame[f"_q{i}"].to_numpy(dtype=float)
     total = frame[[f"_q{i}" for i in range(len(spelled))]].to_numpy(dtype=float).sum(axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        shares = np.where(total[:, None] > 0, used / total[:, None], 0.0)
+    used, unused = total > 0, ~(total > 0)
+    for j in range(shares.shape[1]):
+        np.divide(shares[:, j], total, out=shares[:, j], where=used)
+        shares[unused, j] = 0.0
     if "themes" not in fitted and len(fitted["slugs"]) > params["mix_max_features"]:
+        shares = np.ascontiguousarray(shares)  # the themes' NMF as it was always fitted
         fitted = _fit_themes(frame, shares, fitted, params)
-    values = theme_weights(shares, fitted["basis"]) if "themes" in fitted else shares
-    out = pd.DataFrame(values, columns=[f.name for f in _mix_features(fitted)])
+    if "themes" in fitted:
+        values = theme_weights(np.ascontiguousarray(shares), fitted["basis"])
+    else:
+        values = shares
+    out = pd.DataFrame(values, columns=[f.name for f in _mix_features(fitted)], copy=False)
     out.insert(0, "customer_id", frame["customer_id"].to_numpy())
     return out, _mix_features(fitted), fitted
 

@@ -697,3 +697,58 @@ def test_engine_query_gives_what_duckdb_df_gives(folder: Path) -> None:
         got, want = engine.query(query), loaded.con.execute(query).df()
         assert list(got.dtypes) == list(want.dtypes), query
         pd.testing.assert_frame_equal(got, want)
+
+
+@pytest.mark.parametrize("days", [30, 124, 125, 126, 400, 2000])
+def test_distinct_days_counts_what_count_distinct_counts(days: int) -> None:
+    """Bits of a 128-bit integer, of a bit string or ``COUNT(DISTINCT)``: one count."""
+    import duckdb
+
+    from features.engine import Dialect
+
+    start = pd.Timestamp("2026-01-01 23:59:59")
+    con = duckdb.connect()
+    con.execute(f"""CREATE TABLE e AS SELECT 'c' || (i % 37) AS customer_id,
+        CASE WHEN i % 11 = 0 THEN NULL ELSE TIMESTAMP '2026-01-02' + INTERVAL (
+            (i * 7919) % ({days} * 24)) HOUR END AS t
+        FROM range(5000) r(i)""")  # fmt: skip
+    edges = f"TIMESTAMP '2026-01-02', TIMESTAMP '2026-01-01' + INTERVAL ({days}) DAY"
+    con.execute(f"INSERT INTO e VALUES ('edge', NULL), ('edge', {edges.split(', ')[0]})")
+    con.execute(f"INSERT INTO e VALUES ('edge', {edges.split(', ')[1]}), ('none', NULL)")
+    got = con.execute(
+        f"SELECT customer_id, {Dialect().distinct_days('t', start, days)} AS n FROM e "
+        "GROUP BY customer_id ORDER BY customer_id"
+    ).df()
+    want = con.execute(
+        "SELECT customer_id, COUNT(DISTINCT CAST(t AS DATE)) AS n FROM e "
+        "GROUP BY customer_id ORDER BY customer_id"
+    ).df()
+    pd.testing.assert_frame_equal(got, want)
+    assert got.set_index("customer_id")["n"].to_dict()["edge"] == 2
+
+
+@pytest.mark.parametrize("n", [3, 126, 127, 300])
+def test_distinct_positions_counts_what_count_distinct_counts(n: int) -> None:
+    """The distinct product features of each customer, by their positions among ``n``."""
+    import duckdb
+
+    from features.engine import Dialect
+
+    values = [f"f{i}" for i in range(n)]
+    con = duckdb.connect()
+    con.execute(f"""CREATE TABLE e AS SELECT 'c' || (i % 13) AS customer_id,
+        CASE WHEN i % 7 = 0 THEN NULL ELSE 'f' || ((i * 31) % {n}) END AS feature
+        FROM range(3000) r(i)""")  # fmt: skip
+    con.execute(f"INSERT INTO e VALUES ('ends', 'f0'), ('ends', 'f{n - 1}'), ('none', NULL)")
+    dialect = Dialect()
+    position = dialect.position(values, "feature")
+    got = con.execute(
+        f"SELECT customer_id, {dialect.distinct_positions('_i', 'feature', n)} AS n "
+        f"FROM (SELECT *, {position} AS _i FROM e) GROUP BY customer_id ORDER BY customer_id"
+    ).df()
+    want = con.execute(
+        "SELECT customer_id, COUNT(DISTINCT feature) AS n FROM e "
+        "GROUP BY customer_id ORDER BY customer_id"
+    ).df()
+    pd.testing.assert_frame_equal(got, want)
+    assert got.set_index("customer_id")["n"].to_dict()["ends"] == 2
