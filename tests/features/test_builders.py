@@ -699,6 +699,14 @@ def test_engine_query_gives_what_duckdb_df_gives(folder: Path) -> None:
         pd.testing.assert_frame_equal(got, want)
 
 
+def _per_customer(con, aggregate: str, source: str) -> pd.DataFrame:
+    """``aggregate`` of each customer of ``source``, sorted by customer."""
+    return con.execute(
+        f"SELECT customer_id, {aggregate} AS n FROM {source} "
+        "GROUP BY customer_id ORDER BY customer_id"
+    ).df()
+
+
 @pytest.mark.parametrize("days", [30, 124, 125, 126, 400, 2000])
 def test_distinct_days_counts_what_count_distinct_counts(days: int) -> None:
     """Bits of a 128-bit integer, of a bit string or ``COUNT(DISTINCT)``: one count."""
@@ -715,15 +723,8 @@ def test_distinct_days_counts_what_count_distinct_counts(days: int) -> None:
     edges = f"TIMESTAMP '2026-01-02', TIMESTAMP '2026-01-01' + INTERVAL ({days}) DAY"
     con.execute(f"INSERT INTO e VALUES ('edge', NULL), ('edge', {edges.split(', ')[0]})")
     con.execute(f"INSERT INTO e VALUES ('edge', {edges.split(', ')[1]}), ('none', NULL)")
-    got = con.execute(
-        f"SELECT customer_id, {Dialect().distinct_days('t', start, days)} AS n FROM e "
-        "GROUP BY customer_id ORDER BY customer_id"
-    ).df()
-    want = con.execute(
-        "SELECT customer_id, COUNT(DISTINCT CAST(t AS DATE)) AS n FROM e "
-        "GROUP BY customer_id ORDER BY customer_id"
-    ).df()
-    pd.testing.assert_frame_equal(got, want)
+    got = _per_customer(con, Dialect().distinct_days("t", start, days), "e")
+    pd.testing.assert_frame_equal(got, _per_customer(con, "COUNT(DISTINCT CAST(t AS DATE))", "e"))
     assert got.set_index("customer_id")["n"].to_dict()["edge"] == 2
 
 
@@ -742,13 +743,10 @@ def test_distinct_positions_counts_what_count_distinct_counts(n: int) -> None:
     con.execute(f"INSERT INTO e VALUES ('ends', 'f0'), ('ends', 'f{n - 1}'), ('none', NULL)")
     dialect = Dialect()
     position = dialect.position(values, "feature")
-    got = con.execute(
-        f"SELECT customer_id, {dialect.distinct_positions('_i', 'feature', n)} AS n "
-        f"FROM (SELECT *, {position} AS _i FROM e) GROUP BY customer_id ORDER BY customer_id"
-    ).df()
-    want = con.execute(
-        "SELECT customer_id, COUNT(DISTINCT feature) AS n FROM e "
-        "GROUP BY customer_id ORDER BY customer_id"
-    ).df()
-    pd.testing.assert_frame_equal(got, want)
+    got = _per_customer(
+        con,
+        dialect.distinct_positions("_i", "feature", n),
+        f"(SELECT *, {position} AS _i FROM e)",
+    )
+    pd.testing.assert_frame_equal(got, _per_customer(con, "COUNT(DISTINCT feature)", "e"))
     assert got.set_index("customer_id")["n"].to_dict()["ends"] == 2
