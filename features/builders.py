@@ -58,6 +58,8 @@ def _assemble(
     places. The frame equals pandas' own assembly from a dict of the columns.
     """
     n = len(index)
+    if not features:
+        return pd.DataFrame({}, index=index)
     block = np.empty((n, len(features)), order="F")
     floats: list[str] = []
     others: list[tuple[int, str, object]] = []

@@ -750,3 +750,32 @@ def test_distinct_positions_counts_what_count_distinct_counts(n: int) -> None:
     )
     pd.testing.assert_frame_equal(got, _per_customer(con, "COUNT(DISTINCT feature)", "e"))
     assert got.set_index("customer_id")["n"].to_dict()["ends"] == 2
+
+
+def test_feature_table_is_assembled_as_pandas_assembles_a_dict() -> None:
+    """Floats in one kept block, other types inserted in place: pandas' frame of a dict."""
+    from features.builders import _assemble, _filled
+    from features.table import Feature
+
+    n = 6
+    index = pd.Index(pd.array([f"c{i}" for i in range(n)], dtype="string"), name="customer_id")
+    nan = np.nan
+    columns = {
+        "count": pd.array([1.0, nan, 3.0, nan, 5.0, 6.0]).to_numpy(),
+        "tier": pd.array(["a", None, "b", "a", None, "c"], dtype="string"),
+        "size": np.arange(n, dtype=np.int64),
+        "recency": np.array([2.0, nan, nan, 1.0, 0.5, 9.0]),
+        "label": pd.array(list("xyzxyz"), dtype="string"),
+    }
+    fills = {"count": "zero", "recency": "span", "absent": "zero"}
+    names = ["tier", "count", "absent", "size", "recency", "label", "undefined"]
+    features = [Feature(f, "x", "needs", f, "u", "none", f, fill=fills.get(f, "nan"))
+                for f in names]  # fmt: skip
+    want = pd.DataFrame(
+        {f.name: _filled(columns.get(f.name), f, 30.0, n) for f in features}, index=index
+    )
+    got = _assemble(dict(columns), features, 30.0, index)
+    pd.testing.assert_frame_equal(got, want)
+    assert list(got.columns) == names and got["absent"].eq(0.0).all()
+    assert got["recency"].tolist() == [2.0, 30.0, 30.0, 1.0, 0.5, 9.0]
+    assert _assemble({}, [], 30.0, index).columns.equals(pd.DataFrame({}, index=index).columns)
