@@ -55,7 +55,8 @@ def _assemble(
     The float columns (most of the table) are filled one at a time into one column-major
     array that the frame takes as its block: no column is held twice and no wide frame is
     copied. The other columns (text attributes, the value tier) are inserted in their
-    places. The frame equals pandas' own assembly from a dict of the columns.
+    places. The frame equals pandas' own assembly from a dict of the columns. ``columns``
+    is emptied on the way: each family's column is let go once it is in place.
     """
     n = len(index)
     if not features:
