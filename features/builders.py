@@ -43,7 +43,7 @@ def _filled(column, feature: Feature, span_days: float, n: int):
         values = values.fillna(0.0)
     elif feature.fill == "span":
         values = values.fillna(span_days)
-    # a NumPy column as an array: pandas stacks those into its block several times faster
+    # a NumPy column as a NumPy array: `_assemble` writes floats into the table's block
     return values.to_numpy() if isinstance(values.dtype, np.dtype) else values.array
 
 

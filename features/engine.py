@@ -28,7 +28,7 @@ _ARROW_SAFE = (
 )  # fmt: skip
 
 #: Up to this many possible values, `Dialect.distinct_days` and `Dialect.distinct_positions`
-#: count in a bit string per customer; beyond, as ``COUNT(DISTINCT ...)``.
+#: count in bits per customer (`_bit_count`); beyond, as ``COUNT(DISTINCT ...)``.
 MAX_BITS = 1024
 
 
@@ -65,8 +65,8 @@ class Dialect:
 
         ``timestamp`` is NULL or a time after ``start`` and at most ``days`` days later.
         DuckDB's ``COUNT(DISTINCT ...)`` keeps a hash set per group, which costs more than
-        the rest of a scan of a hundred million events: each day sets one bit of a bit
-        string per customer instead (``bitstring_agg``), and the count is its set bits.
+        the rest of a scan of a hundred million events: each day sets one bit per customer
+        instead (`_bit_count`), and the count is the set bits.
         """
         if days + 2 > MAX_BITS:
             return f"COUNT(DISTINCT CAST({timestamp} AS DATE))"

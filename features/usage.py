@@ -188,10 +188,9 @@ def usage_mix(engine: Engine, as_of: pd.Timestamp, params: dict, fitted=None) ->
             if spelled_as == s:
                 shares[:, j] += frame[f"_q{i}"].to_numpy(dtype=float)
     total = frame[[f"_q{i}" for i in range(len(spelled))]].to_numpy(dtype=float).sum(axis=1)
-    used, unused = total > 0, ~(total > 0)
-    for j in range(shares.shape[1]):
-        np.divide(shares[:, j], total, out=shares[:, j], where=used)
-        shares[unused, j] = 0.0
+    used = total > 0
+    np.divide(shares, total[:, None], out=shares, where=used[:, None])
+    shares[~used] = 0.0
     if "themes" not in fitted and len(fitted["slugs"]) > params["mix_max_features"]:
         shares = np.ascontiguousarray(shares)  # the themes' NMF as it was always fitted
         fitted = _fit_themes(frame, shares, fitted, params)
