@@ -23,7 +23,7 @@ from pipelines.compare import lineage_names
 from pipelines.config import ConfigError, load_config
 from pipelines.engines import data_source, feature_engine, place_on_cluster, require
 from pipelines.publish import publish_scores
-from pipelines.run import load, stage
+from pipelines.run import load, small_pages, stage
 from pipelines.table import SETTINGS, build_table
 
 __all__ = ["score"]
@@ -78,6 +78,7 @@ def _check_single_file(output, n: int, cfg: dict) -> None:
         )
 
 
+@small_pages()
 def score(
     data: str | Path,
     *,

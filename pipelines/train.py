@@ -19,13 +19,14 @@ from pipelines.outputs import Assignments, assign
 from pipelines.profile import profile
 from pipelines.publish import publish_outputs
 from pipelines.record import conclude, log_inputs, persona_model
-from pipelines.run import TrainResult, load, output_folder, salt, stage
+from pipelines.run import TrainResult, load, output_folder, salt, small_pages, stage
 from pipelines.segment import modelled_columns, segment
 from pipelines.table import build_table
 
 __all__ = ["TrainResult", "load", "modelled_columns", "train"]
 
 
+@small_pages()
 def train(
     data: str | Path,
     *,
