@@ -1,10 +1,14 @@
 """Check the machine before timing anything: its CPU speed and how fast new memory comes.
 
-On a virtual machine whose host takes back the memory the guest frees, a process's first
-new gigabytes can cost seconds each while the CPU is as fast as ever; every benchmark
-that needs several GiB then measures the host (see ``benchmarks/README.md``)::
+New memory comes at about 2 GB/s on 4 kB pages. NumPy advises Linux to back each array of
+4 MB or more with 2 MB huge pages; where the kernel's transparent huge page ``defrag``
+setting is ``madvise``, a fault in such an array waits while the kernel compacts memory
+when no huge page is free, and after a bench has read gigabytes of files few are: a
+gigabyte can then take seconds while the CPU is as fast as ever. The train and score
+recipes run without that advice (`pipelines.run.small_pages`), and ``bench.py`` runs every
+measurement without it, the pandas baseline too (see ``benchmarks/README.md``)::
 
-    .venv/bin/python benchmarks/host.py          # sort 10M values; 1, 2, 4 GB of new memory
+    .venv/bin/python benchmarks/host.py    # sort 10M values; 1, 2, 4 GB with and without
 
 Each size is touched in a fresh process, as a benchmark's worker would. It also says when
 the kernel's DAMON pages out memory that was not used for a while (a ``pageout`` scheme
@@ -15,6 +19,7 @@ from disk again.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -34,14 +39,32 @@ def sort_seconds() -> float:
     return min(runs)
 
 
-def touch_seconds(gigabytes: float) -> float:
-    """Seconds to allocate and touch ``gigabytes`` of new memory in a fresh process."""
+def touch_seconds(gigabytes: float, advised: bool) -> float:
+    """Seconds to allocate and touch ``gigabytes`` of new memory in a fresh process.
+
+    ``advised``: with NumPy's huge-page advice (its default) or without (the recipes').
+    """
     code = (
         "import time, numpy as np; s = time.perf_counter(); "
         f"a = np.ones({int(gigabytes * 1e9) // 8}); print(time.perf_counter() - s)"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    env = {**os.environ, "NUMPY_MADVISE_HUGEPAGE": "1" if advised else "0"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    )
     return float(out.stdout)
+
+
+def huge_pages() -> str:
+    """The kernel's transparent huge page settings (``enabled``, ``defrag``), as chosen."""
+    root = Path("/sys/kernel/mm/transparent_hugepage")
+    if not root.exists():
+        return "transparent huge pages: not on this system"
+    chosen = {}
+    for name in ("enabled", "defrag"):
+        words = (root / name).read_text().split()
+        chosen[name] = next((w.strip("[]") for w in words if w.startswith("[")), "?")
+    return f"transparent huge pages: enabled {chosen['enabled']}, defrag {chosen['defrag']}"
 
 
 def damon_pageout() -> list[str]:
@@ -66,11 +89,20 @@ def damon_pageout() -> list[str]:
 
 
 def main() -> None:
-    lines = [f"sort of 10M doubles: {sort_seconds():.2f} s (best of 3)"]
+    lines = [f"sort of 10M doubles: {sort_seconds():.2f} s (best of 3)", huge_pages()]
+    slowest = 0.0
     for gb in (1, 2, 4):
-        seconds = touch_seconds(gb)
-        lines.append(f"{gb} GB of new memory: {seconds:.2f} s ({gb / seconds:.2f} GB/s)")
-    lines.append("new memory far below ~2 GB/s: the host is slow to give memory; timings vary")
+        times = {advised: touch_seconds(gb, advised) for advised in (True, False)}
+        slowest = max(slowest, times[True] / times[False])
+        lines.append(
+            f"{gb} GB of new memory: {times[True]:.2f} s with NumPy's huge-page advice, "
+            f"{times[False]:.2f} s without (the recipes')"
+        )
+    if slowest > 2:
+        lines.append(
+            f"with the advice up to {slowest:.0f}x slower: the kernel compacts memory for huge "
+            "pages; bench.py runs every measurement, the baseline too, without it"
+        )
     lines += damon_pageout()
     sys.stdout.write("\n".join(lines) + "\n")
 
