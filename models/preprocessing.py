@@ -103,7 +103,7 @@ class Preprocessor(TransformerMixin, BaseEstimator):
         self.clip = clip
 
     def _categoricals(self, X: pd.DataFrame) -> pd.DataFrame:
-        X = X.copy()
+        X = X.copy(deep=False)  # each categorical column is replaced, none written into
         for col in self.categorical_columns:
             if col in X:
                 X[col] = X[col].astype(object).where(X[col].notna(), "missing").astype(str)
@@ -169,7 +169,7 @@ class Preprocessor(TransformerMixin, BaseEstimator):
         The parameters are `fit`'s; the matrix is `transform`'s.
         """
         blocks = self._fit(X)
-        return np.hstack([self.weights_[g] * blocks[g] for g in self.transformers_])
+        return self._stacked(blocks)
 
     def _fit(self, X: pd.DataFrame) -> dict[str, np.ndarray]:
         """Fit every group's transformer; return each group's unweighted output."""
@@ -211,11 +211,27 @@ class Preprocessor(TransformerMixin, BaseEstimator):
         if missing:
             raise ValueError(f"X lacks the columns {missing} seen in fit.")
         X = self._categoricals(X)
-        blocks = [
-            self.weights_[g] * np.asarray(t.transform(X[self._columns[g]]), dtype=float)
-            for g, t in self.transformers_.items()
-        ]
-        return np.hstack(blocks)
+        return self._stacked(
+            {g: t.transform(X[self._columns[g]]) for g, t in self.transformers_.items()}
+        )
+
+    def _stacked(self, blocks: dict[str, np.ndarray]) -> np.ndarray:
+        """Return each group's block, weighted, side by side in `transformers_`'s order.
+
+        Each block is written into the one output, then weighted there: the numbers of
+        ``np.hstack`` of the weighted blocks, without a weighted copy of each and of the
+        whole (at 3M customers, a gigabyte of new memory each).
+        """
+        blocks = {g: np.asarray(blocks[g], dtype=float) for g in self.transformers_}
+        widths = [b.shape[1] for b in blocks.values()]
+        out = np.empty((len(next(iter(blocks.values()))), sum(widths)))
+        start = 0
+        for (group, block), width in zip(blocks.items(), widths, strict=True):
+            part = out[:, start : start + width]
+            part[...] = block
+            part *= self.weights_[group]
+            start += width
+        return out
 
     def sources(self) -> list[str | None]:
         """Return the feature each output column comes from (None: a missing-value flag).

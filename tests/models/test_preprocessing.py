@@ -244,3 +244,22 @@ def test_fit_transform_is_fit_then_transform():
     once = Preprocessor(**kw).fit_transform(X)
     twice = Preprocessor(**kw).fit(X).transform(X)
     assert once.shape == twice.shape and once.tobytes() == twice.tobytes()
+
+
+def test_weighted_blocks_are_written_in_place_as_stacking_them_gives():
+    """The groups' blocks, weighted in the output, are ``np.hstack`` of the weighted blocks."""
+    X = _frame()
+    pre = Preprocessor(
+        log_columns=["revenue"], categorical_columns=["region"], share_columns=["mix_a"],
+        groups=GROUPS, group_weights={"mix": 2.0}, balance_groups=True,
+    ).fit(X)  # fmt: skip
+    cats = pre._categoricals(X)
+    stacked = np.hstack([
+        pre.weights_[g] * np.asarray(t.transform(cats[pre._columns[g]]), dtype=float)
+        for g, t in pre.transformers_.items()
+    ])  # fmt: skip
+    assert len(pre.transformers_) > 1 and len(set(pre.weights_.values())) > 1
+    out = pre.transform(X)
+    assert out.flags.c_contiguous and out.shape == stacked.shape
+    assert out.tobytes() == stacked.tobytes()
+    pd.testing.assert_frame_equal(X, _frame())  # the categorical columns replaced in a copy
