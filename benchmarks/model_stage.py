@@ -7,11 +7,14 @@ base's feature table, with its wall, user and system CPU seconds and minor page 
     .venv/bin/python benchmarks/model_stage.py /work/bench-data/3000000            # as in train
     .venv/bin/python benchmarks/model_stage.py /work/bench-data/3000000 --alone    # table cached
     .venv/bin/python benchmarks/model_stage.py /work/bench-data/1000000 --top 25   # + cProfile
+    .venv/bin/python benchmarks/model_stage.py /work/bench-data/3000000 --alone --scaling 3
 
 As in `train`, the process first loads the base and builds its features; with ``--alone``
 it reads the feature table that an earlier run kept (``data/cache/model_stage/<base>.pkl``,
 git-ignored, written by every run without it) in a fresh process instead. Both run
 without NumPy's huge-page advice, as `train` does (`pipelines.run.small_pages`).
+``--scaling N`` times only the stage's first step, the `models.Preprocessor`'s
+``fit_transform`` of the table, N times.
 """
 
 from __future__ import annotations
@@ -46,15 +49,25 @@ def feature_table(base: Path, cfg: dict):
     return table
 
 
+def _used(wall: float, before, after) -> str:
+    """Wall seconds, and the user and system CPU and minor page faults between two rusages."""
+    return (
+        f"{wall:.1f} s (user {after.ru_utime - before.ru_utime:.1f} s, system "
+        f"{after.ru_stime - before.ru_stime:.1f} s, {after.ru_minflt - before.ru_minflt:,} "
+        "minor page faults)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("base", type=Path, help="a data folder (a bench base)")
     parser.add_argument("--alone", action="store_true", help="the kept table, fresh process")
     parser.add_argument("--top", type=int, default=0, help="cProfile's slowest functions")
+    parser.add_argument("--scaling", type=int, default=0, help="rounds of the scaling alone")
     args = parser.parse_args()
     from pipelines.config import load_config
     from pipelines.run import small_pages
-    from pipelines.segment import segment
+    from pipelines.segment import _preprocessor, modelled_columns, segment
 
     cfg = load_config()
     with small_pages():
@@ -63,6 +76,15 @@ def main() -> None:
             table = pickle.loads(kept.read_bytes())
         else:
             table = feature_table(args.base, cfg)
+        if args.scaling:
+            columns = modelled_columns(table, cfg["model"])
+            for _ in range(args.scaling):
+                before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+                scaled = _preprocessor(table, columns, cfg).fit_transform(table.frame[columns])
+                wall, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF)
+                sys.stdout.write(f"Scaling, {scaled.shape}: {_used(wall, before, after)}\n")
+                del scaled
+            return
         profile = cProfile.Profile() if args.top else None
         before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
         if profile:
@@ -73,10 +95,8 @@ def main() -> None:
         wall, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF)
     how = "alone" if args.alone else "after the features, in one process"
     sys.stdout.write(
-        f"Model stage, {len(table.frame):,} customers, {how}: {wall:.1f} s "
-        f"(user {after.ru_utime - before.ru_utime:.1f} s, system "
-        f"{after.ru_stime - before.ru_stime:.1f} s, {after.ru_minflt - before.ru_minflt:,} "
-        f"minor page faults); chosen {chosen}\n"
+        f"Model stage, {len(table.frame):,} customers, {how}: {_used(wall, before, after)}; "
+        f"chosen {chosen}\n"
     )
     if profile:
         pstats.Stats(profile).sort_stats("tottime").print_stats(args.top)
