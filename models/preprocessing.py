@@ -21,11 +21,15 @@ def signed_log1p(x):
 
 
 def _sqrt(x):
-    return np.sqrt(np.clip(np.asarray(x, dtype=float), 0.0, None))
+    """Square root of the shares, in place: ``x`` is the imputer's own output."""
+    x = np.asarray(x, dtype=float)
+    return np.sqrt(np.clip(x, 0.0, None, out=x), out=x)
 
 
 def _clip(x, bound):
-    return np.clip(np.asarray(x, dtype=float), -bound, bound)
+    """``x`` clipped to ``[-bound, bound]``, in place: the imputer's output, scaled in place."""
+    x = np.asarray(x, dtype=float)
+    return np.clip(x, -bound, bound, out=x)
 
 
 def _median(values: np.ndarray) -> float:
@@ -119,7 +123,7 @@ class Preprocessor(TransformerMixin, BaseEstimator):
             return make_pipeline(
                 *head,
                 SimpleImputer(strategy=_median, add_indicator=True, keep_empty_features=True),
-                RobustScaler(),
+                RobustScaler(copy=False),  # scales the imputer's new array, not a copy of it
                 FunctionTransformer(
                     _clip, kw_args={"bound": self.clip}, feature_names_out="one-to-one"
                 ),
