@@ -115,13 +115,14 @@ def small_pages() -> Iterator[None]:
 
     On Linux, NumPy advises the kernel (``madvise(MADV_HUGEPAGE)``) to back every array
     of 4 MB or more with 2 MB pages. Where the kernel's transparent huge page ``defrag``
-    setting is ``madvise``, the default of most distributions, the first touch of such an
+    setting is ``madvise``, the default of many distributions, the first touch of such an
     array when no huge page is free waits while the kernel compacts memory; a run that
     has just read gigabytes of files into the page cache leaves few free. On the 2-CPU
-    machine of the benchmarks, the features of a million customers took 19 s with the
-    advice and 14 s without (`benchmarks/host.py` measures both). Nothing computed
-    changes. A ``NUMPY_MADVISE_HUGEPAGE`` set by the user wins; processes started
-    during the run inherit the setting through that variable.
+    machine of the benchmarks, a million customers' train took 70 and 83 s with the
+    advice and 54 and 58 s without (README, "Huge pages, measured"; `benchmarks/host.py`
+    times new memory both ways). Nothing computed changes. A ``NUMPY_MADVISE_HUGEPAGE``
+    set by the user wins; processes started during the run inherit the setting through
+    that variable.
     """
     if "NUMPY_MADVISE_HUGEPAGE" in os.environ:
         yield
