@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -67,7 +68,11 @@ class Peak:
 
 
 class StageLog(logging.Handler):
-    """Wall and CPU time and peak RSS of each stage, from the recipe's log lines."""
+    """Wall and CPU time, peak RSS and page faults of each stage, from the recipe's log lines.
+
+    The system CPU seconds and minor page faults (new 4 kB pages) say how much of a
+    stage's CPU time is the kernel handing it memory.
+    """
 
     def __init__(self, peak: Peak):
         super().__init__(logging.INFO)
@@ -78,11 +83,17 @@ class StageLog(logging.Handler):
         msg = record.getMessage()
         if msg.endswith(" ..."):
             self.peak.reset()
-            self._start[msg[:-4]] = (record.created, time.process_time())
+            usage = resource.getrusage(resource.RUSAGE_SELF)
+            self._start[msg[:-4]] = (record.created, time.process_time(), usage)
         elif " done in " in msg:
-            wall, used = self._start.pop(name := msg.split(" done in ")[0])
+            wall, used, usage = self._start.pop(name := msg.split(" done in ")[0])
             used, peak = time.process_time() - used, self.peak.reset()  # user + system CPU
-            self.stages[name] = dict(seconds=record.created - wall, cpu_seconds=used, peak_rss=peak)
+            now = resource.getrusage(resource.RUSAGE_SELF)
+            self.stages[name] = dict(
+                seconds=record.created - wall, cpu_seconds=used, peak_rss=peak,
+                system_seconds=now.ru_stime - usage.ru_stime,
+                minor_faults=now.ru_minflt - usage.ru_minflt,
+            )  # fmt: skip
 
 
 def generate(n: int, folder: Path) -> dict[str, int]:
@@ -384,6 +395,22 @@ def table_md(results: dict) -> str:
         "`score` then places every customer with the served model in the same process, "
         + ", ".join(
             f"{r['customers']:,}: peak {r['train']['peak_rss'] / GIB:.2f} GiB" for r in sizes
+        )
+        + "."
+    )
+    lines.append(
+        "\nSystem CPU seconds and minor page faults of the longest stages (the kernel handing "
+        "them new memory): "
+        + "; ".join(
+            f"{r['customers']:,}: "
+            + ", ".join(
+                f"{name.lower()} {st['system_seconds']:.1f} s, {st['minor_faults'] / 1e6:.2f}M"
+                for name, st in sorted(
+                    r["train"]["stages"].items(), key=lambda kv: -kv[1]["seconds"]
+                )[:3]
+                if "system_seconds" in st
+            )
+            for r in sizes
         )
         + "."
     )
