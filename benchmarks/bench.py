@@ -398,22 +398,20 @@ def table_md(results: dict) -> str:
         )
         + "."
     )
-    lines.append(
-        "\nSystem CPU seconds and minor page faults of the longest stages (the kernel handing "
-        "them new memory): "
-        + "; ".join(
-            f"{r['customers']:,}: "
-            + ", ".join(
-                f"{name.lower()} {st['system_seconds']:.1f} s, {st['minor_faults'] / 1e6:.2f}M"
-                for name, st in sorted(
-                    r["train"]["stages"].items(), key=lambda kv: -kv[1]["seconds"]
-                )[:3]
-                if "system_seconds" in st
-            )
-            for r in sizes
+    faults = []  # the longest three stages of each size (results of older runs lack them)
+    for r in sizes:
+        stages = r["train"]["stages"]
+        if all("system_seconds" in st for st in stages.values()):
+            longest = sorted(stages, key=lambda name: -stages[name]["seconds"])[:3]
+            faults.append(f"{r['customers']:,}: " + ", ".join(
+                f"{name.lower()} {stages[name]['system_seconds']:.1f} s, "
+                f"{stages[name]['minor_faults'] / 1e6:.2f}M" for name in longest
+            ))  # fmt: skip
+    if faults:
+        lines.append(
+            "\nSystem CPU seconds and minor page faults of the longest stages (the kernel "
+            f"handing them new memory): {'; '.join(faults)}."
         )
-        + "."
-    )
     if any(r.get("baseline") is None for r in sizes):
         lines.append(
             f"\nNo baseline above {results.get('baseline_max', 0):,} customers "

@@ -12,7 +12,10 @@ from pipelines.demo import write_demo
 from pipelines.run import _set_madvise_hugepage, small_pages
 
 SMAPS = Path("/proc/self/smaps")
-pytestmark = pytest.mark.skipif(not SMAPS.exists(), reason="Linux's /proc/self/smaps")
+pytestmark = pytest.mark.skipif(
+    not SMAPS.exists() or not Path("/sys/kernel/mm/transparent_hugepage").exists(),
+    reason="Linux's /proc/self/smaps and a kernel with transparent huge pages",
+)
 
 
 def _advised(array: np.ndarray) -> bool:
