@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from models.clustering import lookup
+
 __all__ = ["PersonaModel"]
 
 
@@ -98,12 +100,12 @@ class PersonaModel:
         labels = (
             np.where(raw >= 0, raw, self.clusterer.nearest(Z)) if self.noise == "nearest" else raw
         )
-        ids = np.array([self.renumber.get(int(x), -1) for x in labels], dtype=int)
+        ids = lookup(labels, self.renumber, -1)
         confidence = np.clip(np.asarray(confidence, dtype=float), 0.0, 1.0)
         return pd.DataFrame(
             {
                 "persona_id": ids,
-                "persona_name": [self.names.get(i, "Unassigned") for i in ids],
+                "persona_name": lookup(ids, self.names, "Unassigned", dtype=object),
                 "confidence": np.round(confidence, 4),
                 "is_outlier": outlier | (ids < 0) | (confidence < self.outlier_confidence),
             },

@@ -230,7 +230,8 @@ def segment(table: FeatureTable, cfg: dict) -> Segments:
     raw = seg.nearest if m["noise"] == "nearest" else seg.labels
     merged = merge_small(X, raw, cfg["privacy"]["min_persona_size"])
     labels = order_by_size(merged)
-    renumber = {int(o): int(n) for o, n in zip(raw, labels, strict=True)}
+    first = np.sort(np.unique(raw, return_index=True)[1])  # each raw label's first customer
+    renumber = {int(o): int(n) for o, n in zip(raw[first], labels[first], strict=True)}
     kept = set(merged.tolist())  # a merged cluster's stability is not its new persona's
     seg.stability["jaccard"] = {
         renumber[o]: v for o, v in seg.stability["jaccard"].items() if o in kept

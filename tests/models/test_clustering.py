@@ -1,4 +1,4 @@
-"""Tests for ``models.clustering``: AutoKMeans and order_by_size."""
+"""Tests for ``models.clustering``: AutoKMeans, order_by_size and lookup."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from models.clustering import AutoKMeans, order_by_size
+from models.clustering import AutoKMeans, lookup, order_by_size
 
 CENTRES = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [10.0, 10.0]])
 
@@ -50,6 +50,24 @@ def test_order_by_size_edge_cases():
     np.testing.assert_array_equal(order_by_size(np.array([-1, -1])), [-1, -1])
     assert order_by_size(np.array([], dtype=int)).size == 0
     assert order_by_size([4, 4, 9]).tolist() == [0, 0, 1]
+
+
+@pytest.mark.parametrize(
+    "mapping",
+    [{0: 3, 1: 0, 2: 1, 5: 2}, {-1: -1, 3: 0}, {}, {10**9: 1, 0: 2}],
+    ids=["dense", "noise", "empty", "sparse"],
+)
+def test_lookup_is_the_loop_it_replaces(mapping):
+    rng = np.random.default_rng(0)
+    for labels in (rng.integers(-1, 7, 500), np.array([10**9, 0, -1, 5]), np.array([], int)):
+        expected = np.array([mapping.get(int(x), -1) for x in labels], dtype=int)
+        got = lookup(labels, mapping, -1)
+        assert got.dtype == expected.dtype
+        np.testing.assert_array_equal(got, expected)
+    names = {0: "Power users", 2: "Dormant"}
+    ids = rng.integers(-1, 4, 200)
+    got = lookup(ids, names, "Unassigned", dtype=object)
+    assert got.tolist() == [names.get(i, "Unassigned") for i in ids]
 
 
 # --------------------------------------------------------------------------- AutoKMeans
