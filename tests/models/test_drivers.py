@@ -77,6 +77,17 @@ def test_seeded_and_deterministic():
     )
 
 
+@pytest.mark.parametrize("kind", ["score", "promoter"])
+def test_features_shuffled_on_every_core_give_the_one_core_numbers(kind, monkeypatch):
+    from models import drivers
+
+    frame, labels, meta = _data(900, seed=4)
+    monkeypatch.setattr(drivers, "_cores", lambda: 4)
+    many = key_drivers(frame, labels, meta, kind=kind, random_state=1)
+    monkeypatch.setattr(drivers, "_cores", lambda: 1)
+    assert many == key_drivers(frame, labels, meta, kind=kind, random_state=1)
+
+
 def test_promoter_kind_and_small_personas_left_out():
     frame, labels, meta = _data()
     out = key_drivers(frame, labels, meta, kind="promoter", min_respondents=10_000, random_state=0)
