@@ -5,10 +5,12 @@ from __future__ import annotations
 import copy
 import logging
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from numbers import Integral, Real
 
 import numpy as np
 import pandas as pd
+from joblib import cpu_count
 from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin, _fit_context
 from sklearn.cluster import KMeans
 from sklearn.exceptions import ConvergenceWarning
@@ -347,10 +349,10 @@ class AutoKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         return other._fit_final(X)
 
     @staticmethod
-    def _indices(Xs, labels, rng) -> dict:
-        """Silhouette (on at most 3,000 rows), Calinski-Harabasz and Davies-Bouldin."""
-        n = len(Xs)
-        sub = rng.choice(n, 3000, replace=False) if n > 3000 else np.arange(n)
+    def _indices(Xs, labels, rng, sub=None) -> dict:
+        """Silhouette (on ``sub``: at most 3,000 rows), Calinski-Harabasz and Davies-Bouldin."""
+        if sub is None:
+            sub = AutoKMeans._subsample(len(Xs), rng)
         if len(np.unique(labels[sub])) < 2:
             silhouette = float("nan")
         else:
@@ -360,6 +362,11 @@ class AutoKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
             "calinski_harabasz": float(calinski_harabasz_score(Xs, labels)),
             "davies_bouldin": float(davies_bouldin_score(Xs, labels)),
         }
+
+    @staticmethod
+    def _subsample(n: int, rng) -> np.ndarray:
+        """Draw the rows a silhouette is computed on: at most 3,000."""
+        return rng.choice(n, 3000, replace=False) if n > 3000 else np.arange(n)
 
     def _search_silhouette(self, Xs, k_hi, seed, rng):
         rows, centers = [], {}
@@ -388,25 +395,26 @@ class AutoKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         )
         self.n_valleys_, self.n_groups_ = found["n_valleys"], found["n_groups"]
         self.evidence_ = found["evidence"]
+        partitions = [(k, labels) for k, labels in sorted(found["partitions"].items()) if k >= 2]
+        # each silhouette's rows drawn first, in order, so the candidates score on every core
+        subs = [self._subsample(len(Xs), rng) for _ in partitions]
+
+        def score(k: int, labels: np.ndarray, sub: np.ndarray) -> tuple[dict, np.ndarray]:
+            centers = np.array([Xs[labels == c].mean(axis=0) for c in range(k)])
+            inertia = float(((Xs - centers[labels]) ** 2).sum())
+            indices = self._indices(Xs, labels, rng, sub)
+            return {"k": k, **indices, "inertia": inertia, **separation(Xs, labels)}, centers
+
         rows, centers = [], {}
-        partitions = sorted(found["partitions"].items())
-        for i, (k, labels) in enumerate(partitions):
-            _progress.info("", extra={"progress": (i + 1, len(partitions), "candidates")})
-            if k < 2:
-                continue
-            centers[k] = np.array([Xs[labels == c].mean(axis=0) for c in range(k)])
-            inertia = float(((Xs - centers[k][labels]) ** 2).sum())
-            rows.append(
-                {
-                    "k": k,
-                    **self._indices(Xs, labels, rng),
-                    "inertia": inertia,
-                    **separation(Xs, labels),
-                }
-            )
-            logger.info(
-                "k=%d valley=%.2f distance=%.2f", k, rows[-1]["valley"], rows[-1]["distance"]
-            )
+        with ThreadPoolExecutor(cpu_count()) as pool:
+            scored = pool.map(score, *zip(*partitions, strict=True), subs) if partitions else []
+            for i, (row, center) in enumerate(scored):
+                _progress.info("", extra={"progress": (i + 1, len(partitions), "candidates")})
+                rows.append(row)
+                centers[row["k"]] = center
+                logger.info(
+                    "k=%d valley=%.2f distance=%.2f", row["k"], row["valley"], row["distance"]
+                )
         return rows, centers
 
     def _choose(self, scores: pd.DataFrame) -> int:

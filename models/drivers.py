@@ -20,12 +20,12 @@ tree on one thread): the numbers do not depend on how many cores there are.
 from __future__ import annotations
 
 import logging
-import os
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 import numpy as np
 import pandas as pd
+from joblib import cpu_count
 from scipy.stats import norm, spearmanr
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.metrics import roc_auc_score
@@ -263,7 +263,7 @@ def _cross_fit(X, y, groups, cat_mask, kind, *, n_splits, n_repeats, rng, seed):
         ]  # fmt: skip
 
         work = partial(_shuffled, model, trees, Xt, kind)
-        with ThreadPoolExecutor(_cores() if trees is not None else 1) as pool:
+        with ThreadPoolExecutor(cpu_count() if trees is not None else 1) as pool:
             for j, got in enumerate(pool.map(work, range(X.shape[1]), orders)):
                 err = _error(np.tile(yt, copies), got, kind).reshape(copies, m) - base
                 overall[test, j] = err[:n_repeats].mean(axis=0)
@@ -280,11 +280,6 @@ def _shuffled(model, trees: _Trees | None, Xt, kind: str, j: int, orders: list) 
     for r, order in enumerate(orders):
         stacked[r * m : (r + 1) * m, j] = Xt[order, j]
     return _predict(model, stacked, kind)
-
-
-def _cores() -> int:
-    """CPUs this process may run on: the trees predict on one thread each."""
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
 
 
 def key_drivers(

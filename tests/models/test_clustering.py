@@ -110,6 +110,19 @@ def test_sample_size_is_deterministic(blobs):
     assert adjusted_rand_score(y, first.labels_) == 1.0
 
 
+def test_candidates_scored_on_every_core_give_the_one_core_scores(monkeypatch):
+    from models import clustering
+
+    X, _ = make_blobs(n_samples=4000, centers=6, n_features=5, random_state=7)
+    monkeypatch.setattr(clustering, "cpu_count", lambda: 4)
+    many = AutoKMeans(k_max=9, random_state=2).fit(X)
+    monkeypatch.setattr(clustering, "cpu_count", lambda: 1)
+    one = AutoKMeans(k_max=9, random_state=2).fit(X)
+    assert len(many.scores_) > 3  # silhouettes on a drawn 3,000 of the 4,000 rows
+    pd.testing.assert_frame_equal(many.scores_, one.scores_, check_exact=True)
+    np.testing.assert_array_equal(many.labels_, one.labels_)
+
+
 def test_transform_gives_distances_to_the_centres_and_predict_the_nearest(blobs, fitted):
     X, _ = blobs
     distances = fitted.transform(X)

@@ -82,9 +82,9 @@ def test_features_shuffled_on_every_core_give_the_one_core_numbers(kind, monkeyp
     from models import drivers
 
     frame, labels, meta = _data(900, seed=4)
-    monkeypatch.setattr(drivers, "_cores", lambda: 4)
+    monkeypatch.setattr(drivers, "cpu_count", lambda: 4)
     many = key_drivers(frame, labels, meta, kind=kind, random_state=1)
-    monkeypatch.setattr(drivers, "_cores", lambda: 1)
+    monkeypatch.setattr(drivers, "cpu_count", lambda: 1)
     assert many == key_drivers(frame, labels, meta, kind=kind, random_state=1)
 
 
