@@ -65,8 +65,10 @@ def bench(tree: Path, args: argparse.Namespace, out: Path) -> dict:
            "--scale", "0", "--baseline-max", "0", "--out", str(out)]  # fmt: skip
     if args.data_root:
         cmd += ["--data-root", str(args.data_root)]
+    # the tree's own packages, not the editable install's (which is this checkout's)
+    env = {**os.environ, "PYTHONPATH": str(tree)}
     with (out.parent / f"{out.name}.log").open("w") as log:
-        subprocess.run(cmd, cwd=tree, stdout=log, stderr=log, check=True)
+        subprocess.run(cmd, cwd=tree, env=env, stdout=log, stderr=log, check=True)
     return json.loads((out / "results.json").read_text())
 
 

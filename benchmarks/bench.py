@@ -36,6 +36,7 @@ from sklearn.metrics import silhouette_score
 from sklearn.preprocessing import StandardScaler
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this checkout's packages, whichever one is installed
 CHUNK = 100_000  # bigger bases are generated this many customers at a time (~2.3 GiB each)
 GIB = 2**30
 #: Every measurement runs without NumPy's huge-page advice, as the recipes do
