@@ -349,10 +349,8 @@ class AutoKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         return other._fit_final(X)
 
     @staticmethod
-    def _indices(Xs, labels, rng, sub=None) -> dict:
-        """Silhouette (on ``sub``: at most 3,000 rows), Calinski-Harabasz and Davies-Bouldin."""
-        if sub is None:
-            sub = AutoKMeans._subsample(len(Xs), rng)
+    def _indices(Xs, labels, sub) -> dict:
+        """Silhouette (on the rows ``sub``, `_subsample`), Calinski-Harabasz, Davies-Bouldin."""
         if len(np.unique(labels[sub])) < 2:
             silhouette = float("nan")
         else:
@@ -376,7 +374,8 @@ class AutoKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
             km = KMeans(n_clusters=k, n_init=self.n_init, random_state=seed).fit(Xs)
             if len(np.unique(km.labels_)) < 2:
                 continue
-            rows.append({"k": k, **self._indices(Xs, km.labels_, rng), "inertia": km.inertia_})
+            indices = self._indices(Xs, km.labels_, self._subsample(len(Xs), rng))
+            rows.append({"k": k, **indices, "inertia": km.inertia_})
             centers[k] = km.cluster_centers_
             logger.info("k=%d silhouette=%.3f", k, rows[-1]["silhouette"])
         return rows, centers
@@ -402,7 +401,7 @@ class AutoKMeans(TransformerMixin, ClusterMixin, BaseEstimator):
         def score(k: int, labels: np.ndarray, sub: np.ndarray) -> tuple[dict, np.ndarray]:
             centers = np.array([Xs[labels == c].mean(axis=0) for c in range(k)])
             inertia = float(((Xs - centers[labels]) ** 2).sum())
-            indices = self._indices(Xs, labels, rng, sub)
+            indices = self._indices(Xs, labels, sub)
             return {"k": k, **indices, "inertia": inertia, **separation(Xs, labels)}, centers
 
         rows, centers = [], {}
