@@ -27,7 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 OUTPUTS = ("assignments.csv", "personas.json", "segmentation.json", "clv_model.json",
-           "features.parquet")  # fmt: skip
+           "features.parquet", "data_quality.json")  # fmt: skip
 
 
 def train(tree: Path, data: Path, folder: Path) -> Path:

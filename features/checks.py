@@ -115,6 +115,56 @@ def plain_sql(spec: ColumnSpec, col: str, dtype: str) -> tuple[str, bool] | None
     return None
 
 
+def tidy_columns(
+    con: duckdb.DuckDBPyConnection, name: str, table: TableSpec, found: dict[str, str],
+    columns: list[str],
+) -> set[str]:  # fmt: skip
+    """Return the text and id columns of a typed table whose values need no cleaning.
+
+    A value needs cleaning when trimming changes it or leaves it empty (`parse_sql`,
+    `raw_sql`); a tidy column is then read as it is, with no trimming or comparing of
+    every row, which cost most of an event table's checking scan (README, Benchmarks).
+    Each column's distinct values tell (a few product features, one id per customer; the
+    ids from the temp table ``__ids_<name>``).
+    """
+    tidy = set()
+    for c in columns:
+        if table.column(c).kind not in ("id", "text"):
+            continue
+        q = sql_name(found[c])
+        values = f"__ids_{name}" if c == "customer_id" else f"(SELECT DISTINCT {q} FROM raw_{name})"
+        dirty = f"{q} IS NOT NULL AND NULLIF(TRIM({q}), '') IS DISTINCT FROM {q}"
+        if not con.execute(f"SELECT count_if({dirty}) FROM {values}").fetchone()[0]:
+            tidy.add(c)
+    return tidy
+
+
+def unknown_ids(con: duckdb.DuckDBPyConnection, name: str, ids: str) -> int:
+    """Keep the ids of a table that name no valid customer in ``__unknown_<name>``; count them.
+
+    ``ids`` is SQL of the table's distinct ids (column ``customer_id``) as the checks read
+    them. Each is looked up once, a million rather than every event's hundred million: the
+    checking scan then probes only the few unknown ones (`known_flag`).
+    """
+    con.execute(
+        f"CREATE TEMP TABLE __unknown_{name} AS SELECT customer_id FROM {ids} "
+        "WHERE customer_id IS NOT NULL "
+        "AND customer_id NOT IN (SELECT customer_id FROM valid_customers)"
+    )
+    return con.execute(f"SELECT count(*) FROM __unknown_{name}").fetchone()[0]
+
+
+def known_flag(name: str, n_unknown: int) -> str:
+    """Return SQL of ``__known``: the row's id names a customer (see `unknown_ids`).
+
+    With no unknown id every row's does (a NULL id fails its own check); otherwise the
+    rows probe the few unknown ids, not every customer's.
+    """
+    if not n_unknown:
+        return "true AS __known"
+    return f"customer_id NOT IN (SELECT customer_id FROM __unknown_{name}) AS __known"
+
+
 def did_you_mean(name: str, names: list[str]) -> str:
     """Return ``" (did you mean 'x'?)"`` for the closest of ``names``, or nothing."""
     close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)

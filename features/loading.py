@@ -23,6 +23,7 @@ from features.checks import (
     advice,
     as_pseudonyms,
     failed_checks,
+    known_flag,
     map_columns,
     parse_sql,
     plain_sql,
@@ -31,6 +32,8 @@ from features.checks import (
     raw_sql,
     scan_checks,
     table_checks,
+    tidy_columns,
+    unknown_ids,
     valid_mask,
 )
 from features.contract import PII_PATTERNS, TABLES, DataError
@@ -258,16 +261,30 @@ def _load(
         # Typed event tables (Parquet, DuckDB) stay views, read in one scan that checks them
         # and gathers what staging needs; when every row passes, later reads skip the parsing
         # (`plain_sql`): reading the file again is cheaper than holding 100M events in memory.
+        # Their ids and texts are checked per distinct value first: a tidy column is read as
+        # it is, and the rows probe only the unknown ids (`tidy_columns`, `unknown_ids`).
         held = name == "customers" or "read_csv" in readers[name]
         plain = (
             {} if held else {c: plain_sql(table.column(c), s, dtypes[s]) for c, s in found.items()}
         )
         compared = [c for c, got in plain.items() if got is not None and not got[1]]
+        tidy = set()
+        if not held and name != "customers":  # typed event tables: their distinct ids once
+            with reading(file, n_examples):
+                con.execute(
+                    f"CREATE TEMP TABLE __ids_{name} AS "
+                    f"SELECT DISTINCT {sql_name(found['customer_id'])} FROM raw_{name}"
+                )
+                tidy = tidy_columns(con, name, table, found, compared)
+        compared = [c for c in compared if c not in tidy]
         select = [
-            f"{parse_sql(table.column(c), s, dtypes[s])} AS {sql_name(c)}" for c, s in found.items()
+            f"{sql_name(s) if c in tidy else parse_sql(table.column(c), s, dtypes[s])} "
+            f"AS {sql_name(c)}"
+            for c, s in found.items()
         ]
         select += [
-            f"{raw_sql(table.column(c), s, dtypes[s])} AS {sql_name('__raw_' + c)}"
+            f"{sql_name(s) if c in tidy else raw_sql(table.column(c), s, dtypes[s])} "
+            f"AS {sql_name('__raw_' + c)}"
             for c, s in found.items()
         ]
         select += [f"{plain[c][0]} AS {sql_name('__plain_' + c)}" for c in compared]
@@ -308,8 +325,15 @@ def _load(
         ]
         derived = None
         if name != "customers":
-            known = "customer_id IN (SELECT customer_id FROM valid_customers) AS __known"
-            flags.append(known)
+            src = found["customer_id"]
+            if held:
+                ids = f"(SELECT DISTINCT customer_id FROM checked_{name})"
+            elif "customer_id" in tidy:
+                ids = f"(SELECT {sql_name(src)} AS customer_id FROM __ids_{name})"
+            else:
+                parsed = parse_sql(table.column("customer_id"), src, dtypes[src])
+                ids = f"(SELECT DISTINCT {parsed} AS customer_id FROM __ids_{name})"
+            flags.append(known_flag(name, unknown_ids(con, name, ids)))
             profile = TableProfile.of(name, table, available[name], [])
             if held:
                 sizes = {c: sql_name(c) for c in profile.numbers}

@@ -564,6 +564,38 @@ def test_integer_ids_in_parquet_match_text_ids_in_csv(write_tables) -> None:
     assert _rows(data, "usage_events")["customer_id"].tolist() == ["7"]
 
 
+@pytest.mark.parametrize(
+    "ids, features",
+    [
+        (["A", "B", "Z", "A"], ["reports", "export", "x", "api"]),  # tidy, one unknown id
+        ([" A", "B ", "Z", None], ["reports", " export", "", "api"]),  # trimmed, empty, missing
+        (["A", "B", "C", "D"], ["reports", "export", "x", "api"]),  # every id known
+    ],
+)
+def test_parquet_ids_and_texts_are_checked_as_csv_checks_them(
+    write_tables, tmp_path: Path, ids: list, features: list
+) -> None:
+    """A typed file's distinct ids and texts are checked once (`features.checks.tidy_columns`,
+    `unknown_ids`), a text file's every row: the same rows pass, fail and are left out."""
+    usage = [
+        {"customer_id": c, "timestamp": f"2026-03-0{i + 1}", "feature": f, "quantity": "1"}
+        for i, (c, f) in enumerate(zip(ids, features, strict=True))
+    ]
+    tables = {"customers": CUSTOMERS, "usage_events": usage}
+    folder = tmp_path / "parquet"
+    folder.mkdir()
+    for name, rows in tables.items():
+        _typed(rows).to_parquet(folder / f"{name}.parquet")
+    quarantine = {"on_error": "quarantine", "max_unknown_share": 0.5}
+    expected = load_data(write_tables(tables), validation=quarantine)
+    got = load_data(folder, validation=quarantine)
+    keys = ("rows", "rows_invalid", "invalid", "unknown_customer_rows", "unknown_customer_ids",
+            "rows_used", "first", "last")  # fmt: skip
+    want = {k: expected.quality["tables"]["usage_events"].get(k) for k in keys}
+    assert {k: got.quality["tables"]["usage_events"].get(k) for k in keys} == want
+    pd.testing.assert_frame_equal(_rows(got, "usage_events"), _rows(expected, "usage_events"))
+
+
 def test_fingerprint_follows_the_content(write_tables) -> None:
     folder = write_tables({"customers": CUSTOMERS, "usage_events": USAGE})
     first = load_data(folder).fingerprint
