@@ -146,10 +146,13 @@ def stage_views(con, staging, available, attributes, as_of, quality, validation,
         profile = TableProfile.of(name, TABLES[name], available[name], [])
         n_unknown_ids = 0
         if st.n_unknown:  # their ids, once: the examples, the near matches, the count
-            con.execute(  # the distinct ids first: a million looked up, not every event's
-                f"CREATE TEMP TABLE unknown_{name} AS SELECT customer_id "
-                f"FROM (SELECT DISTINCT customer_id FROM valid_{name}) WHERE NOT {known}"
+            # with every row valid, those the checks found (`features.checks.unknown_ids`)
+            ids = (
+                f"(SELECT DISTINCT customer_id FROM valid_{name}) WHERE NOT {known}"
+                if info["rows_invalid"]
+                else f"__unknown_{name}"
             )
+            con.execute(f"CREATE TEMP TABLE unknown_{name} AS SELECT customer_id FROM {ids}")
             n_unknown_ids = con.execute(f"SELECT count(*) FROM unknown_{name}").fetchone()[0]
         info.update(
             unknown_customer_rows=st.n_unknown,
