@@ -334,6 +334,7 @@ def _load(
                 parsed = parse_sql(table.column("customer_id"), src, dtypes[src])
                 ids = f"(SELECT DISTINCT {parsed} AS customer_id FROM __ids_{name})"
             flags.append(known_flag(name, unknown_ids(con, name, ids)))
+            con.execute(f"DROP TABLE IF EXISTS __ids_{name}")
             profile = TableProfile.of(name, table, available[name], [])
             if held:
                 sizes = {c: sql_name(c) for c in profile.numbers}
