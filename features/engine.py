@@ -27,10 +27,6 @@ _ARROW_SAFE = (
     "TIMESTAMP", "DATE", "DECIMAL",
 )  # fmt: skip
 
-#: Types whose Arrow column pandas converts as ``df()`` does, with NULLs or without them.
-_ARROW_SAME = ("DOUBLE", "FLOAT", "TIMESTAMP")
-_ARROW_SAME_UNLESS_NULL = ("BIGINT", "INTEGER", "SMALLINT", "TINYINT", "BOOLEAN")
-
 #: Up to this many possible values, `Dialect.distinct_days` and `Dialect.distinct_positions`
 #: count in bits per customer (`_bit_count`); beyond, as ``COUNT(DISTINCT ...)``.
 MAX_BITS = 1024
@@ -148,9 +144,8 @@ class Engine:
 
         Text columns (a million customer ids a family) come through Arrow: pandas' ``str``
         columns are Arrow arrays, so no Python string is made per value, which cost most
-        of what fetching a family took. Numbers and times come from Arrow as well where
-        pandas gives them the types ``df()`` would (`_ARROW_SAME`), the rest are DuckDB's
-        ``df()`` of that Arrow result; a result of other types, or of no rows, is
+        of what fetching a family took. The other columns are DuckDB's ``df()`` of that
+        Arrow result, with its types; a result of other types, or of no rows, is
         ``df()``'s whole. The query runs with ``execute`` (DuckDB's relation API refuses a
         connection whose last result was not read to its end, as ``fetchone`` leaves it).
         """
@@ -166,22 +161,12 @@ class Engine:
             table = result.to_arrow_table()
         if not table.num_rows:  # no rows to convert: df() gives the empty columns' types
             return con.from_arrow(table).df()
-        # Floats and timestamps, and whole numbers with no NULL (df() makes those nullable
-        # integers), come straight from Arrow, each its own block: pandas stacking them
-        # into one took half a second of the usage family's million rows.
-        direct = [
-            c
-            for c, t in zip(names, types, strict=True)
-            if t in _ARROW_SAME or (t in _ARROW_SAME_UNLESS_NULL and not table[c].null_count)
-        ]
-        frame = table.select(direct).to_pandas(split_blocks=True)
-        rest = [c for c in names if c not in direct and c not in text]
-        others = con.from_arrow(table.select(rest)).df() if rest else None
-        for i, c in enumerate(names):
-            if c in text:
-                frame.insert(i, c, table[c].to_pandas())
-            elif c in rest:
-                frame.insert(i, c, others[c])
+        rest = [c for c in names if c not in text]
+        if not rest:
+            return table.to_pandas()
+        frame = con.from_arrow(table.select(rest)).df()
+        for c in text:
+            frame.insert(names.index(c), c, table[c].to_pandas())
         return frame
 
     def shared(self, key: tuple, compute: Callable[[], T]) -> T:
