@@ -17,6 +17,13 @@ The probes (2026-12-07, README "Benchmarks"):
   (`features.rfm.billing_history`), and a plain count, min and max per customer.
 - ``partitioned``: a filtered grouping of the purchases by customer with DuckDB's
   ``partitioned_execution`` optimizer on (the default) and off.
+- ``checks``: the core of the usage events' checking scan with every id and product
+  feature trimmed and every row's customer looked up (before 2026-12-07), read as they are
+  with only the unknown ids probed, and with none (`features.checks.tidy_columns`,
+  `unknown_ids`); and the distinct ids those two read first.
+
+The usage probes also time a grouping by customer with a count alone, with one sum, and
+with the ten sums packed five to a 128-bit integer (exact for whole quantities).
 """
 
 from __future__ import annotations
@@ -56,9 +63,17 @@ def _usage() -> dict[str, str]:
     def per_customer(select: str, source: str = events) -> str:
         return f"SELECT customer_id, {select} FROM ({source}) GROUP BY customer_id"
 
+    packed = ", ".join(
+        f"SUM(CASE WHEN _i BETWEEN {1 + 5 * h} AND {5 + 5 * h} THEN CAST(_used AS HUGEINT) "
+        f"<< (25 * (_i - {1 + 5 * h})) ELSE 0 END)"
+        for h in range(2)
+    )
     return {
         "usage: all": per_customer(f"SUM(_used), {days}, {breadth}, max(timestamp), {sums}"),
+        "usage: a count alone": per_customer("count(*)"),
+        "usage: one sum": per_customer("SUM(_used)"),
         "usage: the ten sums": per_customer(sums),
+        "usage: ten sums packed in two HUGEINTs": per_customer(packed),
         "usage: the ten sums as FILTER": per_customer(filtered),
         "usage: by customer and feature first": per_customer(
             f"SUM(u), bit_count(bit_or(dm)), {breadth}, max(mx), {two}", by_feature
@@ -85,7 +100,44 @@ def _partitioned() -> dict[str, str]:
     return {"partitioned: on (default)": query, f"partitioned: off|{off}": query}
 
 
-PROBES = {"usage": _usage, "purchases": _purchases, "partitioned": _partitioned}
+def _checks() -> dict[str, str]:
+    """The core of the usage events' checking scan (`features.loading`), three ways."""
+    unknown = (
+        "CREATE TEMP TABLE unknown AS SELECT customer_id FROM (SELECT DISTINCT customer_id "
+        "FROM usage_events) WHERE customer_id NOT IN (SELECT customer_id FROM customers)"
+    )
+
+    def scan(cid: str, feature: str, known: str) -> str:
+        rows = (
+            f"SELECT *, NOT (__bad_id OR __bad_feature) AS __valid FROM (SELECT customer_id "
+            f"AS __plain, feature AS __plain_feature, {cid} AS cid, {feature} AS feat, "
+            f"timestamp, quantity, {cid} IS NULL AS __bad_id, {feature} IS NULL AS "
+            f"__bad_feature, {known} AS __known FROM usage_events)"
+        )
+        return (
+            "SELECT count(*), count_if(NOT __valid), count_if(cid IS DISTINCT FROM __plain), "
+            "count_if(feat IS DISTINCT FROM __plain_feature), count_if(__valid AND NOT "
+            "__known), min(CASE WHEN __valid AND __known THEN timestamp END), max(CASE WHEN "
+            "__valid AND __known THEN timestamp END), count_if(__valid AND __known AND "
+            f"quantity = 0) FROM ({rows})"
+        )
+
+    trimmed = "NULLIF(TRIM(customer_id), '')", "NULLIF(TRIM(feature), '')"
+    return {
+        "checks: the distinct ids": "SELECT DISTINCT customer_id FROM usage_events",
+        "checks: trimmed, every customer probed": scan(
+            *trimmed, "customer_id IN (SELECT customer_id FROM customers)"
+        ),
+        f"checks: as read, unknown ids probed|{unknown}": scan(
+            "customer_id", "feature", "customer_id NOT IN (SELECT customer_id FROM unknown)"
+        ),
+        "checks: as read, no probe": scan("customer_id", "feature", "true"),
+    }
+
+
+PROBES = {
+    "usage": _usage, "purchases": _purchases, "partitioned": _partitioned, "checks": _checks,
+}  # fmt: skip
 
 
 def main() -> None:
@@ -101,16 +153,16 @@ def main() -> None:
         for label, sql in PROBES[name]().items():
             con = duckdb.connect()  # a fresh connection per query: settings do not leak
             con.execute("SET TimeZone = 'UTC'")
+            for table in ("customers", "usage_events", "transactions"):
+                path = args.base / f"{table}.parquet"
+                con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{path}')")
             label, *setting = label.split("|")
             for statement in setting:
                 con.execute(statement)
-            for table in ("usage_events", "transactions"):
-                path = args.base / f"{table}.parquet"
-                con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{path}')")
             start = time.perf_counter()
             rows = con.execute(f"SELECT count(*), sum(hash(COLUMNS(*))) FROM ({sql})").fetchone()[0]
             seconds = time.perf_counter() - start
-            sys.stdout.write(f"{label:40s} {seconds:6.2f} s  ({rows:,} customers)\n")
+            sys.stdout.write(f"{label:40s} {seconds:6.2f} s  ({rows:,} rows)\n")
             sys.stdout.flush()
             con.close()
 
