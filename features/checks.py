@@ -125,11 +125,13 @@ def tidy_columns(
     `raw_sql`); a tidy column is then read as it is, with no trimming or comparing of
     every row, which cost most of an event table's checking scan (README, Benchmarks).
     Each column's distinct values tell (a few product features, one id per customer; the
-    ids from the temp table ``__ids_<name>``).
+    ids from the temp table ``__ids_<name>``). Free text (comments) is left to the rows:
+    its distinct values would be the whole column, held in memory.
     """
     tidy = set()
     for c in columns:
-        if table.column(c).kind not in ("id", "text"):
+        spec = table.column(c)
+        if spec.kind not in ("id", "text") or spec.free_text:
             continue
         q = sql_name(found[c])
         values = f"__ids_{name}" if c == "customer_id" else f"(SELECT DISTINCT {q} FROM raw_{name})"

@@ -40,6 +40,9 @@ class ColumnSpec:
         SQL predicate over the parsed value ``{v}`` that every non-null value must satisfy.
     rule : str, default=""
         The predicate in words, for error messages.
+    free_text : bool, default=False
+        Text written freely (comments), nearly every value distinct: checked row by row,
+        never per distinct value (`features.checks.tidy_columns`).
     """
 
     name: str
@@ -47,6 +50,7 @@ class ColumnSpec:
     required: bool = False
     check: str | None = None
     rule: str = ""
+    free_text: bool = False
 
 
 @dataclass(frozen=True)
@@ -137,7 +141,7 @@ TABLES: dict[str, TableSpec] = {
                     check="{v} BETWEEN 1 AND 5",
                     rule="must be a whole number 1-5",
                 ),
-                ColumnSpec("comment", "text"),
+                ColumnSpec("comment", "text", free_text=True),
             ),
             time_column="timestamp",
             one_of=("nps", "csat"),
