@@ -277,16 +277,16 @@ def _load(
                 )
                 tidy = tidy_columns(con, name, table, found, compared)
         compared = [c for c in compared if c not in tidy]
+        # read plainly: a tidy column, and one whose plain reading always equals the parsed
+        # one (an integer id: no trimming of every event's id written as text)
+        plainly = {c: got[0] for c, got in plain.items() if c in tidy or (got and got[1])}
         select = [
-            f"{sql_name(s) if c in tidy else parse_sql(table.column(c), s, dtypes[s])} "
-            f"AS {sql_name(c)}"
+            f"{plainly.get(c) or parse_sql(table.column(c), s, dtypes[s])} AS {sql_name(c)}"
             for c, s in found.items()
         ]
-        select += [
-            f"{sql_name(s) if c in tidy else raw_sql(table.column(c), s, dtypes[s])} "
-            f"AS {sql_name('__raw_' + c)}"
-            for c, s in found.items()
-        ]
+        raw = {c: raw_sql(table.column(c), s, dtypes[s]) for c, s in found.items()}
+        raw |= {c: got for c, got in plainly.items() if table.column(c).kind in ("id", "text")}
+        select += [f"{raw[c]} AS {sql_name('__raw_' + c)}" for c in found]
         select += [f"{plain[c][0]} AS {sql_name('__plain_' + c)}" for c in compared]
         select += [sql_name(a) for a in attrs]
         dup = name == "customers"

@@ -596,6 +596,30 @@ def test_parquet_ids_and_texts_are_checked_as_csv_checks_them(
     pd.testing.assert_frame_equal(_rows(got, "usage_events"), _rows(expected, "usage_events"))
 
 
+def test_integer_ids_in_parquet_are_checked_as_csv_checks_them(write_tables, tmp_path) -> None:
+    """Integer ids are read plainly (no trimming of each event's id): the same rows pass."""
+    customers = [{"customer_id": str(c)} for c in (1, 2, 3, 4)]
+    usage = [
+        {"customer_id": c, "timestamp": f"2026-03-0{i + 1}", "feature": "x", "quantity": "1"}
+        for i, c in enumerate(["1", "2", "9", "", "1"])
+    ]
+    tables = {"customers": customers, "usage_events": usage}
+    folder = tmp_path / "parquet"
+    folder.mkdir()
+    for name, rows in tables.items():
+        frame = _typed(rows)
+        frame["customer_id"] = pd.array(frame["customer_id"], dtype="Int64")
+        frame.to_parquet(folder / f"{name}.parquet")
+    quarantine = {"on_error": "quarantine", "max_unknown_share": 0.5}
+    expected = load_data(write_tables(tables), validation=quarantine)
+    got = load_data(folder, validation=quarantine)
+    info = got.quality["tables"]["usage_events"]
+    assert (info["rows_invalid"], info["unknown_customer_rows"], info["rows_used"]) == (1, 1, 3)
+    for key in ("rows", "invalid", "unknown_customer_ids", "first", "last"):
+        assert info[key] == expected.quality["tables"]["usage_events"][key]
+    pd.testing.assert_frame_equal(_rows(got, "usage_events"), _rows(expected, "usage_events"))
+
+
 def test_fingerprint_follows_the_content(write_tables) -> None:
     folder = write_tables({"customers": CUSTOMERS, "usage_events": USAGE})
     first = load_data(folder).fingerprint
