@@ -169,6 +169,32 @@ class Engine:
             frame.insert(names.index(c), c, table[c].to_pandas())
         return frame
 
+    def values(self, table: str, column: str, where: str) -> tuple[list, bool]:
+        """Return the distinct values of a column among the rows meeting ``where``, or more.
+
+        Returns the sorted non-NULL values and whether the list is exact. Over the rows of
+        a checked table (`checked`), before its view leaves out unknown customers and rows
+        after ``as_of``, DuckDB reads a Parquet column's dictionaries rather than every
+        row: a few of the values may then be absent from the view's rows meeting
+        ``where``, and a caller that needs the exact list checks them.
+        """
+        q = self.dialect.quote(column)
+        checked = self.checked(table)
+        source = f"valid_{table}" if checked else f"{table} WHERE {where}"
+        rows = self.query(f"SELECT DISTINCT {q} AS v FROM {source}")["v"].dropna()
+        return sorted(str(v) for v in rows), not checked
+
+    def checked(self, table: str) -> bool:
+        """Whether the checks left the table's valid rows as ``valid_<table>`` (`load_data`).
+
+        A bucket's views of Spark's staged files (`pipelines.cluster_table`) have none.
+        """
+        return bool(
+            self.data.con.execute(
+                "SELECT count(*) FROM duckdb_views() WHERE view_name = ?", [f"valid_{table}"]
+            ).fetchone()[0]
+        )
+
     def shared(self, key: tuple, compute: Callable[[], T]) -> T:
         """Return ``compute()``, computed once per engine and ``key``.
 

@@ -318,6 +318,10 @@ class SparkEngine(Engine):
                 self._shared = shared  # the sample's results still hold
         return self.spark.read.parquet(path)
 
+    def checked(self, table: str) -> bool:
+        """No: Spark's views are the staged tables themselves (see `Engine.values`)."""
+        return False
+
     def query(self, sql: str) -> pd.DataFrame:
         """Run a query on Spark and return its result as a DataFrame."""
         return self.collect(self.spark.sql(sql))

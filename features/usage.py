@@ -27,11 +27,13 @@ Built = tuple[pd.DataFrame, list[Feature], dict]
 def _usage_scan(engine: Engine, as_of: pd.Timestamp, params: dict) -> dict:
     """Scan usage_events once for the usage and usage mix families (shared on the engine).
 
-    A first, cheap query totals each product feature's usage in the window (the spellings
-    the batch holds and how much each is used). The scan then aggregates every customer's
-    usage: the usage family's counts and, pivoted in SQL (one conditional sum per product
-    feature of the batch), their usage of each product feature in the window. Returns
-    ``totals`` (spelling -> usage in the window) and ``frame`` (one row per customer with
+    The scan aggregates every customer's usage: the usage family's counts and, pivoted in
+    SQL (one conditional sum per product feature), their usage of each product feature
+    in the window. The product features are the spellings the batch holds (`Engine.values`,
+    read from the column's distinct values rather than its rows); those with no usage in
+    the window are dropped afterwards, asking the rows only when the list may hold
+    spellings used nowhere in the window (`_used_in_window`). Returns ``totals`` (spelling
+    -> usage in the window, sorted by spelling) and ``frame`` (one row per customer with
     usage; ``_q<i>`` is the usage of the i-th spelling of ``totals``).
     """
     w, t = params["window_days"], params["trend_days"]
@@ -43,15 +45,11 @@ def _usage_scan(engine: Engine, as_of: pd.Timestamp, params: dict) -> dict:
             window_start(as_of, t),
             window_start(as_of, 2 * t),
         )
-        totals = engine.query(f"""
-            SELECT feature, SUM({qty}) AS q FROM usage_events
-            WHERE timestamp > {start} AND feature IS NOT NULL GROUP BY feature""")
-        totals = totals.sort_values("feature", ignore_index=True)
-        spellings = totals["feature"].astype(str).tolist()
+        in_window = f"timestamp > {start}"
+        spellings, exact = engine.values("usage_events", "feature", in_window)
         dialect = engine.dialect
         days = dialect.days("max(timestamp)", sql_time(as_of))
         # each row's window flags, once: the aggregates then add up plain columns
-        in_window = f"timestamp > {start}"
         distinct_days = dialect.distinct_days("_seen", as_of - pd.Timedelta(days=w), w)
         window_feature = f"CASE WHEN {in_window} THEN feature END"
         # the position of the column itself, then the window: DuckDB looks up a Parquet
@@ -83,9 +81,26 @@ def _usage_scan(engine: Engine, as_of: pd.Timestamp, params: dict) -> dict:
                 {position} AS _i
               FROM usage_events)
             GROUP BY customer_id""")
-        return {"totals": dict(zip(spellings, totals["q"], strict=True)), "frame": frame}
+        sums = [frame[f"_q{i}"].sum() for i in range(len(spellings))]
+        used = [exact or s > 0 for s in sums]
+        if not all(used):  # used with quantity 0 only, or outside the window only?
+            used = _used_in_window(engine, spellings, in_window)
+        kept = [i for i in range(len(spellings)) if used[i]]
+        if len(kept) < len(spellings):  # renumber the kept spellings' columns
+            frame = frame.drop(columns=[f"_q{i}" for i in range(len(spellings)) if not used[i]])
+            frame = frame.rename(columns={f"_q{i}": f"_q{j}" for j, i in enumerate(kept)})
+        return {"totals": {spellings[i]: sums[i] for i in kept}, "frame": frame}
 
     return engine.shared(("usage_events", as_of, w, t), scan)
+
+
+def _used_in_window(engine: Engine, spellings: list[str], in_window: str) -> list[bool]:
+    """Return whether each spelling has rows in the window (used, if only with quantity 0)."""
+    found = engine.query(
+        f"SELECT DISTINCT feature FROM usage_events WHERE {in_window} AND feature IS NOT NULL"
+    )["feature"]
+    present = {str(f) for f in found}
+    return [s in present for s in spellings]
 
 
 def usage(engine: Engine, as_of: pd.Timestamp, params: dict, fitted=None) -> Built:

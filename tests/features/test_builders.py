@@ -202,6 +202,47 @@ def test_usage_mix_shares(table: FeatureTable) -> None:
     assert table.meta.loc["mix_reports", "label"] == "reports"
 
 
+@pytest.mark.parametrize("kind", ["csv", "parquet"])
+def test_usage_mix_columns_are_the_features_used_in_the_window(write_tables, kind) -> None:
+    """Only product features with usage in the window (if only of quantity 0) are columns.
+
+    The scan pivots over the column's distinct spellings, which may hold more; each extra
+    one here would be an all-zero ``mix_`` column.
+    """
+    extra = records(
+        "customer_id timestamp feature quantity",
+        ("C2", "2025-09-01", "legacy", "3"),  # before the window only
+        ("C3", "2026-03-15", "beta", "0"),  # in it, with quantity 0: a column
+        ("C9", "2026-03-15", "ghost", "2"),  # an unknown customer's only
+        ("C1", "2026-04-20", "later", "1"),  # after as_of only
+    )
+    tables = {**TABLES, "usage_events": TABLES["usage_events"] + extra}
+    folder = write_tables(tables)
+    if kind == "parquet":  # typed columns: the spellings come from the file's dictionaries
+        for name in tables:
+            frame = pd.read_csv(folder / f"{name}.csv", dtype=str, keep_default_na=False)
+            frame = frame.replace("", None)
+            for col in frame.columns.intersection(["timestamp", "opened_at", "closed_at"]):
+                frame[col] = pd.to_datetime(frame[col], format="ISO8601")
+            for col in frame.columns.intersection(["quantity", "amount", "nps", "csat"]):
+                frame[col] = pd.to_numeric(frame[col])
+            frame.to_parquet(folder / f"{name}.parquet")
+            (folder / f"{name}.csv").unlink()
+    got = _build(folder, validation={"max_unknown_share": 0.5})
+    mix = [c for c in got.frame.columns if c.startswith("mix_")]
+    assert mix == ["mix_beta", "mix_dashboards", "mix_export", "mix_reports"]
+    _assert_values(
+        got,
+        {
+            "mix_beta": {"C1": 0, "C2": 0, "C3": 0, "C4": 0},
+            "mix_dashboards": {"C1": 3 / 7, "C2": 0, "C3": 0, "C4": 0},
+            "mix_export": {"C1": 1 / 7, "C2": 0, "C3": 0, "C4": 0},
+            "mix_reports": {"C1": 3 / 7, "C2": 1, "C3": 0, "C4": 0},
+            "usage_breadth": {"C1": 3, "C2": 1, "C3": 1, "C4": 0},
+        },
+    )
+
+
 def test_engagement(table: FeatureTable) -> None:
     channels = [
         c for c in table.families(["engagement"]) if c not in {
