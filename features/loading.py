@@ -39,7 +39,7 @@ from features.checks import (
 from features.contract import PII_PATTERNS, TABLES, DataError
 from features.privacy import id_salt
 from features.quality import EXTREME_RATIO, TableProfile
-from features.reading import file_digest, file_of, find_sources, reading
+from features.reading import CSV_TYPES, file_digest, file_of, find_sources, reading, typed_csv
 from features.sql import sql_name, sql_text, sql_time
 from features.staging import (
     Staging,
@@ -280,27 +280,10 @@ def _load(
         # read plainly: a tidy column, and one whose plain reading always equals the parsed
         # one (an integer id: no trimming of every event's id written as text)
         plainly = {c: got[0] for c, got in plain.items() if c in tidy or (got and got[1])}
-        select = [
-            f"{plainly.get(c) or parse_sql(table.column(c), s, dtypes[s])} AS {sql_name(c)}"
-            for c, s in found.items()
-        ]
-        raw = {c: raw_sql(table.column(c), s, dtypes[s]) for c, s in found.items()}
-        raw |= {c: got for c, got in plainly.items() if table.column(c).kind in ("id", "text")}
-        select += [f"{raw[c]} AS {sql_name('__raw_' + c)}" for c in found]
-        select += [f"{plain[c][0]} AS {sql_name('__plain_' + c)}" for c in compared]
-        select += [sql_name(a) for a in attrs]
         dup = name == "customers"
-        if dup:  # the first row of each id wins; later ones are duplicates
-            select.insert(0, "row_number() OVER () AS __row")
-        con.execute(
-            f"CREATE VIEW staged_{name} AS SELECT *"
-            + (
-                ", row_number() OVER (PARTITION BY customer_id ORDER BY __row) AS __dup"
-                if dup
-                else ""
-            )
-            + f" FROM (SELECT {', '.join(select)} FROM raw_{name})"
-        )
+        plains = {c: plain[c][0] for c in compared}
+        sql = _staged_sql(table, found, attrs, dtypes, plainly, plains, dup, f"raw_{name}")
+        con.execute(f"CREATE VIEW staged_{name} AS {sql}")
         checks = table_checks(table, found)
         bad = " OR ".join(f"({c.bad})" for c in checks) or "false"
         drop = ", ".join(
@@ -309,12 +292,16 @@ def _load(
             + (["__row", "__dup"] if dup else [])
         )
         available[name] = list(found) + attrs
-        if held:
+        # CSV events as DuckDB's reader types them, if it can: else parsed from their text
+        typed = held and not dup and _held_typed(con, name, readers[name], table, found, checks,
+                                                 drop)  # fmt: skip
+        if held and not typed:
             with reading(file, n_examples):
                 con.execute(
                     f"CREATE TEMP TABLE checked_{name} AS SELECT * EXCLUDE ({drop}), "
                     f"{valid_mask(checks)} AS __bad FROM staged_{name}"
                 )
+        if held:
             flags = [f"(__bad & {1 << i}) <> 0 AS __bad_{i}" for i in range(len(checks))]
             rows = f"checked_{name}"
         else:
@@ -416,6 +403,61 @@ def _load(
         digests=table_digests,
         schemas=schemas,
     )
+
+
+def _staged_sql(table, found, attrs, dtypes, plainly, compared, dup, source) -> str:
+    """Return SQL of a table's rows as the checks read them, from ``source`` (its raw rows).
+
+    Each contract column parsed to its type (or read plainly: ``plainly``), its raw value
+    (``__raw_<column>``), its plain reading where the checks compare the two
+    (``__plain_<column>``), the attribute columns; with ``dup`` (customers), each row's
+    number in the file and among the rows of its id (``__row``, ``__dup``).
+    """
+    select = [
+        f"{plainly.get(c) or parse_sql(table.column(c), s, dtypes[s])} AS {sql_name(c)}"
+        for c, s in found.items()
+    ]
+    raw = {c: raw_sql(table.column(c), s, dtypes[s]) for c, s in found.items()}
+    raw |= {c: got for c, got in plainly.items() if table.column(c).kind in ("id", "text")}
+    select += [f"{raw[c]} AS {sql_name('__raw_' + c)}" for c in found]
+    select += [f"{q} AS {sql_name('__plain_' + c)}" for c, q in compared.items()]
+    select += [sql_name(a) for a in attrs]
+    if not dup:
+        return f"SELECT {', '.join(select)} FROM {source}"
+    select.insert(0, "row_number() OVER () AS __row")  # the first row of each id wins
+    return (
+        "SELECT *, row_number() OVER (PARTITION BY customer_id ORDER BY __row) AS __dup "
+        f"FROM (SELECT {', '.join(select)} FROM {source})"
+    )
+
+
+def _held_typed(con, name, reader, table, found, checks, drop) -> bool:
+    """Hold a CSV event table's checked rows as DuckDB's CSV reader types them; whether it did.
+
+    The reader parses timestamps written ``YYYY-MM-DD HH:MM:SS`` and numbers itself, as
+    fast as it reads text, where parsing the text after costs twice the read (README,
+    Benchmarks); every other column stays text. Its values then equal `parse_sql`'s. Kept
+    only when every row passes the checks: a value the reader refuses (another time
+    format, a zone, a marker such as ``NA``) or a row a check flags, and the table is read
+    as text, whose messages quote the file as it is written.
+    """
+    types = {s: CSV_TYPES[table.column(c).kind] for c, s in found.items()
+             if table.column(c).kind in CSV_TYPES}  # fmt: skip
+    if not types:
+        return False
+    dtypes = {s: types.get(s, "VARCHAR") for s in found.values()}
+    sql = _staged_sql(table, found, [], dtypes, {}, {}, False, typed_csv(reader, types))
+    try:
+        con.execute(
+            f"CREATE TEMP TABLE checked_{name} AS SELECT * EXCLUDE ({drop}), "
+            f"{valid_mask(checks)} AS __bad FROM ({sql})"
+        )
+    except duckdb.Error:
+        return False
+    if con.execute(f"SELECT count(*) FROM checked_{name} WHERE __bad <> 0").fetchone()[0]:
+        con.execute(f"DROP TABLE checked_{name}")
+        return False
+    return True
 
 
 def _is_plain_date(value) -> bool:

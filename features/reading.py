@@ -77,6 +77,24 @@ def _reader(path: Path) -> str:
     )
 
 
+#: What DuckDB's CSV reader parses itself, by kind of contract column (`typed_csv`)
+CSV_TYPES = {"timestamp": "TIMESTAMP", "number": "DOUBLE", "integer": "DOUBLE"}
+#: The one time format the reader parses (as `features.checks.parse_sql` first tries)
+CSV_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+def typed_csv(reader: str, types: dict[str, str]) -> str:
+    """Return `_reader`'s SQL of a CSV file with these column types rather than all text.
+
+    Columns not in ``types`` stay text. Timestamps must be written as `CSV_TIME_FORMAT`:
+    the reader parses it exactly as ``strptime`` does, and refuses anything else rather
+    than guess (it would read ``10:00:00+02:00`` as 10:00, dropping the offset).
+    """
+    spec = ", ".join(f"{sql_text(c)}: {sql_text(t)}" for c, t in types.items())
+    typed = f"all_varchar=true, types={{{spec}}}, timestampformat={sql_text(CSV_TIME_FORMAT)}"
+    return reader.replace("all_varchar=true", typed)
+
+
 def mixed_line_endings(path: Path, probe: int = 1 << 16) -> bool:
     """Whether a CSV file ends its lines both with CRLF and with LF.
 

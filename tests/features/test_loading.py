@@ -545,6 +545,46 @@ def test_duckdb_file_errors_name_the_table(tmp_path: Path) -> None:
     assert "in 1 of 1 rows (e.g. '11')" in message
 
 
+def test_csv_typed_by_the_reader_gives_what_its_text_gives(write_tables, monkeypatch) -> None:
+    """DuckDB's CSV reader types a table's timestamps and numbers when it can; same result.
+
+    ``usage_events`` and ``transactions`` are written as the reader parses them (a ``NaN``
+    quantity is no value either way); feedback's dates, and a ticket opened at a time with
+    a zone offset, are not: those tables are parsed from their text, the offset applied.
+    """
+    from features import loading
+
+    tables = {
+        **MIXED,
+        "usage_events": MIXED["usage_events"] + records(
+            "customer_id timestamp feature quantity", ("C", "2026-02-22 09:30:00", "alerts", "NaN")
+        ),
+        "support_tickets": MIXED["support_tickets"] + records(
+            "customer_id opened_at closed_at priority",
+            ("C", "2026-02-25 10:00:00+02:00", "", "low"),
+        ),
+    }  # fmt: skip
+    folder = write_tables(tables)
+    typed = {}
+    held_typed = loading._held_typed
+
+    def spy(con, name, *args):
+        typed[name] = held_typed(con, name, *args)
+        return typed[name]
+
+    monkeypatch.setattr(loading, "_held_typed", spy)
+    data, got = _features(folder)
+    assert typed == {
+        "usage_events": True, "transactions": True, "feedback": False, "support_tickets": False,
+    }  # fmt: skip
+    assert data.quality["tables"]["support_tickets"]["last"] == "2026-02-25 08:00:00"
+    assert got.loc["C", "usage_events"] == 1  # the NaN quantity counts as one use
+    monkeypatch.setattr(loading, "_held_typed", lambda *args: False)  # every table as text
+    text, expected = _features(folder)
+    pd.testing.assert_frame_equal(got, expected)
+    assert data.quality == text.quality
+
+
 def test_parquet_zoned_timestamps_are_converted_to_utc(tmp_path: Path) -> None:
     pd.DataFrame({"customer_id": ["A"]}).to_parquet(tmp_path / "customers.parquet")
     when = pd.Timestamp("2026-01-01 10:00", tz="Europe/Berlin")
