@@ -164,8 +164,9 @@ def revenue(engine: Engine, as_of: pd.Timestamp, params: dict, fitted=None) -> B
     extra, feats = "", []
     if engine.has("transactions", "discount"):
         extra += """,
-          SUM(CASE WHEN amount > 0 THEN COALESCE(discount, 0) ELSE 0 END)
-            / NULLIF(SUM(CASE WHEN amount > 0 THEN amount + COALESCE(discount, 0) ELSE 0 END), 0)
+          ROUND(SUM(CASE WHEN amount > 0 THEN COALESCE(discount, 0) ELSE 0 END), 6)
+            / NULLIF(ROUND(SUM(CASE WHEN amount > 0 THEN amount + COALESCE(discount, 0)
+                                ELSE 0 END), 6), 0)
             AS revenue_discount_share"""
         feats.append(
             Feature(
@@ -195,16 +196,19 @@ def revenue(engine: Engine, as_of: pd.Timestamp, params: dict, fitted=None) -> B
         )
     names = ["revenue_monetary", "revenue_12m", "revenue_frequency", "revenue_avg_order"]
     names += ["revenue_recency_days", "revenue_refunds"] + [f.name for f in feats]
-    # one scan: the first transaction joins the aggregates, and tenure covers every customer
+    # one scan: the first transaction joins the aggregates, and tenure covers every customer;
+    # the sums of amounts rounded: in parallel, a customer's rows split between threads add
+    # up in either order, which moved the last bit from run to run (6 places keep cents)
     days_since, feat_tenure = tenure_days(engine, as_of, "revenue", True)
     frame = engine.query(f"""
         SELECT customer_id, {", ".join(f"r.{n}" for n in names)}, {days_since} AS tenure_days
         FROM customers LEFT JOIN (
           SELECT customer_id,
-            SUM(amount) AS revenue_monetary,
-            SUM(CASE WHEN timestamp > {year} THEN amount ELSE 0 END) AS revenue_12m,
+            ROUND(SUM(amount), 6) AS revenue_monetary,
+            ROUND(SUM(CASE WHEN timestamp > {year} THEN amount ELSE 0 END), 6) AS revenue_12m,
             SUM(CASE WHEN amount > 0 THEN 1 ELSE 0 END) AS revenue_frequency,
-            AVG(CASE WHEN amount > 0 THEN amount END) AS revenue_avg_order,
+            ROUND(SUM(CASE WHEN amount > 0 THEN amount END), 6)
+              / NULLIF(SUM(CASE WHEN amount > 0 THEN 1 ELSE 0 END), 0) AS revenue_avg_order,
             {days} AS revenue_recency_days,
             SUM(CASE WHEN amount < 0 THEN 1 ELSE 0 END) AS revenue_refunds{extra},
             min(timestamp) AS first_transaction
