@@ -44,6 +44,10 @@ class Dialect:
         """Fractional days from ``start`` to ``end`` (two timestamp expressions)."""
         return f"((epoch({end}) - epoch({start})) / 86400.0)"
 
+    def micros(self, start: str, end: str) -> str:
+        """Whole microseconds from ``start`` to ``end``: an integer, which sums exactly."""
+        return f"date_diff('microsecond', {start}, {end})"
+
     def quote(self, name: str) -> str:
         """Quote a column name as an identifier (an attribute column may hold spaces)."""
         return sql_name(name)

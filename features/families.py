@@ -386,9 +386,10 @@ def support(engine: Engine, as_of: pd.Timestamp, params: dict, fitted=None) -> B
     ]
     if engine.has("support_tickets", "closed_at"):
         closed = f"closed_at IS NOT NULL AND closed_at <= {stamp}"
-        cols += [
-            f"AVG(CASE WHEN {closed} THEN {engine.dialect.days('opened_at', 'closed_at')} END)"
-            " AS support_close_days",
+        took = f"CASE WHEN {closed} THEN {engine.dialect.micros('opened_at', 'closed_at')} END"
+        cols += [  # in whole microseconds: fractional days, added in either order by
+            # DuckDB's threads, moved the mean's last bit from run to run
+            f"SUM({took}) / 8.64e10 / NULLIF(COUNT({took}), 0) AS support_close_days",
             f"SUM(CASE WHEN {closed} THEN 0 ELSE 1 END) AS support_open",
         ]
         feats += [

@@ -93,8 +93,12 @@ class SparkDialect(Dialect):
 
     def days(self, start: str, end: str) -> str:
         """Fractional days from ``start`` to ``end`` (two timestamp expressions)."""
+        return f"({self.micros(start, end)} / 8.64e10)"
+
+    def micros(self, start: str, end: str) -> str:
+        """Whole microseconds from ``start`` to ``end``: an integer, which sums exactly."""
         micros = "unix_micros(CAST({} AS TIMESTAMP))"
-        return f"(({micros.format(end)} - {micros.format(start)}) / 8.64e10)"
+        return f"({micros.format(end)} - {micros.format(start)})"
 
     def quote(self, name: str) -> str:
         """Quote a column name as a Spark identifier."""

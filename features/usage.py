@@ -61,18 +61,18 @@ def _usage_scan(engine: Engine, as_of: pd.Timestamp, params: dict) -> dict:
             else "NULL"
         )
         per = "".join(
-            f",\n SUM(CASE WHEN _i = {i + 1} THEN _used ELSE 0 END) AS _q{i}"
+            f",\n {_total(f'CASE WHEN _i = {i + 1} THEN _used ELSE 0 END')} AS _q{i}"
             for i in range(len(spellings))
         )
+        prev = f"CASE WHEN timestamp > {before} AND timestamp <= {recent} THEN _q ELSE 0 END"
         frame = engine.query(f"""
             SELECT customer_id,
-              SUM(_used) AS usage_events,
+              {_total("_used")} AS usage_events,
               {distinct_days} AS usage_active_days,
               {dialect.distinct_positions("_i", "_feature", len(spellings))} AS usage_breadth,
               {days} AS usage_recency_days,
-              SUM(CASE WHEN timestamp > {recent} THEN _q ELSE 0 END) AS _last,
-              SUM(CASE WHEN timestamp > {before} AND timestamp <= {recent} THEN _q ELSE 0 END)
-                AS _prev{per}
+              {_total(f"CASE WHEN timestamp > {recent} THEN _q ELSE 0 END")} AS _last,
+              {_total(prev)} AS _prev{per}
             FROM (
               SELECT customer_id, timestamp, {qty} AS _q,
                 CASE WHEN {in_window} THEN {qty} ELSE 0 END AS _used,
@@ -92,6 +92,15 @@ def _usage_scan(engine: Engine, as_of: pd.Timestamp, params: dict) -> dict:
         return {"totals": {spellings[i]: sums[i] for i in kept}, "frame": frame}
 
     return engine.shared(("usage_events", as_of, w, t), scan)
+
+
+def _total(quantity: str) -> str:
+    """Aggregate: the sum of a quantity, rounded to 6 places.
+
+    A customer's rows split between DuckDB's threads add up in either order: quantities
+    with decimals would move the last bit from run to run (whole ones sum exactly).
+    """
+    return f"ROUND(SUM({quantity}), 6)"
 
 
 def _used_in_window(engine: Engine, spellings: list[str], in_window: str) -> list[bool]:
