@@ -57,7 +57,13 @@ def main() -> None:
     def timed(*a, **k) -> TimedConnection:
         return TimedConnection(connect(*a, **k), log)
 
-    loading.duckdb = type("TimedDuckDB", (), {"connect": staticmethod(timed)})
+    class TimedDuckDB:  # duckdb itself (its errors too), but for connect
+        connect = staticmethod(timed)
+
+        def __getattr__(self, name: str):
+            return getattr(duckdb, name)
+
+    loading.duckdb = TimedDuckDB()
     cfg = load_config()
     start = time.perf_counter()
     loaded = loading.load_data(

@@ -39,7 +39,15 @@ from features.checks import (
 from features.contract import PII_PATTERNS, TABLES, DataError
 from features.privacy import id_salt
 from features.quality import EXTREME_RATIO, TableProfile
-from features.reading import CSV_TYPES, file_digest, file_of, find_sources, reading, typed_csv
+from features.reading import (
+    CSV_TYPES,
+    file_digest,
+    file_of,
+    find_sources,
+    reading,
+    tail_reads_typed,
+    typed_csv,
+)
 from features.sql import sql_name, sql_text, sql_time
 from features.staging import (
     Staging,
@@ -293,8 +301,8 @@ def _load(
         )
         available[name] = list(found) + attrs
         # CSV events as DuckDB's reader types them, if it can: else parsed from their text
-        typed = held and not dup and _held_typed(con, name, readers[name], table, found, checks,
-                                                 drop)  # fmt: skip
+        typed = held and not dup and _held_typed(con, name, readers[name], file, table, found,
+                                                 checks, drop)  # fmt: skip
         if held and not typed:
             with reading(file, n_examples):
                 con.execute(
@@ -431,7 +439,7 @@ def _staged_sql(table, found, attrs, dtypes, plainly, compared, dup, source) -> 
     )
 
 
-def _held_typed(con, name, reader, table, found, checks, drop) -> bool:
+def _held_typed(con, name, reader, file, table, found, checks, drop) -> bool:
     """Hold a CSV event table's checked rows as DuckDB's CSV reader types them; whether it did.
 
     The reader parses timestamps written ``YYYY-MM-DD HH:MM:SS`` and numbers itself, as
@@ -439,11 +447,13 @@ def _held_typed(con, name, reader, table, found, checks, drop) -> bool:
     Benchmarks); every other column stays text. Its values then equal `parse_sql`'s. Kept
     only when every row passes the checks: a value the reader refuses (another time
     format, a zone, a marker such as ``NA``) or a row a check flags, and the table is read
-    as text, whose messages quote the file as it is written.
+    as text, whose messages quote the file as it is written. Not tried when the file's last
+    rows would be refused (`tail_reads_typed`: rows appended by another tool), which the
+    reader would find only at the end of the file.
     """
     types = {s: CSV_TYPES[table.column(c).kind] for c, s in found.items()
              if table.column(c).kind in CSV_TYPES}  # fmt: skip
-    if not types:
+    if not types or not tail_reads_typed(Path(file), types):
         return False
     dtypes = {s: types.get(s, "VARCHAR") for s in found.values()}
     sql = _staged_sql(table, found, [], dtypes, {}, {}, False, typed_csv(reader, types))

@@ -11,6 +11,7 @@ the header.
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import gzip
 import hashlib
 import re
@@ -93,6 +94,42 @@ def typed_csv(reader: str, types: dict[str, str]) -> str:
     spec = ", ".join(f"{sql_text(c)}: {sql_text(t)}" for c, t in types.items())
     typed = f"all_varchar=true, types={{{spec}}}, timestampformat={sql_text(CSV_TIME_FORMAT)}"
     return reader.replace("all_varchar=true", typed)
+
+
+def tail_reads_typed(path: Path, types: dict[str, str], probe: int = 1 << 16) -> bool:
+    """Whether the last rows of a CSV file hold values `typed_csv` would read as ``types``.
+
+    Rows appended by another tool come last and may write times their own way (a ``T``, a
+    zone): the typed reader would refuse them only after reading the whole file. Only the
+    last ``probe`` bytes are looked at (a gzipped file is not: its end is the whole file);
+    a row split across lines by a quoted line break is skipped.
+    """
+    if path.suffix == ".gz":
+        return True
+    delimiter, size = csv_delimiter(path), path.stat().st_size
+    with path.open("rb") as fh:
+        header = next(
+            csv.reader([fh.readline().decode("utf-8-sig", "replace")], delimiter=delimiter)
+        )
+        start = max(size - probe, fh.tell())
+        fh.seek(start)
+        lines = fh.read().decode("utf-8", "replace").splitlines()
+    if start > 0 and lines:
+        lines = lines[1:]  # the first may be the end of a row
+    columns = {i: types[c] for i, c in enumerate(header) if c in types}
+    for row in csv.reader(lines, delimiter=delimiter):
+        if len(row) != len(header):
+            continue
+        for i, kind in columns.items():
+            value = row[i].strip()
+            try:
+                if value and kind == "TIMESTAMP":
+                    dt.datetime.strptime(value, CSV_TIME_FORMAT)
+                elif value:
+                    float(value)
+            except ValueError:
+                return False
+    return True
 
 
 def mixed_line_endings(path: Path, probe: int = 1 << 16) -> bool:

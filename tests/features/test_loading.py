@@ -585,6 +585,27 @@ def test_csv_typed_by_the_reader_gives_what_its_text_gives(write_tables, monkeyp
     assert data.quality == text.quality
 
 
+@pytest.mark.parametrize(
+    "appended, expected",
+    [
+        ("C,2026-02-25 10:00:00,reports,2", True),
+        ("C,2026-02-25T10:00:00Z,reports,2", False),  # another tool's way with times
+        ("C,2026-02-25 10:00:00,reports,NA", False),
+        ("C,,reports,", True),  # empty values are no values either way
+        ('C,2026-02-25 10:00:00,"multi\nline",2', True),  # a split row is skipped
+    ],
+)
+def test_the_last_rows_say_whether_to_read_a_csv_typed(tmp_path, appended, expected) -> None:
+    from features.reading import tail_reads_typed
+
+    path = tmp_path / "usage_events.csv"
+    rows = "".join(f"A,2026-01-{d:02d} 09:00:00,export,{d}\n" for d in range(1, 29))
+    path.write_text("customer_id,timestamp,feature,quantity\n" + rows + appended + "\n")
+    types = {"timestamp": "TIMESTAMP", "quantity": "DOUBLE"}
+    assert tail_reads_typed(path, types) is expected
+    assert tail_reads_typed(path, types, probe=64) is expected  # from inside a row
+
+
 def test_parquet_zoned_timestamps_are_converted_to_utc(tmp_path: Path) -> None:
     pd.DataFrame({"customer_id": ["A"]}).to_parquet(tmp_path / "customers.parquet")
     when = pd.Timestamp("2026-01-01 10:00", tz="Europe/Berlin")
