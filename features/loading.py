@@ -453,7 +453,7 @@ def _held_typed(con, name, reader, file, table, found, checks, drop) -> bool:
     """
     types = {s: CSV_TYPES[table.column(c).kind] for c, s in found.items()
              if table.column(c).kind in CSV_TYPES}  # fmt: skip
-    if not types or not tail_reads_typed(Path(file), types):
+    if not types or not Path(file).is_file() or not tail_reads_typed(Path(file), types):
         return False
     dtypes = {s: types.get(s, "VARCHAR") for s in found.values()}
     sql = _staged_sql(table, found, [], dtypes, {}, {}, False, typed_csv(reader, types))
