@@ -45,8 +45,8 @@ from features.reading import (
     file_of,
     find_sources,
     reading,
-    tail_reads_typed,
     typed_csv,
+    typed_tail_format,
 )
 from features.sql import sql_name, sql_text, sql_time
 from features.staging import (
@@ -442,21 +442,24 @@ def _staged_sql(table, found, attrs, dtypes, plainly, compared, dup, source) -> 
 def _held_typed(con, name, reader, file, table, found, checks, drop) -> bool:
     """Hold a CSV event table's checked rows as DuckDB's CSV reader types them; whether it did.
 
-    The reader parses timestamps written ``YYYY-MM-DD HH:MM:SS`` and numbers itself, as
+    The reader parses timestamps written ``YYYY-MM-DD HH:MM:SS`` (with a fraction of a
+    second, or without, as the file's last rows are written) and numbers itself, as
     fast as it reads text, where parsing the text after costs twice the read (README,
     Benchmarks); every other column stays text. Its values then equal `parse_sql`'s. Kept
     only when every row passes the checks: a value the reader refuses (another time
     format, a zone, a marker such as ``NA``) or a row a check flags, and the table is read
     as text, whose messages quote the file as it is written. Not tried when the file's last
-    rows would be refused (`tail_reads_typed`: rows appended by another tool), which the
+    rows would be refused (`typed_tail_format`: rows appended by another tool), which the
     reader would find only at the end of the file.
     """
     types = {s: CSV_TYPES[table.column(c).kind] for c, s in found.items()
              if table.column(c).kind in CSV_TYPES}  # fmt: skip
-    if not types or not Path(file).is_file() or not tail_reads_typed(Path(file), types):
+    time_format = Path(file).is_file() and types and typed_tail_format(Path(file), types)
+    if not time_format:
         return False
     dtypes = {s: types.get(s, "VARCHAR") for s in found.values()}
-    sql = _staged_sql(table, found, [], dtypes, {}, {}, False, typed_csv(reader, types))
+    typed = typed_csv(reader, types, time_format)
+    sql = _staged_sql(table, found, [], dtypes, {}, {}, False, typed)
     try:
         con.execute(
             f"CREATE TEMP TABLE checked_{name} AS SELECT * EXCLUDE ({drop}), "

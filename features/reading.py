@@ -80,56 +80,67 @@ def _reader(path: Path) -> str:
 
 #: What DuckDB's CSV reader parses itself, by kind of contract column (`typed_csv`)
 CSV_TYPES = {"timestamp": "TIMESTAMP", "number": "DOUBLE", "integer": "DOUBLE"}
-#: The one time format the reader parses (as `features.checks.parse_sql` first tries)
-CSV_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+#: The time formats the reader is given, one per file (`features.checks.parse_sql` tries
+#: the first itself; it reads the second, with a fraction of a second, as the reader does)
+CSV_TIME_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M:%S.%f")
 
 
-def typed_csv(reader: str, types: dict[str, str]) -> str:
+def typed_csv(reader: str, types: dict[str, str], time_format: str) -> str:
     """Return `_reader`'s SQL of a CSV file with these column types rather than all text.
 
-    Columns not in ``types`` stay text. Timestamps must be written as `CSV_TIME_FORMAT`:
-    the reader parses it exactly as ``strptime`` does, and refuses anything else rather
-    than guess (it would read ``10:00:00+02:00`` as 10:00, dropping the offset).
+    Columns not in ``types`` stay text. Timestamps must be written as ``time_format`` (one
+    of `CSV_TIME_FORMATS`): the reader parses it exactly as ``strptime`` does, and refuses
+    anything else rather than guess (it would read ``10:00:00+02:00`` as 10:00, dropping
+    the offset).
     """
     spec = ", ".join(f"{sql_text(c)}: {sql_text(t)}" for c, t in types.items())
-    typed = f"all_varchar=true, types={{{spec}}}, timestampformat={sql_text(CSV_TIME_FORMAT)}"
+    typed = f"all_varchar=true, types={{{spec}}}, timestampformat={sql_text(time_format)}"
     return reader.replace("all_varchar=true", typed)
 
 
-def tail_reads_typed(path: Path, types: dict[str, str], probe: int = 1 << 16) -> bool:
-    """Whether the last rows of a CSV file hold values `typed_csv` would read as ``types``.
+def typed_tail_format(path: Path, types: dict[str, str], probe: int = 1 << 16) -> str | None:
+    """Return the time format of a CSV file's last rows if `typed_csv` reads them, else None.
 
-    Rows appended by another tool come last and may write times their own way (a ``T``, a
-    zone): the typed reader would refuse them only after reading the whole file. Only the
-    last ``probe`` bytes are looked at (a gzipped file is not: its end is the whole file);
-    a row split across lines by a quoted line break is skipped.
+    The first of `CSV_TIME_FORMATS` in which every timestamp of those rows is written
+    (the first when they hold none), provided their numbers read as numbers. Rows appended
+    by another tool come last and may write times their own way (a ``T``, a zone): the
+    typed reader would refuse them only after reading the whole file. Only the last
+    ``probe`` bytes are looked at (a gzipped file is not: its end is the whole file, and
+    the first format is tried); a row split across lines by a quoted line break is skipped.
     """
     if path.suffix == ".gz":
-        return True
+        return CSV_TIME_FORMATS[0]
     delimiter, size = csv_delimiter(path), path.stat().st_size
     with path.open("rb") as fh:
-        header = next(
-            csv.reader([fh.readline().decode("utf-8-sig", "replace")], delimiter=delimiter)
-        )
+        first = fh.readline().decode("utf-8-sig", "replace")
+        header = next(csv.reader([first], delimiter=delimiter))
         start = max(size - probe, fh.tell())
         fh.seek(start)
         lines = fh.read().decode("utf-8", "replace").splitlines()
     if start > 0 and lines:
         lines = lines[1:]  # the first may be the end of a row
     columns = {i: types[c] for i, c in enumerate(header) if c in types}
+    formats, times = list(CSV_TIME_FORMATS), []
     for row in csv.reader(lines, delimiter=delimiter):
         if len(row) != len(header):
             continue
         for i, kind in columns.items():
             value = row[i].strip()
-            try:
-                if value and kind == "TIMESTAMP":
-                    dt.datetime.strptime(value, CSV_TIME_FORMAT)
-                elif value:
+            if value and kind == "TIMESTAMP":
+                times.append(value)
+            elif value:
+                try:
                     float(value)
-            except ValueError:
-                return False
-    return True
+                except ValueError:
+                    return None
+    for time_format in formats:
+        try:
+            for value in times:
+                dt.datetime.strptime(value, time_format)
+        except ValueError:
+            continue
+        return time_format
+    return None
 
 
 def mixed_line_endings(path: Path, probe: int = 1 << 16) -> bool:

@@ -548,17 +548,19 @@ def test_duckdb_file_errors_name_the_table(tmp_path: Path) -> None:
 def test_csv_typed_by_the_reader_gives_what_its_text_gives(write_tables, monkeypatch) -> None:
     """DuckDB's CSV reader types a table's timestamps and numbers when it can; same result.
 
-    ``usage_events`` and ``transactions`` are written as the reader parses them (a ``NaN``
-    quantity is no value either way); feedback's dates, and a ticket opened at a time with
-    a zone offset, are not: those tables are parsed from their text, the offset applied.
+    ``usage_events`` (times with a fraction of a second) and ``transactions`` are written
+    as the reader parses them (a ``NaN`` quantity is no value either way); feedback's
+    dates, and a ticket opened at a time with a zone offset, are not: those tables are
+    parsed from their text, the offset applied.
     """
     from features import loading
 
+    usage = MIXED["usage_events"] + records(
+        "customer_id timestamp feature quantity", ("C", "2026-02-22 09:30:00", "alerts", "NaN")
+    )
     tables = {
         **MIXED,
-        "usage_events": MIXED["usage_events"] + records(
-            "customer_id timestamp feature quantity", ("C", "2026-02-22 09:30:00", "alerts", "NaN")
-        ),
+        "usage_events": [{**r, "timestamp": r["timestamp"] + ".125"} for r in usage],
         "support_tickets": MIXED["support_tickets"] + records(
             "customer_id opened_at closed_at priority",
             ("C", "2026-02-25 10:00:00+02:00", "", "low"),
@@ -585,25 +587,34 @@ def test_csv_typed_by_the_reader_gives_what_its_text_gives(write_tables, monkeyp
     assert data.quality == text.quality
 
 
+PLAIN, FRACTION = "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M:%S.%f"
+
+
 @pytest.mark.parametrize(
-    "appended, expected",
+    "fraction, appended, expected, last",
     [
-        ("C,2026-02-25 10:00:00,reports,2", True),
-        ("C,2026-02-25T10:00:00Z,reports,2", False),  # another tool's way with times
-        ("C,2026-02-25 10:00:00,reports,NA", False),
-        ("C,,reports,", True),  # empty values are no values either way
-        ('C,2026-02-25 10:00:00,"multi\nline",2', True),  # a split row is skipped
+        ("", "C,2026-02-25 10:00:00,reports,2", PLAIN, PLAIN),
+        (".5", "C,2026-02-25 10:00:00.25,reports,2", FRACTION, FRACTION),
+        ("", "C,2026-02-25 10:00:00.25,reports,2", None, FRACTION),  # one format per file
+        ("", "C,2026-02-25T10:00:00Z,reports,2", None, None),  # another tool's way with times
+        ("", "C,2026-02-25 10:00:00,reports,NA", None, None),
+        ("", "C,,reports,", PLAIN, PLAIN),  # empty values are no values either way
+        ("", 'C,2026-02-25 10:00:00,"multi\nline",2', PLAIN, PLAIN),  # split rows are skipped
     ],
 )
-def test_the_last_rows_say_whether_to_read_a_csv_typed(tmp_path, appended, expected) -> None:
-    from features.reading import tail_reads_typed
+def test_the_last_rows_say_how_to_read_a_csv_typed(tmp_path, fraction, appended, expected, last):
+    """The time format of a CSV file's last rows, if the typed reader would read them.
+
+    ``last``: what the last row alone says (a 64-byte look starts inside a row).
+    """
+    from features.reading import typed_tail_format
 
     path = tmp_path / "usage_events.csv"
-    rows = "".join(f"A,2026-01-{d:02d} 09:00:00,export,{d}\n" for d in range(1, 29))
+    rows = "".join(f"A,2026-01-{d:02d} 09:00:00{fraction},export,{d}\n" for d in range(1, 29))
     path.write_text("customer_id,timestamp,feature,quantity\n" + rows + appended + "\n")
     types = {"timestamp": "TIMESTAMP", "quantity": "DOUBLE"}
-    assert tail_reads_typed(path, types) is expected
-    assert tail_reads_typed(path, types, probe=64) is expected  # from inside a row
+    assert typed_tail_format(path, types) == expected
+    assert typed_tail_format(path, types, probe=64) == last
 
 
 def test_parquet_zoned_timestamps_are_converted_to_utc(tmp_path: Path) -> None:
