@@ -74,7 +74,9 @@ def main() -> None:
     n_load = len(log)
     build_features(loaded, {**cfg["features"], "seed": cfg["seed"]})
     features = time.perf_counter() - start - load
-    out = [f"load {load:.2f} s ({n_load} statements), features {features:.2f} s", ""]
+    sql = sum(x[0] for x in log[n_load:])
+    out = [f"load {load:.2f} s ({n_load} statements), features {features:.2f} s "
+           f"({len(log) - n_load} statements: {sql:.2f} s of SQL)", ""]  # fmt: skip
     out.append(f"{'wall s':>7} {'CPU s':>7}  statement")
     for wall, used, sql in sorted(log, reverse=True)[: args.top]:
         out.append(f"{wall:7.2f} {used:7.2f}  {sql[: args.width]}")

@@ -305,10 +305,7 @@ def _load(
                                                  checks, drop)  # fmt: skip
         if held and not typed:
             with reading(file, n_examples):
-                con.execute(
-                    f"CREATE TEMP TABLE checked_{name} AS SELECT * EXCLUDE ({drop}), "
-                    f"{valid_mask(checks)} AS __bad FROM staged_{name}"
-                )
+                _hold(con, name, f"staged_{name}", checks, drop)
         if held:
             flags = [f"(__bad & {1 << i}) <> 0 AS __bad_{i}" for i in range(len(checks))]
             rows = f"checked_{name}"
@@ -439,13 +436,21 @@ def _staged_sql(table, found, attrs, dtypes, plainly, compared, dup, source) -> 
     )
 
 
+def _hold(con, name, rows, checks, drop) -> None:
+    """Keep ``rows`` (staged SQL) as ``checked_<name>``, with the mask of the checks each breaks."""
+    con.execute(
+        f"CREATE TEMP TABLE checked_{name} AS SELECT * EXCLUDE ({drop}), "
+        f"{valid_mask(checks)} AS __bad FROM {rows}"
+    )
+
+
 def _held_typed(con, name, reader, file, table, found, checks, drop) -> bool:
     """Hold a CSV event table's checked rows as DuckDB's CSV reader types them; whether it did.
 
     The reader parses timestamps written ``YYYY-MM-DD HH:MM:SS`` (with a fraction of a
     second, or without, as the file's last rows are written) and numbers itself, as
-    fast as it reads text, where parsing the text after costs twice the read (README,
-    Benchmarks); every other column stays text. Its values then equal `parse_sql`'s. Kept
+    fast as it reads text, where parsing the text after costs most of a read again
+    (README, Benchmarks); every other column stays text. Its values then equal `parse_sql`'s. Kept
     only when every row passes the checks: a value the reader refuses (another time
     format, a zone, a marker such as ``NA``) or a row a check flags, and the table is read
     as text, whose messages quote the file as it is written. Not tried when the file's last
@@ -461,10 +466,7 @@ def _held_typed(con, name, reader, file, table, found, checks, drop) -> bool:
     typed = typed_csv(reader, types, time_format)
     sql = _staged_sql(table, found, [], dtypes, {}, {}, False, typed)
     try:
-        con.execute(
-            f"CREATE TEMP TABLE checked_{name} AS SELECT * EXCLUDE ({drop}), "
-            f"{valid_mask(checks)} AS __bad FROM ({sql})"
-        )
+        _hold(con, name, f"({sql})", checks, drop)
     except duckdb.Error:
         return False
     if con.execute(f"SELECT count(*) FROM checked_{name} WHERE __bad <> 0").fetchone()[0]:

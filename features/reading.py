@@ -120,7 +120,7 @@ def typed_tail_format(path: Path, types: dict[str, str], probe: int = 1 << 16) -
     if start > 0 and lines:
         lines = lines[1:]  # the first may be the end of a row
     columns = {i: types[c] for i, c in enumerate(header) if c in types}
-    formats, times = list(CSV_TIME_FORMATS), []
+    times = []
     for row in csv.reader(lines, delimiter=delimiter):
         if len(row) != len(header):
             continue
@@ -133,7 +133,7 @@ def typed_tail_format(path: Path, types: dict[str, str], probe: int = 1 << 16) -
                     float(value)
                 except ValueError:
                     return None
-    for time_format in formats:
+    for time_format in CSV_TIME_FORMATS:
         try:
             for value in times:
                 dt.datetime.strptime(value, time_format)
