@@ -27,6 +27,7 @@ import logging
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from scipy.stats import rankdata
 
 from features.contract import DataError
@@ -55,6 +56,7 @@ CLV_COLUMNS = ("customer_id", "frequency", "recency", "T", "monetary_value")
 VALUE_TIERS = {"high": 12, "mid": 8}
 
 _SCORES = 5  # quintiles
+_TIERS = pa.array(["none", "high", "mid", "low"])  # `rfm`'s value tiers, by code
 
 
 def _require_transactions(engine: Engine) -> None:
@@ -251,11 +253,52 @@ def _billing_history(engine: Engine, as_of: pd.Timestamp) -> pd.DataFrame:
 def _edges(values: np.ndarray) -> list[float]:
     """Return the worst value that earned each score from 2 to 5 (inf when none did).
 
-    ``values`` are oriented so that higher is better; the scores are those of `rfm`.
+    ``values`` are oriented so that higher is better; the scores are those of `rfm`: a
+    value's score grows with its rank (``rankdata(values, method="min")``), so the worst
+    value scoring ``s`` is the smallest one ranked at least the first rank that scores
+    ``s``. It is found by selection (`numpy.partition`), in linear time, where ranking a
+    million values sorted them.
     """
     n = len(values)
-    rank = rankdata(values, method="min")
-    score = np.minimum(_SCORES, 1 + np.floor(_SCORES * (rank - 1.0) / max(n - 1, 1)))
+    if np.isnan(values).any():  # ranked as the largest by rankdata: as it does
+        return _edges_ranked(values)
+    firsts = [_first_rank(n, s) for s in range(2, _SCORES + 1)]
+    kth = sorted({j for r in firsts if r for j in (r - 2, r - 1) if j >= 0})
+    ordered = np.partition(values, kth) if kth else values  # those order statistics, in place
+    edges = []
+    for rank in firsts:
+        if rank is None:
+            edges.append(np.inf)
+            continue
+        i = rank - 1  # the rank-th smallest value, unless it ties with the one before
+        edge = ordered[i]
+        if i and ordered[i - 1] == edge:  # ranked below: the next larger value, if any
+            edge = np.min(values, where=values > edge, initial=np.inf)
+        if edge == 0.0:  # of 0.0 and -0.0, the one the minimum of those scoring s gives
+            edge = np.min(values, where=values >= edge, initial=np.inf)
+        edges.append(float(edge))
+    return edges
+
+
+def _score(rank, n: int):
+    """Return the score of a value ranked ``rank`` (1 = lowest) among ``n``: 1 to 5."""
+    return np.minimum(_SCORES, 1 + np.floor(_SCORES * (rank - 1.0) / max(n - 1, 1)))
+
+
+def _first_rank(n: int, s: int) -> int | None:
+    """Return the lowest rank among ``n`` values that scores ``s`` or more (None: none)."""
+    if not n or _score(n, n) < s:
+        return None
+    lo, hi = 1, n  # _score grows with the rank: the first that reaches s, by bisection
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if _score(mid, n) >= s else (mid + 1, hi)
+    return lo
+
+
+def _edges_ranked(values: np.ndarray) -> list[float]:
+    """`_edges` by ranking every value (what it computes, for values with NaN)."""
+    score = _score(rankdata(values, method="min"), len(values))
     return [float(values[score >= s].min()) if (score >= s).any() else np.inf
             for s in range(2, _SCORES + 1)]  # fmt: skip
 
@@ -329,8 +372,10 @@ def rfm(engine: Engine, as_of: pd.Timestamp, params: dict, fitted=None) -> Built
         score[bought] = 1.0 + (v[:, None] >= np.asarray(fitted[c])[None, :]).sum(axis=1)
         frame[f"rfm_{c}"] = score
     total = frame["rfm_r"] + frame["rfm_f"] + frame["rfm_m"]
-    tier = np.select([total == 0, total >= high, total >= mid], ["none", "high", "mid"], "low")
-    frame["value_tier"] = pd.Series(tier, index=frame.index, dtype="string")
+    tier = np.select([total == 0, total >= high, total >= mid], [0, 1, 2], 3)  # _TIERS
+    frame["value_tier"] = pd.Series(
+        pd.array(_TIERS.take(pa.array(tier)), dtype="string"), index=frame.index
+    )  # the four names taken by Arrow: no Python string per customer
     tiers = f"high: total >= {high}, mid: >= {mid}, else low; none: never bought"
     return (
         frame,

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import records
@@ -162,6 +163,34 @@ def test_scores_do_not_depend_on_row_order(engine) -> None:
     one = rfm(e1, e1.data.as_of, {})[0].sort_values("customer_id", ignore_index=True)
     two = rfm(e2, e2.data.as_of, {})[0].sort_values("customer_id", ignore_index=True)
     pd.testing.assert_frame_equal(one, two)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_score_edges_are_those_of_ranking_every_value(seed: int) -> None:
+    """The edges found by selection are those the scores' definition gives: ties, -0.0, NaN."""
+    from scipy.stats import rankdata
+
+    from features.rfm import _edges
+
+    rng = np.random.default_rng(seed)
+    cases = [np.array([]), np.array([3.0]), np.array([-0.0, 0.0, 0.0, -0.0, -1.0])]
+    for n in (2, 5, 7, 31, 1000):
+        cases += [
+            rng.integers(0, 4, n).astype(float),  # many ties (purchase days)
+            -rng.integers(0, 3, n) * 1.0,  # recencies: -0.0 and 0.0
+            np.where(rng.random(n) < 0.5, 0.0, -0.0),
+            rng.normal(size=n),
+            np.where(rng.random(n) < 0.1, np.nan, rng.normal(size=n)),
+        ]
+    for values in cases:
+        n = len(values)
+        score = np.minimum(
+            5, 1 + np.floor(5 * (rankdata(values, method="min") - 1.0) / max(n - 1, 1))
+        )
+        want = [values[score >= s].min() if (score >= s).any() else np.inf for s in range(2, 6)]
+        assert [repr(float(v)) for v in _edges(values.copy())] == [repr(float(v)) for v in want], (
+            values
+        )
 
 
 def test_bad_value_tiers_are_refused_with_their_values(engine) -> None:
