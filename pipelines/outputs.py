@@ -8,6 +8,8 @@ id leaves the run as its salted hash (`features.privacy.pseudonymize`).
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +28,8 @@ from pipelines.segment import Segments
 from pipelines.table import Table
 
 __all__ = ["Assignments", "assign", "write_outputs"]
+
+_progress = logging.getLogger("personas.progress")  # shown by pipelines.run.stage
 
 
 @dataclass
@@ -124,46 +128,70 @@ def write_outputs(
     identity: Identity,
     assignments: Assignments,
 ) -> Path:
-    """Write every output of a train run to ``output`` at once; return the folder."""
+    """Write every output of a train run to ``output`` at once; return the folder.
+
+    The files are written one after the other into a staging folder, each counted (the
+    stage's bar: ``4/9 files``), and the folder replaces ``output`` when the last is done.
+    """
     key, table, personas = salt(cfg), built.table, profile.personas
     ids = ["customer_id", "account_id"]
+    writers: dict[str, Callable[[Path], None]] = {}
+    if assignments.cluster is None:
+        units = assignments.units
+        writers["assignments.csv"] = lambda f: _pseudonymized(units, ids, key).to_csv(
+            f / "assignments.csv", index=False
+        )
+    else:  # written by the executors
+        writers["assignments.csv"] = lambda f: assignments.cluster.write(f, key)
+    if assignments.people is not None and assignments.cluster is None:
+        writers["people_assignments.csv"] = lambda f: b2b.write_people(f, assignments.people, key)
+    writers["personas.json"] = lambda f: _json(f / "personas.json", personas)
+    # which features shaped the personas, and their families (model.attributes decides)
+    families = sorted({table.meta.loc[c, "family"] for c in segments.columns})
+    summary = {**segments.selection.summary(), "features": segments.columns,
+               "families": families}  # fmt: skip
+    writers["segmentation.json"] = lambda f: _json(f / "segmentation.json", summary)
+    writers["data_quality.json"] = lambda f: _json(f / "data_quality.json", loaded.quality, str)
+    if assignments.cluster is None:  # else the executors wrote every customer's
+        writers["features.parquet"] = lambda f: _features(f / "features.parquet", table, key)
+    if loaded.quarantine:
+        writers["quarantine"] = lambda f: _quarantine(f / "quarantine", loaded.quarantine, key)
+    if built.clv:
+        writers["clv_model.json"] = lambda f: _json(f / "clv_model.json", built.clv)
+    if identity.changes is not None:
+        writers["changes.json"] = lambda f: _json(f / "changes.json", identity.changes, str)
+        writers["migration.csv"] = lambda f: identity.migration.to_csv(
+            f / "migration.csv", index=False
+        )
+    n = assignments.count
+    writers["report.html"] = lambda f: _write_reports(
+        f, run_id, cfg, loaded, built, segments, profile, identity, n
+    )  # and report.md
     with stage("Write outputs and report"), staged_folder(output) as folder:
-        if assignments.cluster is None:
-            units = _pseudonymized(assignments.units, ids, key)
-            units.to_csv(folder / "assignments.csv", index=False)
-        else:  # written by the executors
-            assignments.cluster.write(folder, key)
-        if assignments.people is not None and assignments.cluster is None:
-            b2b.write_people(folder, assignments.people, key)
-        (folder / "personas.json").write_text(json.dumps(personas, indent=2))
-        # which features shaped the personas, and their families (model.attributes decides)
-        families = sorted({table.meta.loc[c, "family"] for c in segments.columns})
-        summary = {**segments.selection.summary(), "features": segments.columns,
-                   "families": families}  # fmt: skip
-        (folder / "segmentation.json").write_text(json.dumps(summary, indent=2))
-        (folder / "data_quality.json").write_text(json.dumps(loaded.quality, indent=2, default=str))
-        if assignments.cluster is None:  # else the executors wrote every customer's
-            frame = table.frame
-            if key is not None:
-                index = pseudonymize(frame.index.to_series().astype(str), key)
-                frame = frame.set_axis(pd.Index(index, name=frame.index.name), axis=0)
-            FeatureTable(frame=frame, features=table.features, as_of=table.as_of).to_parquet(
-                folder / "features.parquet"
-            )
-        if loaded.quarantine:
-            (folder / "quarantine").mkdir()
-            for name, rows in loaded.quarantine.items():
-                rows = _pseudonymized(rows, ["customer_id"], key)
-                rows.to_csv(folder / "quarantine" / f"{name}.csv", index=False)
-        if built.clv:
-            (folder / "clv_model.json").write_text(json.dumps(built.clv, indent=2))
-        if identity.changes is not None:
-            changes = json.dumps(identity.changes, indent=2, default=str)
-            (folder / "changes.json").write_text(changes)
-            identity.migration.to_csv(folder / "migration.csv", index=False)
-        n = assignments.count
-        _write_reports(folder, run_id, cfg, loaded, built, segments, profile, identity, n)
+        for done, write in enumerate(writers.values(), start=1):
+            write(folder)
+            _progress.info("", extra={"progress": (done, len(writers), "files")})
     return output
+
+
+def _json(path: Path, content, default=None) -> None:
+    path.write_text(json.dumps(content, indent=2, default=default))
+
+
+def _features(path: Path, table: FeatureTable, key: str | None) -> None:
+    """Write the feature table, its ids pseudonymized when ``key`` is set."""
+    frame = table.frame
+    if key is not None:
+        index = pseudonymize(frame.index.to_series().astype(str), key)
+        frame = frame.set_axis(pd.Index(index, name=frame.index.name), axis=0)
+    FeatureTable(frame=frame, features=table.features, as_of=table.as_of).to_parquet(path)
+
+
+def _quarantine(folder: Path, quarantine: dict[str, pd.DataFrame], key: str | None) -> None:
+    """Write the rows set aside, one CSV per table, their customer ids pseudonymized."""
+    folder.mkdir()
+    for name, rows in quarantine.items():
+        _pseudonymized(rows, ["customer_id"], key).to_csv(folder / f"{name}.csv", index=False)
 
 
 def _write_reports(folder, run_id, cfg, loaded, built, segments, profile, identity, n) -> None:

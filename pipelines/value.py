@@ -36,6 +36,7 @@ from pipelines.billing import Billing, SparkBilling, cycle_of, fit_subscription,
 __all__ = ["CLV_FEATURES", "add_customer_value", "revenue_at_risk"]
 
 logger = logging.getLogger(__name__)
+_progress = logging.getLogger("personas.progress")  # shown by pipelines.run.stage
 
 CLV_FEATURES = [
     Feature("clv_expected_purchases", "clv", "value",
@@ -95,6 +96,7 @@ def add_customer_value(
         return None, None
     engine = engine or Engine(loaded)
     if fitted is not None:
+        _step(1, 1, "each customer's value")
         value = _apply(engine, loaded.as_of, fitted, c)
         params = fitted["params"]
     else:
@@ -113,6 +115,7 @@ def _fit(engine: Engine, as_of, cfg: dict) -> dict | None:
     """Fit the value model the data calls for; None (with a warning) when it cannot be."""
     c = cfg["clv"]
     cycle = billing = None
+    _step(1, 3, "purchase histories")
     if c["model"] != "bgnbd":
         billing = _billing(engine, as_of)
         cycle = regular_cycle(*billing.regular())
@@ -128,11 +131,15 @@ def _fit(engine: Engine, as_of, cfg: dict) -> dict | None:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             if cycle:
+                _step(2, 3, "model fit")
                 fitted = fit_subscription(billing, cycle, c)
             else:
                 summary = clv_summary(engine, as_of).set_index("customer_id")
-                fitted = _fit_buying(summary, c, _histories(engine, as_of, cfg))
+                histories = _histories(engine, as_of, cfg)
+                _step(2, 3, "model fit")
+                fitted = _fit_buying(summary, c, histories)
             history = getattr(billing, "history", None) if cycle else None
+            _step(3, 3, "each customer's value")
             fitted["value"] = _apply(engine, as_of, fitted, c, history)
     except ValueError as error:  # e.g. fewer than two repeat buyers
         logger.warning("Customer lifetime value is off for this run: %s", error)
@@ -145,6 +152,11 @@ def _fit(engine: Engine, as_of, cfg: dict) -> dict | None:
         or int(len(fitted["value"])),
     }  # fmt: skip
     return fitted
+
+
+def _step(done: int, total: int, what: str) -> None:
+    """Report the step under way to the stage's bar (``2/3 steps: model fit``)."""
+    _progress.info("", extra={"progress": (done, total, f"steps: {what}")})
 
 
 def _billing(engine: Engine, as_of):

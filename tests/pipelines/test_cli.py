@@ -60,6 +60,23 @@ def test_stderr_holds_only_the_pipelines_own_log_lines(trained):
     assert "mlflow.pyfunc" not in result.stderr and "Registered model" not in result.stderr
 
 
+def test_stages_that_take_long_log_their_counts(trained):
+    """Off a terminal, each counted stage logs its count when its loop completes."""
+    _, out, result = trained
+    counts = re.findall(r"INFO +(.+?): (\d+)/(\d+) (\w+)", result.stderr)
+    done = {(stage, unit): (int(a), int(b)) for stage, a, b, unit in counts}
+    for stage, unit in [
+        ("Load and validate", "tables"), ("Features", "feature"),
+        ("Customer lifetime value", "steps"), ("Model", "candidates"), ("Model", "resamples"),
+        ("Drivers and themes", "folds"),
+        ("Write outputs and report", "files"),
+    ]:  # fmt: skip
+        assert (stage, unit) in done, (stage, unit, counts)
+        assert done[stage, unit][0] == done[stage, unit][1]
+    written = [p for p in out.iterdir() if p.suffix != ".md"]  # report.md comes with the html
+    assert done["Write outputs and report", "files"][1] == len(written)
+
+
 def test_every_customer_exactly_once(trained):
     data, out, _ = trained
     customers = pd.read_csv(data / "customers.csv", dtype=str)
