@@ -32,6 +32,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+_progress = logging.getLogger("personas.progress")  # shown by pipelines.run.stage
 
 
 def _transformed(values: pd.Series, transform: str) -> pd.Series:
@@ -52,7 +53,8 @@ def _traits(
     members = {pid: np.flatnonzero(mask) for pid, mask in masks.items()}
     frame = frame.reset_index(drop=True)  # rows by position: taking string ids costs seconds
     rows: dict = {pid: [] for pid in personas}
-    for name, info in meta.iterrows():
+    for done, (name, info) in enumerate(meta.iterrows(), start=1):
+        _progress.info("", extra={"progress": (done, len(meta), "features")})
         col = frame[name]
         if info["transform"] == "category":
             levels = col.dropna().astype(str)

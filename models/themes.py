@@ -74,19 +74,24 @@ def _as_frame(data: pd.DataFrame | None, column: str) -> pd.DataFrame:
     return out.assign(customer_id=out["customer_id"].astype(str))
 
 
-def _persona_of(rows: pd.DataFrame, persona: pd.Series) -> np.ndarray:
+def _persona_of(frames: list[pd.DataFrame], persona: pd.Series) -> list[np.ndarray]:
     """Return the persona of each row's ``customer_id`` (NaN when not in ``persona``).
 
-    As ``rows["customer_id"].map(persona)``, with the ids matched by Arrow's hash join:
-    pandas would turn millions of ids into Python strings first.
+    As ``frame["customer_id"].map(persona)`` for each frame, with the ids matched by one
+    Arrow hash join for all of them: pandas would turn millions of ids into Python strings
+    first, and each join hashes every customer's id.
     """
-    ids = pa.array(rows["customer_id"].astype(str), type=pa.string())
+    chunks = []
+    for frame in frames:  # an Arrow-backed column gives its chunks, no copy
+        got = pa.array(frame["customer_id"].astype(str), type=pa.string())
+        chunks += got.chunks if isinstance(got, pa.ChunkedArray) else [got]
+    ids = pa.chunked_array(chunks, pa.string())
     known = pa.array(persona.index.astype(str), type=pa.string())
     at = pc.index_in(ids, value_set=known).to_numpy(zero_copy_only=False)
     found = ~np.isnan(at)
-    out = np.full(len(rows), np.nan)
+    out = np.full(len(ids), np.nan)
     out[found] = persona.to_numpy(dtype=float)[at[found].astype(np.int64)]
-    return out
+    return np.split(out, np.cumsum([len(f) for f in frames])[:-1])
 
 
 def _keywords(docs, top_terms, min_count, min_lift, max_docs, seed, n):
@@ -235,13 +240,13 @@ def persona_themes(
         Customers not in ``labels`` and persona -1 are left out.
     """
     persona = pd.Series(labels.to_numpy(), index=labels.index.astype(str), name="persona")
-    docs = _as_frame(comments, "text")
+    docs, tickets = _as_frame(comments, "text"), _as_frame(topics, "topic")
+    of_docs, of_tickets = _persona_of([docs, tickets], persona)
     # scrubbing never empties a text nor fills an empty one: only the sampled ones are scrubbed
-    docs = docs.assign(text=docs["text"].astype(str), persona=_persona_of(docs, persona))
+    docs = docs.assign(text=docs["text"].astype(str), persona=of_docs)
     docs = docs[docs["persona"].notna() & (docs["text"].str.strip() != "")]
     docs = docs.astype({"persona": int}).reset_index(drop=True)
-    tickets = _as_frame(topics, "topic")
-    tickets = tickets.assign(persona=_persona_of(tickets, persona)).dropna()
+    tickets = tickets.assign(persona=of_tickets).dropna()
     tickets = tickets.astype({"persona": int})
     words = (
         _keywords(docs, top_terms, min_count, min_lift, max_comments, random_state, examples)

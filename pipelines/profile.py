@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from features import FeatureTable, LoadedData
-from features.engine import slug
+from features.engine import Engine, slug
 from features.sql import sql_name
 from models import profile_personas
 from models.drivers import key_drivers
@@ -64,12 +64,16 @@ def business_model(loaded: LoadedData, cfg: dict) -> str:
 
 
 def _text(loaded: LoadedData, table: str, column: str) -> pd.DataFrame | None:
-    """Return customer_id and one text column of a loaded table (None when absent)."""
+    """Return customer_id and one text column of a loaded table (None when absent).
+
+    The texts come as pandas' ``str`` columns, Arrow arrays (`features.engine.Engine.query`):
+    no Python string is made per comment or id.
+    """
     if column not in loaded.columns.get(table, []):
         return None
-    return loaded.con.execute(
+    return Engine(loaded).query(
         f"SELECT customer_id, {sql_name(column)} FROM {table} WHERE {sql_name(column)} IS NOT NULL"
-    ).df()
+    )
 
 
 def profile(

@@ -68,7 +68,7 @@ def test_stages_that_take_long_log_their_counts(trained):
     for stage, unit in [
         ("Load and validate", "tables"), ("Features", "feature"),
         ("Customer lifetime value", "steps"), ("Model", "candidates"), ("Model", "resamples"),
-        ("Drivers and themes", "folds"),
+        ("Drivers and themes", "folds"), ("Profile", "features"),
         ("Write outputs and report", "files"),
     ]:  # fmt: skip
         assert (stage, unit) in done, (stage, unit, counts)
