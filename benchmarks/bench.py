@@ -6,6 +6,13 @@ in a fresh subprocess, so that each peak RSS is its own (see ``benchmarks/README
 
     .venv/bin/python benchmarks/bench.py                          # 10k and 100k customers
     .venv/bin/python benchmarks/bench.py --sizes 10000,100000,1000000
+    .venv/bin/python benchmarks/bench.py --sizes 1000000,3000000 --repeat 3 --out benchmarks/repeat
+
+With ``--repeat N`` the floor and the train of every size, and the CSV demo's ``read_csv``
+and train, run N rounds (every size once per round, so a slow spell of the machine falls
+on all of them): the table shows the first round; below it, the exponents of each stage's
+median CPU time and the CSV train's ratio to the ``read_csv`` of its own round, round by
+round. One round moves a stage's exponent by about 0.1 on the machine of the README.
 """
 
 from __future__ import annotations
@@ -418,6 +425,7 @@ def table_md(results: dict) -> str:
             f"\nNo baseline above {results.get('baseline_max', 0):,} customers "
             "(`--baseline-max`): the pandas notebook holds every event in memory."
         )
+    lines += _rounds_md(results)
     if "csv" in results:
         c = results["csv"]
         floor, ours = c["csv_floor"]["seconds"], c["csv_load"]
@@ -452,6 +460,44 @@ def table_md(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _rounds_md(results: dict) -> list[str]:
+    """Lines on the repeated rounds (`--repeat`): median exponents, each round's CSV ratio."""
+    sizes, lines = results["sizes"], []
+    rounds = [r.get("rounds", []) for r in sizes]
+    if len(sizes) > 1 and all(len(r) > 1 for r in rounds):
+
+        def median_cpu(size_rounds: list) -> dict[str, float]:
+            per = [_grouped(r["train"], "cpu_seconds") for r in size_rounds]
+            return {k: float(np.median([p[k] for p in per])) for k in STAGES}
+
+        medians = [median_cpu(r) for r in rounds]
+        for i in range(len(sizes) - 1):
+            a, b, ma, mb = sizes[i], sizes[i + 1], medians[i], medians[i + 1]
+            ratio = math.log(b["customers"] / a["customers"])
+            x = [f"{k} {math.log(max(mb[k], 0.05) / max(ma[k], 0.05)) / ratio:.2f}" for k in ma]
+            lines.append(
+                f"\nMedian CPU time of {len(rounds[0])} rounds ~ n^x, {a['customers']:,} -> "
+                f"{b['customers']:,}: " + ", ".join(x)
+            )
+        totals = "; ".join(
+            f"{s['customers']:,}: " + ", ".join(f"{r['train']['seconds']:.1f}" for r in rr)
+            for s, rr in zip(sizes, rounds, strict=True)
+        )
+        lines.append(f"\nThe train's wall seconds, round by round: {totals}.")
+    csv_rounds = results.get("csv", {}).get("rounds", [])
+    if len(csv_rounds) > 1:
+        ratios = [r["train"]["seconds"] / r["csv_floor"]["seconds"] for r in csv_rounds]
+        each = ", ".join(
+            f"{r['train']['seconds']:.1f} s / {r['csv_floor']['seconds']:.1f} s = {x:.1f}x"
+            for r, x in zip(csv_rounds, ratios, strict=True)
+        )
+        lines.append(
+            f"\nThe CSV train against the `read_csv` of its own round, {len(ratios)} rounds: "
+            f"{each} (median {np.median(ratios):.1f}x)."
+        )
+    return lines
+
+
 def main(argv: list[str] | None = None) -> None:
     """Parse the command line and run the benchmark (or one worker)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -469,6 +515,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--baseline-max", type=int, default=1_000_000,
         help="largest base the pandas baseline runs on (it holds every event in memory)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--repeat", type=int, default=1,
+        help="rounds of every size's floor and train and of the CSV read_csv and train",
     )  # fmt: skip
     parser.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)  # KIND N DATA RESULT
     args = parser.parse_args(argv)
@@ -503,6 +553,19 @@ def main(argv: list[str] | None = None) -> None:
         results["csv"] = dict(customers=args.csv, rows=json.loads(stamp.read_text()))
         kinds = ("csv_floor", "csv_load", "train")
         results["csv"].update({k: spawn(k, args.csv, folder) for k in kinds})
+        (args.out / "results.json").write_text(json.dumps(results, indent=2))
+        (args.out / "results.md").write_text(table_md(results))
+    for _ in range(args.repeat - 1):  # more rounds: every size, then the CSV demo, again
+        for size in results["sizes"]:
+            folder = args.data_root / str(size["customers"])
+            first = {"floor": size["floor"], "train": size["train"]}
+            rounds = size.setdefault("rounds", [first])
+            rounds.append({k: spawn(k, size["customers"], folder) for k in ("floor", "train")})
+        if args.csv:
+            c, folder = results["csv"], args.data_root / f"csv{args.csv}"
+            first = {"csv_floor": c["csv_floor"], "train": c["train"]}
+            rounds = c.setdefault("rounds", [first])
+            rounds.append({k: spawn(k, args.csv, folder) for k in ("csv_floor", "train")})
         (args.out / "results.json").write_text(json.dumps(results, indent=2))
         (args.out / "results.md").write_text(table_md(results))
     if args.scale:  # scoring uses the smallest base's train; its features repeat to --scale rows
